@@ -13,6 +13,7 @@ import (
 	"github.com/docker/cli/cli/command"
 
 	"github.com/dso-project/dso/internal/buildinfo"
+	"github.com/dso-project/dso/internal/cmdutil"
 	"github.com/dso-project/dso/internal/iostreams"
 )
 
@@ -25,7 +26,7 @@ func Main(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	f := NewFactory(ios)
+	f := &cmdutil.Factory{IO: ios}
 	root := NewRootCmd(f)
 	root.SetArgs(args)
 	return ExitCode(ios, root.ExecuteContext(ctx))
@@ -46,8 +47,7 @@ func runPlugin(ios *iostreams.IOStreams) int {
 	if err != nil {
 		return ExitCode(ios, err)
 	}
-	f := NewFactory(ios)
-	f.dockerCLI = dockerCli
+	f := &cmdutil.Factory{IO: ios, DockerCLI: dockerCli}
 	root := NewRootCmd(f)
 	return ExitCode(ios, plugin.RunPlugin(dockerCli, root, PluginMetadata()))
 }

@@ -2,10 +2,14 @@ package cli
 
 import (
 	"github.com/spf13/cobra"
+
+	"github.com/dso-project/dso/internal/cli/versioncmd"
+	"github.com/dso-project/dso/internal/cmdutil"
 )
 
 // NewRootCmd returns the `dso` command with every subcommand that works.
-func NewRootCmd(f *Factory) *cobra.Command {
+// Each command lives in its own package under internal/cli.
+func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "dso",
 		Short:         "Secrets for Docker Compose, delivered at run time",
@@ -16,11 +20,11 @@ func NewRootCmd(f *Factory) *cobra.Command {
 	root.SetIn(f.IO.In)
 	root.SetOut(f.IO.Out)
 	root.SetErr(f.IO.ErrOut)
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageError(c, err)
-	})
+	root.SetFlagErrorFunc(cmdutil.UsageError)
+	root.PersistentFlags().StringVarP(&f.ConfigPath, "config", "c", "", "Path to dso.yaml (default: ./dso.yaml, then /etc/dso/dso.yaml)")
+
 	root.AddCommand(
-		NewCmdVersion(f, nil),
+		versioncmd.NewCmd(f, nil),
 	)
 	return root
 }

@@ -1,4 +1,5 @@
-package cli
+// Package versioncmd implements `docker dso version`.
+package versioncmd
 
 import (
 	"encoding/json"
@@ -7,34 +8,35 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dso-project/dso/internal/buildinfo"
+	"github.com/dso-project/dso/internal/cmdutil"
 )
 
-// VersionOptions are the inputs of `docker dso version`.
-type VersionOptions struct {
-	Factory *Factory
+// Options are the inputs of `docker dso version`.
+type Options struct {
+	Factory *cmdutil.Factory
 	JSON    bool
 }
 
-// NewCmdVersion returns `docker dso version`. runF replaces the behaviour in
-// tests of flag parsing.
-func NewCmdVersion(f *Factory, runF func(*VersionOptions) error) *cobra.Command {
-	opts := &VersionOptions{Factory: f}
+// NewCmd returns `docker dso version`. runF, when set, replaces the behaviour
+// (tests of flag parsing use it).
+func NewCmd(f *cmdutil.Factory, runF func(*Options) error) *cobra.Command {
+	opts := &Options{Factory: f}
 	cmd := &cobra.Command{
 		Use:   "version",
 		Short: "Print the version, commit and Go version",
-		Args:  noArgs,
+		Args:  cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runF != nil {
 				return runF(opts)
 			}
-			return versionRun(opts)
+			return run(opts)
 		},
 	}
 	cmd.Flags().BoolVar(&opts.JSON, "json", false, "Print as JSON")
 	return cmd
 }
 
-func versionRun(opts *VersionOptions) error {
+func run(opts *Options) error {
 	out := opts.Factory.IO.Out
 	if opts.JSON {
 		return json.NewEncoder(out).Encode(map[string]string{
