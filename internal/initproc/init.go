@@ -1,0 +1,328 @@
+package initproc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exit codes of the init itself (the application's own code is passed on).
+const (
+	ExitNoDelivery = 124 // no secrets arrived in time
+	ExitSetup      = 125 // the init could not prepare (no tmpfs, bad arguments)
+	ExitNotFound   = 127 // the application's program was not found
+)
+
+// forwarded are the signals the supervisor passes on to the application.
+var forwarded = []os.Signal{
+	syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGTERM,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGCONT, syscall.SIGTSTP,
+}
+
+// Options configure the supervisor.
+type Options struct {
+	Argv    []string      // the application's entrypoint and command
+	Timeout time.Duration // how long to wait for the first delivery
+	RunDir  string        // tmpfs directory for the socket and secret files
+	Stderr  io.Writer
+}
+
+// Supervise runs the init: it waits for the first delivery, starts the
+// application and supervises it. It returns the exit code for the process.
+func Supervise(opts Options) int {
+	logf := func(format string, a ...any) { fmt.Fprintf(opts.Stderr, "dso-init: "+format+"\n", a...) }
+	if len(opts.Argv) == 0 {
+		logf("no command to run: the service has no entrypoint or command")
+		return ExitSetup
+	}
+	if err := checkTmpfs(opts.RunDir); err != nil {
+		logf("%v", err)
+		return ExitSetup
+	}
+	sock := filepath.Join(opts.RunDir, "init.sock")
+	_ = os.Remove(sock)
+	old := unix.Umask(0o077)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	unix.Umask(old)
+	if err != nil {
+		logf("listen on %s: %v", sock, err)
+		return ExitSetup
+	}
+	defer ln.Close()
+
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, append([]os.Signal{syscall.SIGCHLD}, forwarded...)...)
+
+	deliveries := make(chan delivery)
+	go acceptLoop(ln, deliveries)
+
+	s := &supervisor{opts: opts, logf: logf, dir: filepath.Join(opts.RunDir, "secrets")}
+	timer := time.NewTimer(opts.Timeout)
+	defer timer.Stop()
+
+	// Before the application starts: wait for its secrets.
+	for s.child == nil {
+		select {
+		case d := <-deliveries:
+			d.reply(s.first(d.payload))
+		case sig := <-sigs:
+			if sig == syscall.SIGCHLD {
+				reapAll()
+				continue
+			}
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT {
+				return 128 + int(sig.(syscall.Signal))
+			}
+		case <-timer.C:
+			logf("no secrets delivered within %s; is the dso agent running? (`docker dso up` starts it, `docker dso status` shows it)", opts.Timeout)
+			return ExitNoDelivery
+		}
+		if s.exitCode >= 0 {
+			return s.exitCode
+		}
+	}
+
+	// The application runs: forward signals, reap, take rotations.
+	for {
+		select {
+		case d := <-deliveries:
+			d.reply(s.rotate(d.payload))
+		case sig := <-sigs:
+			if sig == syscall.SIGCHLD {
+				if code, done := s.reap(); done {
+					return code
+				}
+				continue
+			}
+			_ = s.child.Signal(sig)
+		}
+	}
+}
+
+type supervisor struct {
+	opts     Options
+	logf     func(string, ...any)
+	dir      string
+	child    *os.Process
+	digest   [32]byte
+	exitCode int // >= 0 when the init must end before the app started
+}
+
+// first applies the first delivery and starts the application.
+func (s *supervisor) first(p *Payload) error {
+	s.exitCode = -1
+	if err := writeFiles(s.dir, p.Files); err != nil {
+		return err
+	}
+	path, err := exec.LookPath(s.opts.Argv[0])
+	if err != nil {
+		s.logf("cannot run %q: %v", s.opts.Argv[0], err)
+		s.exitCode = ExitNotFound
+		return fmt.Errorf("cannot run %q: not found in the container", s.opts.Argv[0])
+	}
+	env := mergeEnv(os.Environ(), p.Env)
+	proc, err := os.StartProcess(path, s.opts.Argv, &os.ProcAttr{
+		Env:   env,
+		Files: []*os.File{os.Stdin, os.Stdout, os.Stderr},
+	})
+	if err != nil {
+		s.logf("cannot start %q: %v", s.opts.Argv[0], err)
+		s.exitCode = ExitSetup
+		return fmt.Errorf("cannot start %q", s.opts.Argv[0])
+	}
+	s.child = proc
+	s.digest = p.Digest()
+	return nil
+}
+
+// rotate applies a later delivery: files are rewritten atomically, then the
+// application gets the signal the payload names. Env changes cannot reach a
+// running process; the agent restarts the container for those.
+func (s *supervisor) rotate(p *Payload) error {
+	d := p.Digest()
+	if d == s.digest {
+		return nil
+	}
+	if err := writeFiles(s.dir, p.Files); err != nil {
+		return err
+	}
+	s.digest = d
+	if p.Signal != "" {
+		sig, _ := ParseSignal(p.Signal)
+		if err := s.child.Signal(sig); err != nil {
+			return fmt.Errorf("signal %s to the application: %v", p.Signal, err)
+		}
+	}
+	return nil
+}
+
+// reap collects every exited child; done is true when the application ended.
+func (s *supervisor) reap() (code int, done bool) {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return 0, false
+		}
+		if pid == s.child.Pid {
+			if ws.Signaled() {
+				return 128 + int(ws.Signal()), true
+			}
+			return ws.ExitStatus(), true
+		}
+	}
+}
+
+func reapAll() {
+	for {
+		var ws syscall.WaitStatus
+		if pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil); pid <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+// checkTmpfs refuses to run when dir is not a tmpfs: secret files must never
+// land on the container's disk.
+func checkTmpfs(dir string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return fmt.Errorf("%s: %v (the service must have a tmpfs there; run it with `docker dso up`)", dir, err)
+	}
+	if st.Type != unix.TMPFS_MAGIC {
+		return fmt.Errorf("%s is not a tmpfs; refusing to put secrets on disk (run the service with `docker dso up`)", dir)
+	}
+	return nil
+}
+
+// writeFiles makes dir hold exactly files: each written to a temporary name
+// and renamed over the old one, so readers see the old or the new content.
+func writeFiles(dir string, files map[string][]byte) error {
+	if len(files) == 0 {
+		return nil
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create %s: %v", dir, err)
+	}
+	for name, data := range files {
+		tmp, err := os.CreateTemp(dir, ".tmp-"+name+"-")
+		if err != nil {
+			return fmt.Errorf("write %s: %v", name, err)
+		}
+		_, werr := tmp.Write(data)
+		cerr := tmp.Chmod(0o400)
+		if err := errors.Join(werr, cerr, tmp.Close()); err != nil {
+			os.Remove(tmp.Name())
+			return fmt.Errorf("write %s: %v", name, err)
+		}
+		if err := os.Rename(tmp.Name(), filepath.Join(dir, name)); err != nil {
+			os.Remove(tmp.Name())
+			return fmt.Errorf("write %s: %v", name, err)
+		}
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if _, keep := files[e.Name()]; !keep && !strings.HasPrefix(e.Name(), ".tmp-") {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+	return nil
+}
+
+// mergeEnv returns base with the variables of add set (replacing any there).
+func mergeEnv(base []string, add map[string][]byte) []string {
+	out := make([]string, 0, len(base)+len(add))
+	for _, kv := range base {
+		name, _, _ := strings.Cut(kv, "=")
+		if _, replaced := add[name]; !replaced {
+			out = append(out, kv)
+		}
+	}
+	for k, v := range add {
+		out = append(out, k+"="+string(v))
+	}
+	return out
+}
+
+// delivery is one connection on the init socket with its decoded payload.
+type delivery struct {
+	conn    *net.UnixConn
+	payload *Payload
+}
+
+func (d delivery) reply(err error) {
+	if err != nil {
+		fmt.Fprintf(d.conn, "error: %s\n", err)
+	} else {
+		fmt.Fprintln(d.conn, "ok")
+	}
+	d.conn.Close()
+}
+
+// acceptLoop reads deliveries; malformed ones are answered here.
+func acceptLoop(ln *net.UnixListener, out chan<- delivery) {
+	for {
+		conn, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		p, err := ReadPayload(conn)
+		if err != nil {
+			delivery{conn: conn}.reply(err)
+			continue
+		}
+		conn.SetReadDeadline(time.Time{})
+		out <- delivery{conn: conn, payload: p}
+	}
+}
+
+// Deliver sends the payload read from in to the init listening on socket,
+// retrying the connection until wait has passed (the init may still be
+// starting). It returns the init's answer as an error, or nil.
+func Deliver(in io.Reader, socket string, wait time.Duration) error {
+	data, err := io.ReadAll(io.LimitReader(in, MaxPayload+1))
+	if err != nil {
+		return fmt.Errorf("read payload: %v", err)
+	}
+	if len(data) > MaxPayload {
+		return fmt.Errorf("payload larger than %d bytes", MaxPayload)
+	}
+	deadline := time.Now().Add(wait)
+	var conn *net.UnixConn
+	for {
+		conn, err = net.DialUnix("unix", nil, &net.UnixAddr{Name: socket, Net: "unix"})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the init is not listening on %s: %v", socket, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	defer conn.Close()
+	if _, err := conn.Write(data); err != nil {
+		return fmt.Errorf("send payload: %v", err)
+	}
+	conn.CloseWrite()
+	line, err := bufio.NewReader(io.LimitReader(conn, 4096)).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("no answer from the init: %v", err)
+	}
+	line = strings.TrimSpace(line)
+	if line == "ok" {
+		return nil
+	}
+	return errors.New(strings.TrimPrefix(line, "error: "))
+}

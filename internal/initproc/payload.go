@@ -1,0 +1,134 @@
+// Package initproc is the small init that DSO puts in front of a service's
+// entrypoint. It runs as PID 1 inside the container, waits (bounded in time)
+// for its secrets to be handed over on a unix socket in the container's
+// tmpfs, writes the file secrets there, then starts the application with the
+// env secrets added to its environment and stays as a minimal supervisor:
+// it forwards signals, reaps zombies, and accepts later deliveries (rotation)
+// that rewrite the files atomically and signal the application.
+//
+// The hand-over comes from `dso-init deliver`, which the agent runs in the
+// container with `docker exec`, the payload on stdin: the values travel only
+// through process memory and pipes, never the container config or the disk.
+package initproc
+
+import (
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+// Paths inside the container. The compose wiring mounts the init binary at
+// InitPath and a tmpfs at RunDir.
+const (
+	InitPath   = "/.dso/init"
+	RunDir     = "/run/dso"
+	SocketPath = RunDir + "/init.sock"
+	SecretsDir = RunDir + "/secrets"
+)
+
+// MaxPayload bounds what a delivery may carry.
+const MaxPayload = 64 << 20
+
+// Payload is what one delivery hands to the init.
+type Payload struct {
+	// Env are variables to add to the application's environment.
+	Env map[string][]byte `json:"env,omitempty"`
+	// Files are written under SecretsDir, named by the key.
+	Files map[string][]byte `json:"files,omitempty"`
+	// Signal, on a delivery to a running application, is sent to it after
+	// the files are rewritten ("" sends nothing). Names like "SIGHUP".
+	Signal string `json:"signal,omitempty"`
+}
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var fileName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
+
+// Validate checks names and values; errors name the variable or file, never
+// a value.
+func (p *Payload) Validate() error {
+	for k, v := range p.Env {
+		if !envName.MatchString(k) {
+			return fmt.Errorf("env name %q is not a valid variable name", k)
+		}
+		for _, b := range v {
+			if b == 0 {
+				return fmt.Errorf("env %s: the value has a NUL byte, which an environment cannot hold (deliver it as a file with dsofile://)", k)
+			}
+		}
+	}
+	for k := range p.Files {
+		if !fileName.MatchString(k) {
+			return fmt.Errorf("file name %q must be letters, digits, '.', '-' or '_'", k)
+		}
+	}
+	if p.Signal != "" {
+		if _, err := ParseSignal(p.Signal); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Digest identifies the content of the payload (env and files), so that a
+// repeated delivery of the same secrets changes nothing.
+func (p *Payload) Digest() [32]byte {
+	h := sha256.New()
+	write := func(kind string, m map[string][]byte) {
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			fmt.Fprintf(h, "%s %d:%s %d:", kind, len(k), k, len(m[k]))
+			h.Write(m[k])
+		}
+	}
+	write("env", p.Env)
+	write("file", p.Files)
+	var d [32]byte
+	copy(d[:], h.Sum(nil))
+	return d
+}
+
+// ReadPayload decodes one payload from r, bounded by MaxPayload.
+func ReadPayload(r io.Reader) (*Payload, error) {
+	var p Payload
+	dec := json.NewDecoder(io.LimitReader(r, MaxPayload+1))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&p); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return nil, errors.New("malformed delivery payload")
+		}
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("empty delivery payload")
+		}
+		return nil, errors.New("malformed delivery payload: unexpected content")
+	}
+	return &p, p.Validate()
+}
+
+var signals = map[string]syscall.Signal{
+	"SIGHUP": syscall.SIGHUP, "SIGINT": syscall.SIGINT, "SIGQUIT": syscall.SIGQUIT,
+	"SIGTERM": syscall.SIGTERM, "SIGUSR1": syscall.SIGUSR1, "SIGUSR2": syscall.SIGUSR2,
+	"SIGWINCH": syscall.SIGWINCH, "SIGKILL": syscall.SIGKILL,
+}
+
+// ParseSignal reads a signal name ("SIGHUP" or "HUP").
+func ParseSignal(name string) (syscall.Signal, error) {
+	n := strings.ToUpper(name)
+	if !strings.HasPrefix(n, "SIG") {
+		n = "SIG" + n
+	}
+	if s, ok := signals[n]; ok {
+		return s, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q (known: SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGWINCH)", name)
+}
