@@ -1,0 +1,67 @@
+package testbed
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+
+	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+)
+
+// RunContainer creates and starts a container and removes it (with its
+// anonymous volumes) at t.Cleanup. It returns the container's ID.
+func RunContainer(t testing.TB, opts client.ContainerCreateOptions) string {
+	t.Helper()
+	cli := Docker(t)
+	created, err := cli.ContainerCreate(t.Context(), opts)
+	if err != nil {
+		t.Fatalf("testbed: creating container: %v", err)
+	}
+	id := created.ID
+	t.Cleanup(func() {
+		ctx, cancel := cleanupContext()
+		defer cancel()
+		if _, err := cli.ContainerRemove(ctx, id, client.ContainerRemoveOptions{Force: true, RemoveVolumes: true}); err != nil && !isNotFound(err) {
+			t.Errorf("testbed: cleanup: removing container %s: %v", id[:12], err)
+		}
+	})
+	if _, err := cli.ContainerStart(t.Context(), id, client.ContainerStartOptions{}); err != nil {
+		t.Fatalf("testbed: starting container %s: %v", id[:12], err)
+	}
+	return id
+}
+
+// PublishLocal returns a port map publishing the container port (such as
+// "8080/tcp") on 127.0.0.1 at a port the engine picks; read it back with
+// HostAddr.
+func PublishLocal(port string) network.PortMap {
+	return network.PortMap{
+		network.MustParsePort(port): {{HostIP: netip.MustParseAddr("127.0.0.1")}},
+	}
+}
+
+// HostAddr returns "127.0.0.1:PORT" where the container publishes port
+// (such as "8080/tcp") on the host's loopback.
+func HostAddr(t testing.TB, containerID, port string) string {
+	t.Helper()
+	res, err := Docker(t).ContainerInspect(t.Context(), containerID, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatalf("testbed: inspecting container %s: %v", containerID, err)
+	}
+	p := network.MustParsePort(port)
+	var bindings []network.PortBinding
+	if ns := res.Container.NetworkSettings; ns != nil {
+		bindings = ns.Ports[p]
+	}
+	for _, b := range bindings {
+		if b.HostPort != "" && (!b.HostIP.IsValid() || b.HostIP.IsLoopback() || b.HostIP.IsUnspecified()) {
+			return net.JoinHostPort("127.0.0.1", b.HostPort)
+		}
+	}
+	t.Fatalf("testbed: container %s publishes no host port for %s (bindings %v)", containerID, port, bindings)
+	return ""
+}
+
+func isNotFound(err error) bool { return cerrdefs.IsNotFound(err) }

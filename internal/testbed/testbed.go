@@ -1,0 +1,146 @@
+// Package testbed is the shared test bed for tests that run against the real
+// Docker engine: an engine client, static binaries of repository packages,
+// images built from scratch (the testapp, busybox), Compose v2 projects and
+// HTTP probes of published ports. It is used only by tests.
+//
+// Everything a helper creates on the engine is removed at t.Cleanup, so a
+// test run leaves the engine as it found it. When the engine cannot be
+// reached, tests are skipped, except under CI=true where they fail.
+package testbed
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+)
+
+// Label is set on every image the test bed builds, so strays are easy to find.
+const Label = "dso.test"
+
+// cleanupTimeout bounds each removal done at t.Cleanup.
+const cleanupTimeout = 2 * time.Minute
+
+// InCI reports whether the tests run under CI (CI=true), where nothing that
+// needs Docker may be skipped.
+func InCI() bool {
+	ci, _ := strconv.ParseBool(os.Getenv("CI"))
+	return ci
+}
+
+// unavailable skips the test, or fails it under CI.
+func unavailable(t testing.TB, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if InCI() {
+		t.Fatalf("%s (CI=true: this is a failure, not a skip)", msg)
+	}
+	t.Skipf("%s; skipping (under CI=true this fails)", msg)
+}
+
+type engine struct {
+	cli client.APIClient
+	err error
+}
+
+var engineOnce = sync.OnceValue(func() engine {
+	cli, err := client.New(client.FromEnv)
+	if err != nil {
+		return engine{err: fmt.Errorf("creating Docker client: %w", err)}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	if _, err := cli.Ping(ctx, client.PingOptions{NegotiateAPIVersion: true}); err != nil {
+		_ = cli.Close()
+		return engine{err: fmt.Errorf("Docker engine not reachable: %w", err)}
+	}
+	return engine{cli: cli}
+})
+
+// Docker returns a client for the Docker engine named by the environment
+// (DOCKER_HOST etc.), with the API version negotiated. The client is shared
+// by the whole test process; do not close it. When the engine cannot be
+// reached the test is skipped, or fails under CI=true.
+func Docker(t testing.TB) client.APIClient {
+	t.Helper()
+	e := engineOnce()
+	if e.err != nil {
+		unavailable(t, "%v", e.err)
+	}
+	return e.cli
+}
+
+var repoRoot = sync.OnceValues(func() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && modulePath(string(b)) == "github.com/dso-project/dso" {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod of module github.com/dso-project/dso above the working directory")
+		}
+		dir = parent
+	}
+})
+
+func modulePath(gomod string) string {
+	for line := range strings.Lines(gomod) {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "module "); ok {
+			return strings.Trim(strings.TrimSpace(rest), `"`)
+		}
+	}
+	return ""
+}
+
+// RepoRoot returns the root of the repository (the directory holding the
+// go.mod of github.com/dso-project/dso), found from the working directory.
+// It panics when there is none: tests always run inside the repository.
+func RepoRoot() string {
+	dir, err := repoRoot()
+	if err != nil {
+		panic("testbed: " + err.Error())
+	}
+	return dir
+}
+
+// runID is unique to this test process; it keeps names of images and
+// projects apart between concurrent test processes.
+var runID = func() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}()
+
+var seq struct {
+	sync.Mutex
+	n int
+}
+
+// uniqueSuffix returns a suffix that no other call in any test process returns.
+func uniqueSuffix() string {
+	seq.Lock()
+	defer seq.Unlock()
+	seq.n++
+	return fmt.Sprintf("%s%d", runID, seq.n)
+}
+
+// cleanupContext is the context for removals at t.Cleanup, when the test's
+// own context is already cancelled.
+func cleanupContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), cleanupTimeout)
+}

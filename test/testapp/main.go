@@ -1,0 +1,159 @@
+// Command testapp is a tiny static HTTP server that runs inside test
+// containers and reports what the container gave it: environment, files,
+// ownership, arguments and signals. Tests ask it over a published port
+// instead of exec'ing into the container.
+//
+// It listens on $TESTAPP_ADDR (default :8080) and serves:
+//
+//	GET /env/NAME       value of NAME as seen at process start (404 if unset)
+//	GET /file?path=P    content of P read now (404 if missing)
+//	GET /stat?path=P    "uid gid mode" of P, mode in octal (404 if missing)
+//	GET /id             "uid gid" of the process
+//	GET /args           os.Args as JSON
+//	GET /hup            number of SIGHUPs received so far
+//	GET /exit?code=N    answers, then exits with status N
+//	GET /healthz        "ok"
+//
+// It never logs the values it serves.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+func main() {
+	addr := os.Getenv("TESTAPP_ADDR")
+	if addr == "" {
+		addr = ":8080"
+	}
+
+	var hups atomic.Int64
+	hupc := make(chan os.Signal, 1)
+	signal.Notify(hupc, syscall.SIGHUP)
+	go func() {
+		for range hupc {
+			hups.Add(1)
+		}
+	}()
+	// As PID 1 in a container the process gets no default action for
+	// SIGTERM, so handle it or `docker stop` waits for its timeout.
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
+
+	exitCode := make(chan int, 1)
+	srv := &http.Server{
+		Addr:              addr,
+		Handler:           newHandler(startEnv(), &hups, exitCode),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe() }()
+
+	code := 0
+	select {
+	case err := <-served:
+		fmt.Fprintln(os.Stderr, "testapp:", err)
+		os.Exit(1)
+	case <-stop:
+	case code = <-exitCode:
+	}
+	// Let a response that asked for the exit reach the client first.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	_ = srv.Shutdown(ctx)
+	cancel()
+	os.Exit(code)
+}
+
+// startEnv snapshots the environment once, so /env reports what the process
+// was started with even if something changes it later.
+func startEnv() map[string]string {
+	env := make(map[string]string)
+	for _, kv := range os.Environ() {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	return env
+}
+
+func newHandler(env map[string]string, hups *atomic.Int64, exitCode chan<- int) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("GET /env/{name}", func(w http.ResponseWriter, r *http.Request) {
+		v, ok := env[r.PathValue("name")]
+		if !ok {
+			http.Error(w, "unset", http.StatusNotFound)
+			return
+		}
+		fmt.Fprint(w, v)
+	})
+	mux.HandleFunc("GET /file", func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(r.URL.Query().Get("path"))
+		if err != nil {
+			fileError(w, err)
+			return
+		}
+		_, _ = w.Write(b)
+	})
+	mux.HandleFunc("GET /stat", func(w http.ResponseWriter, r *http.Request) {
+		fi, err := os.Stat(r.URL.Query().Get("path"))
+		if err != nil {
+			fileError(w, err)
+			return
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			http.Error(w, "no stat_t", http.StatusInternalServerError)
+			return
+		}
+		fmt.Fprintf(w, "%d %d %o", st.Uid, st.Gid, fi.Mode().Perm())
+	})
+	mux.HandleFunc("GET /id", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "%d %d", os.Getuid(), os.Getgid())
+	})
+	mux.HandleFunc("GET /args", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(os.Args)
+	})
+	mux.HandleFunc("GET /hup", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, hups.Load())
+	})
+	mux.HandleFunc("GET /exit", func(w http.ResponseWriter, r *http.Request) {
+		code, err := strconv.Atoi(r.URL.Query().Get("code"))
+		if err != nil || code < 0 || code > 255 {
+			http.Error(w, "code must be 0..255", http.StatusBadRequest)
+			return
+		}
+		fmt.Fprintf(w, "exiting %d", code)
+		if f, ok := w.(http.Flusher); ok {
+			f.Flush()
+		}
+		select {
+		case exitCode <- code:
+		default: // already exiting
+		}
+	})
+	return mux
+}
+
+func fileError(w http.ResponseWriter, err error) {
+	if errors.Is(err, fs.ErrNotExist) {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	// The error names only the path and the reason, never file content.
+	http.Error(w, err.Error(), http.StatusInternalServerError)
+}
