@@ -1,0 +1,317 @@
+package watch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// backend is an in-memory set of versions with a call log.
+type backend struct {
+	mu       sync.Mutex
+	versions map[string]string
+	fail     bool
+	calls    []time.Time
+	clock    Clock
+}
+
+func (b *backend) set(key, v string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.versions[key] = v
+}
+
+func (b *backend) check(ctx context.Context, key string) (string, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.calls = append(b.calls, b.clock.Now())
+	if b.fail {
+		return "", errors.New("backend unreachable")
+	}
+	return b.versions[key], nil
+}
+
+type harness struct {
+	t       *testing.T
+	clock   *FakeClock
+	be      *backend
+	w       *Watcher
+	results chan Result
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func start(t *testing.T, known map[string]string, current map[string]string) *harness {
+	t.Helper()
+	clock := NewFakeClock(t0)
+	be := &backend{versions: current, clock: clock}
+	h := &harness{t: t, clock: clock, be: be, results: make(chan Result, 100), done: make(chan error, 1)}
+	w, err := New(Config{Check: be.check, Interval: 30 * time.Second, Clock: clock, Seed: 1, Observe: func(r Result) { h.results <- r }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.w = w
+	for k, v := range known {
+		w.Add(k, v)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h.cancel = cancel
+	go func() { h.done <- w.Run(ctx) }()
+	t.Cleanup(h.stop)
+	return h
+}
+
+func (h *harness) stop() {
+	h.cancel()
+	select {
+	case err := <-h.done:
+		if err != nil {
+			h.t.Errorf("Run returned %v after cancel, want nil", err)
+		}
+		h.done <- nil
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("Run did not return after cancel")
+	}
+}
+
+func (h *harness) result() Result {
+	h.t.Helper()
+	select {
+	case r := <-h.results:
+		return r
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("no check result")
+		return Result{}
+	}
+}
+
+// step advances the clock to the next deadline and returns the check that ran.
+func (h *harness) step() Result {
+	h.t.Helper()
+	h.clock.WaitArmed()
+	h.clock.Advance(h.clock.NextDeadline().Sub(h.clock.Now()))
+	return h.result()
+}
+
+func (h *harness) batch() []Change {
+	h.t.Helper()
+	select {
+	case b := <-h.w.Changes():
+		return b
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("no batch of changes")
+		return nil
+	}
+}
+
+func TestChangesArrivingTogetherAreOneBatch(t *testing.T) {
+	h := start(t, map[string]string{"a": "1", "b": "1", "c": "1", "d": "1"}, map[string]string{"a": "1", "b": "1", "c": "1", "d": "1"})
+	h.be.set("a", "2")
+	h.be.set("b", "2")
+	h.be.set("c", "2")
+	h.w.Trigger()
+	for range 4 {
+		h.result()
+	}
+	select {
+	case b := <-h.w.Changes():
+		t.Fatalf("batch delivered before the settle window: %v", b)
+	default:
+	}
+	h.clock.Advance(200 * time.Millisecond)
+	got := h.batch()
+	want := []Change{{"a", "1", "2"}, {"b", "1", "2"}, {"c", "1", "2"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("batch = %v, want %v", got, want)
+	}
+}
+
+func TestBackoffWhileUnchangedAndResetOnChange(t *testing.T) {
+	h := start(t, map[string]string{"k": "1"}, map[string]string{"k": "1"})
+	h.w.Trigger("k")
+	prev := h.result().At
+	gap := func(r Result) time.Duration { d := r.At.Sub(prev); prev = r.At; return d }
+	within := func(d, base time.Duration) bool { return d >= base*9/10 && d <= base*11/10 }
+
+	for i, base := range []time.Duration{60 * time.Second, 120 * time.Second, 120 * time.Second} {
+		r := h.step()
+		if d := gap(r); !within(d, base) || r.Changed {
+			t.Fatalf("unchanged check %d came after %v (want %v ±10%%), changed=%v", i, d, base, r.Changed)
+		}
+	}
+	h.be.set("k", "2")
+	if r := h.step(); !r.Changed || !within(gap(r), 120*time.Second) {
+		t.Fatal("change not seen at the next check")
+	}
+	h.clock.Advance(200 * time.Millisecond) // the settle window
+	if b := h.batch(); len(b) != 1 {
+		t.Fatalf("batch = %v", b)
+	}
+	if r := h.step(); !within(gap(r), 30*time.Second) {
+		t.Fatalf("interval not reset to 30s after a change")
+	}
+}
+
+func TestKnownVersionDifferingAtFirstCheckIsAChange(t *testing.T) {
+	h := start(t, map[string]string{"k": "old", "fresh": ""}, map[string]string{"k": "new", "fresh": "x"})
+	h.w.Trigger()
+	h.result()
+	h.result()
+	h.clock.Advance(time.Second)
+	got := h.batch()
+	if len(got) != 1 || got[0] != (Change{"k", "old", "new"}) {
+		t.Fatalf("batch = %v, want only k old->new (a key with no known version only sets its baseline)", got)
+	}
+}
+
+func TestUnchangedRestartRotatesNothing(t *testing.T) {
+	h := start(t, map[string]string{"a": "1", "b": "7"}, map[string]string{"a": "1", "b": "7"})
+	for range 6 {
+		if r := h.step(); r.Changed {
+			t.Fatalf("check %v reported a change", r)
+		}
+	}
+	select {
+	case b := <-h.w.Changes():
+		t.Fatalf("got a batch with nothing changed: %v", b)
+	default:
+	}
+}
+
+func TestProviderOutageChangesNothing(t *testing.T) {
+	h := start(t, map[string]string{"k": "1"}, map[string]string{"k": "1"})
+	h.be.mu.Lock()
+	h.be.fail = true
+	h.be.mu.Unlock()
+	h.w.Trigger()
+	if r := h.result(); r.Err == nil || r.Changed {
+		t.Fatalf("failed check: %+v", r)
+	}
+	snap, err := h.w.Snapshot(context.Background())
+	if err != nil || len(snap) != 1 || !snap[0].Failing || snap[0].Version != "1" {
+		t.Fatalf("snapshot during outage: %+v %v", snap, err)
+	}
+	h.be.mu.Lock()
+	h.be.fail = false
+	h.be.mu.Unlock()
+	if r := h.step(); r.Err != nil || r.Changed {
+		t.Fatalf("check after recovery: %+v", r)
+	}
+	select {
+	case b := <-h.w.Changes():
+		t.Fatalf("an outage produced a batch: %v", b)
+	default:
+	}
+}
+
+func TestSlowReaderGetsMergedBatch(t *testing.T) {
+	h := start(t, map[string]string{"a": "1", "b": "1"}, map[string]string{"a": "1", "b": "1"})
+	h.be.set("a", "2")
+	h.w.Trigger("a")
+	h.result()
+	h.clock.Advance(time.Second) // a's batch is ready; nobody reads it yet
+	h.be.set("b", "2")
+	h.be.set("a", "3")
+	h.w.Trigger()
+	h.result()
+	h.result()
+	h.clock.Advance(time.Second)
+	h.clock.WaitArmed()
+	got := h.batch()
+	want := []Change{{"a", "1", "3"}, {"b", "1", "2"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("batch = %v, want %v", got, want)
+	}
+}
+
+func TestRemoveStopsChecks(t *testing.T) {
+	h := start(t, map[string]string{"a": "1", "b": "1"}, map[string]string{"a": "1", "b": "1"})
+	h.w.Remove("a")
+	h.w.Trigger("a", "nope")
+	h.w.Trigger()
+	if r := h.result(); r.Key != "b" {
+		t.Fatalf("checked %q after it was removed", r.Key)
+	}
+	snap, _ := h.w.Snapshot(context.Background())
+	if len(snap) != 1 || snap[0].Key != "b" {
+		t.Fatalf("snapshot = %+v", snap)
+	}
+}
+
+func TestCancelEndsBlockedChecks(t *testing.T) {
+	started := make(chan struct{})
+	var ctxErr error
+	w, _ := New(Config{Interval: time.Millisecond, Check: func(ctx context.Context, key string) (string, error) {
+		close(started)
+		<-ctx.Done()
+		ctxErr = ctx.Err()
+		return "", ctx.Err()
+	}})
+	w.Add("k", "1")
+	w.Trigger()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- w.Run(ctx) }()
+	<-started
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after cancel, want nil", err)
+	}
+	if ctxErr == nil {
+		t.Fatal("Run returned before its worker finished")
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("a watcher without a check function was accepted")
+	}
+	if _, err := New(Config{Check: func(context.Context, string) (string, error) { return "", nil }, Jitter: 1.5}); err == nil {
+		t.Fatal("jitter 1.5 was accepted")
+	}
+}
+
+func TestWatchFileSeesAtomicReplaceWithinASecond(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vault.enc")
+	if err := os.WriteFile(path, []byte("v1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	changed := make(chan time.Time, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- WatchFile(ctx, nil, path, 0, func() { changed <- time.Now() }) }()
+	time.Sleep(300 * time.Millisecond)
+
+	tmp := filepath.Join(dir, "vault.enc.tmp")
+	os.WriteFile(tmp, []byte("v2"), 0o600) // same size: only the inode tells
+	written := time.Now()
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case at := <-changed:
+		if d := at.Sub(written); d > time.Second {
+			t.Fatalf("change noticed after %v", d)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("atomic replace not noticed")
+	}
+	os.Remove(path)
+	select {
+	case <-changed:
+	case <-time.After(2 * time.Second):
+		t.Fatal("removal not noticed")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("WatchFile = %v after cancel", err)
+	}
+}
