@@ -26,7 +26,7 @@ var (
 	ErrExists    = errors.New("already exists")
 	ErrWrongKey  = errors.New("wrong key")
 	ErrIntegrity = errors.New("integrity check failed: the file is damaged or was modified outside dso")
-	ErrKey       = errors.New("invalid vault key")
+	ErrKey       = errors.New("no usable key")
 	ErrTooLarge  = errors.New("value too large")
 	ErrLocked    = errors.New("locked by another process")
 )

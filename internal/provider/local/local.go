@@ -1,0 +1,116 @@
+// Package local is the provider over DSO's local encrypted vault file: it
+// serves secrets from the vault, re-reading the file only when it changed,
+// and says where the vault and its key live and how the key is obtained
+// (DSO_MASTER_KEY, the key file, or a passphrase), for the commands to reuse.
+package local
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"sync"
+	"syscall"
+
+	"github.com/dso-project/dso/internal/provider"
+	"github.com/dso-project/dso/internal/vaultfile"
+)
+
+// Name is the provider name used in errors.
+const Name = "local"
+
+// Provider serves secrets from a vault file. It is safe for concurrent use.
+type Provider struct {
+	path string
+	key  vaultfile.Key
+
+	mu    sync.Mutex
+	vault *vaultfile.Vault
+	stamp stamp
+}
+
+// New returns a provider over the vault at path, opened with key.
+func New(path string, key vaultfile.Key) *Provider {
+	return &Provider{path: path, key: key}
+}
+
+var _ provider.Provider = (*Provider)(nil)
+
+// Get returns the value of the secret called path and its version as a
+// decimal string.
+func (p *Provider) Get(ctx context.Context, path string) (provider.Secret, error) {
+	v, err := p.current(ctx)
+	if err != nil {
+		return provider.Secret{}, err
+	}
+	e, ok := v.Get(path)
+	if !ok {
+		return provider.Secret{}, p.notFound(path)
+	}
+	return provider.Secret{Value: e.Value, Version: strconv.FormatUint(e.Version, 10)}, nil
+}
+
+// Version returns the version of the secret called path without copying its value.
+func (p *Provider) Version(ctx context.Context, path string) (string, error) {
+	v, err := p.current(ctx)
+	if err != nil {
+		return "", err
+	}
+	ver, ok := v.Version(path)
+	if !ok {
+		return "", p.notFound(path)
+	}
+	return strconv.FormatUint(ver, 10), nil
+}
+
+func (p *Provider) notFound(path string) error {
+	return fmt.Errorf("provider %q: secret %q: %w in vault %s", Name, path, provider.ErrNotFound, p.path)
+}
+
+// stamp identifies one version of the file: a write renames a new file into
+// place, which changes the inode (and usually the size and mtime too).
+type stamp struct {
+	dev, ino uint64
+	size     int64
+	mtime    syscall.Timespec
+}
+
+// current returns the decrypted vault, reading the file again only when its
+// stamp changed. The stamp and the content come from the same descriptor.
+func (p *Provider) current(ctx context.Context) (*vaultfile.Vault, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p.path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, fmt.Errorf("vault %s: %w", p.path, vaultfile.ErrNotExist)
+		}
+		return nil, fmt.Errorf("vault %s: %w", p.path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("vault %s: %w", p.path, err)
+	}
+	var s stamp
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		s = stamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim}
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.vault != nil && s == p.stamp && s != (stamp{}) {
+		return p.vault, nil
+	}
+	data, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("vault %s: %w", p.path, err)
+	}
+	v, err := vaultfile.Parse(p.path, data, p.key)
+	if err != nil {
+		return nil, err
+	}
+	p.vault, p.stamp = v, s
+	return v, nil
+}
