@@ -1,0 +1,264 @@
+// Package config loads dso.yaml: it finds the file, expands ${VAR} and ~,
+// checks it against the Go types below (reporting every problem at once, each
+// with file:line:column), applies defaults, and describes the same types as a
+// JSON Schema for editors.
+//
+// The types are the schema. Struct tags drive the loader, the validator, the
+// redaction of `config show` and the JSON Schema alike:
+//
+//	yaml:"name"        the key in dso.yaml (json:"name" must agree)
+//	desc:"..."         the description shown by editors
+//	dso:"required"     the key must be present
+//	dso:"path"         a host path: a leading ~ expands to $HOME
+//	dso:"secret"       the value is redacted by `config show`
+//	dso:"secretkeys"   in a map, values whose key looks secret are redacted
+//	keys:"KIND"        map keys must match the pattern of keyKinds[KIND]
+//
+// A named string type with a Values method is an enumeration.
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is the whole of dso.yaml.
+type Config struct {
+	Version   string              `yaml:"version,omitempty" json:"version,omitempty" desc:"Format version of this file: v1 (v1.0.0 and 1 are accepted)."`
+	Mode      Mode                `yaml:"mode,omitempty" json:"mode,omitempty" desc:"local: the CLI works on this host for the current user; agent: a per-host agent (systemd) delivers and rotates secrets."`
+	Providers map[string]Provider `yaml:"providers,omitempty" json:"providers,omitempty" keys:"name" desc:"Secret backends by name. Secrets and references (?provider=NAME) refer to these names."`
+	Agent     Agent               `yaml:"agent,omitempty" json:"agent,omitempty" desc:"Settings of the per-host agent."`
+	Defaults  Defaults            `yaml:"defaults,omitempty" json:"defaults,omitempty" desc:"Values used by every secret that does not set its own."`
+	Secrets   []Secret            `yaml:"secrets" json:"secrets" desc:"Secrets to deliver to containers. An empty mapping ({}) counts as an empty list."`
+
+	// File is the path the configuration was read from.
+	File string `yaml:"-" json:"-"`
+
+	meta *meta
+}
+
+// Provider configures one secret backend.
+type Provider struct {
+	Type          ProviderType  `yaml:"type" json:"type" dso:"required" desc:"Kind of backend: local (encrypted vault file), vault (HashiCorp Vault or OpenBao), aws (AWS Secrets Manager), azure (Azure Key Vault) or plugin (an external provider binary)."`
+	Plugin        string        `yaml:"plugin,omitempty" json:"plugin,omitempty" desc:"For type plugin: name of the provider plugin (dso-provider-NAME on PATH) or path to its binary."`
+	Address       string        `yaml:"address,omitempty" json:"address,omitempty" desc:"Backend address: the Vault server URL, the Key Vault URL (https://NAME.vault.azure.net), or an endpoint override for AWS. For vault, auth.params.address is used when this is unset."`
+	Region        string        `yaml:"region,omitempty" json:"region,omitempty" desc:"For aws: the region (else AWS_REGION or the shared config)."`
+	VaultFile     string        `yaml:"vault_file,omitempty" json:"vault_file,omitempty" dso:"path" desc:"For local: path of the encrypted vault file."`
+	MasterKeyFile string        `yaml:"master_key_file,omitempty" json:"master_key_file,omitempty" dso:"path" desc:"For local: path of the 0600 file holding the master key."`
+	Auth          Auth          `yaml:"auth,omitempty" json:"auth,omitempty" desc:"How to authenticate to the backend."`
+	Retry         Retry         `yaml:"retry,omitempty" json:"retry,omitempty" desc:"Retries of failed backend calls."`
+	TLS           TLS           `yaml:"tls,omitempty" json:"tls,omitempty" desc:"TLS settings for the connection to the backend."`
+	Timeout       Duration      `yaml:"timeout,omitempty" json:"timeout,omitempty" desc:"Time limit of one backend call, such as \"10s\"."`
+}
+
+// Auth says how a provider authenticates.
+type Auth struct {
+	Method string            `yaml:"method,omitempty" json:"method,omitempty" desc:"Authentication method of the backend, such as token or approle (vault), iam_role or access_key (aws), managed_identity or client_secret (azure)."`
+	Params map[string]string `yaml:"params,omitempty" json:"params,omitempty" dso:"secretkeys" desc:"Parameters of the method. Use ${VAR} for credentials: values of keys such as token, secret, password or key are never shown."`
+}
+
+// Retry bounds the retries of a failed backend call.
+type Retry struct {
+	Attempts int      `yaml:"attempts,omitempty" json:"attempts,omitempty" desc:"How many times a call is tried in all (default 3)."`
+	Backoff  Duration `yaml:"backoff,omitempty" json:"backoff,omitempty" desc:"Wait before the first retry, doubled at each retry (default \"1s\")."`
+}
+
+// TLS configures the connection to a backend.
+type TLS struct {
+	CAFile             string `yaml:"ca_file,omitempty" json:"ca_file,omitempty" dso:"path" desc:"PEM file of the certificate authorities to trust."`
+	CertFile           string `yaml:"cert_file,omitempty" json:"cert_file,omitempty" dso:"path" desc:"PEM client certificate."`
+	KeyFile            string `yaml:"key_file,omitempty" json:"key_file,omitempty" dso:"path" desc:"PEM private key of the client certificate."`
+	InsecureSkipVerify bool   `yaml:"insecure_skip_verify,omitempty" json:"insecure_skip_verify,omitempty" desc:"Do not check the server's certificate (tests only)."`
+}
+
+// Agent configures the per-host agent.
+type Agent struct {
+	Cache    bool          `yaml:"cache" json:"cache" desc:"Keep fetched values in the agent's memory (never on disk), so a restarting container gets its secrets when the backend is down (default true)."`
+	Watch    Watch         `yaml:"watch,omitempty" json:"watch,omitempty" desc:"How the agent notices changes in the backends."`
+	Rotation AgentRotation `yaml:"rotation,omitempty" json:"rotation,omitempty" desc:"Rotation of containers when a secret changes."`
+	API      API           `yaml:"api,omitempty" json:"api,omitempty" desc:"The agent's REST API."`
+	Socket   string        `yaml:"socket,omitempty" json:"socket,omitempty" dso:"path" desc:"Unix socket of the agent (default /run/dso/dso.sock)."`
+}
+
+// Watch configures change detection.
+type Watch struct {
+	Mode            WatchMode `yaml:"mode,omitempty" json:"mode,omitempty" desc:"How changes are detected: polling."`
+	PollingInterval Duration  `yaml:"polling_interval,omitempty" json:"polling_interval,omitempty" desc:"How often each backend is checked for changes (default \"30s\", at least \"1s\")."`
+}
+
+// AgentRotation configures how the agent rotates containers.
+type AgentRotation struct {
+	Enabled            bool     `yaml:"enabled" json:"enabled" desc:"Rotate containers when their secrets change (default true)."`
+	Strategy           Strategy `yaml:"strategy,omitempty" json:"strategy,omitempty" desc:"Strategy for secrets that set none, in defaults or themselves (default restart). rolling is not supported yet."`
+	HealthCheckTimeout Duration `yaml:"health_check_timeout,omitempty" json:"health_check_timeout,omitempty" desc:"How long a rotated container may take to become healthy (default \"30s\")."`
+}
+
+// API configures the agent's REST API.
+type API struct {
+	Address string `yaml:"address,omitempty" json:"address,omitempty" desc:"host:port to listen on (default 127.0.0.1:8471). A token is required when this is not a loopback address."`
+	Token   string `yaml:"token,omitempty" json:"token,omitempty" dso:"secret" desc:"Bearer token clients must present; write ${VAR} to take it from the environment."`
+}
+
+// Defaults are used by every secret that does not set its own.
+type Defaults struct {
+	Provider string   `yaml:"provider,omitempty" json:"provider,omitempty" desc:"Provider of secrets that name none (default: the only provider, when there is one)."`
+	Inject   Inject   `yaml:"inject,omitempty" json:"inject,omitempty" desc:"Default delivery."`
+	Rotation Rotation `yaml:"rotation,omitempty" json:"rotation,omitempty" desc:"Default rotation."`
+}
+
+// Secret binds values of a provider to containers.
+type Secret struct {
+	Name     string            `yaml:"name" json:"name" dso:"required" desc:"Name of the secret, unique in this file; containers ask for it with the dso.secrets label."`
+	Provider string            `yaml:"provider,omitempty" json:"provider,omitempty" desc:"Name of the provider (a key of providers) holding the values."`
+	Inject   Inject            `yaml:"inject,omitempty" json:"inject,omitempty" desc:"How the values reach the containers."`
+	Rotation Rotation          `yaml:"rotation,omitempty" json:"rotation,omitempty" desc:"What happens to the containers when a value changes."`
+	Targets  Targets           `yaml:"targets,omitempty" json:"targets,omitempty" desc:"Containers that get this secret, besides those labelled dso.secrets."`
+	Mappings map[string]string `yaml:"mappings" json:"mappings" dso:"required" keys:"envname" desc:"Environment variable (or file) name -> path of the value in the provider."`
+}
+
+// Inject says how values are delivered into a container.
+type Inject struct {
+	Type InjectType `yaml:"type,omitempty" json:"type,omitempty" desc:"env: environment variables of the application process; file: files on a tmpfs inside the container (default env)."`
+	Path string     `yaml:"path,omitempty" json:"path,omitempty" desc:"For file: absolute directory inside the container holding one file per mapping (default /run/secrets)."`
+	UID  int        `yaml:"uid,omitempty" json:"uid,omitempty" desc:"For file: owner of the files."`
+	GID  int        `yaml:"gid,omitempty" json:"gid,omitempty" desc:"For file: group of the files."`
+	Mode FileMode   `yaml:"mode,omitempty" json:"mode,omitempty" desc:"For file: permissions of the files in octal, such as \"0400\" (default 0400)."`
+}
+
+// Rotation says what happens to containers when a value changes.
+type Rotation struct {
+	Enabled  bool     `yaml:"enabled" json:"enabled" desc:"Act on the containers when a value changes (default true)."`
+	Strategy Strategy `yaml:"strategy,omitempty" json:"strategy,omitempty" desc:"none | signal | restart (default). rolling is not supported yet."`
+	Signal   string   `yaml:"signal,omitempty" json:"signal,omitempty" desc:"For strategy signal: the signal sent to the application (default SIGHUP)."`
+}
+
+// Targets names containers explicitly.
+type Targets struct {
+	Containers []string `yaml:"containers,omitempty" json:"containers,omitempty" desc:"Container or compose service names."`
+}
+
+// Mode is how DSO runs on the host.
+type Mode string
+
+// Modes.
+const (
+	ModeLocal Mode = "local"
+	ModeAgent Mode = "agent"
+)
+
+// Values lists the accepted modes.
+func (Mode) Values() []string { return []string{string(ModeLocal), string(ModeAgent)} }
+
+// ProviderType is the kind of a backend.
+type ProviderType string
+
+// Provider types.
+const (
+	ProviderLocal  ProviderType = "local"
+	ProviderVault  ProviderType = "vault"
+	ProviderAWS    ProviderType = "aws"
+	ProviderAzure  ProviderType = "azure"
+	ProviderPlugin ProviderType = "plugin"
+)
+
+// Values lists the accepted provider types.
+func (ProviderType) Values() []string {
+	return []string{string(ProviderLocal), string(ProviderVault), string(ProviderAWS), string(ProviderAzure), string(ProviderPlugin)}
+}
+
+// WatchMode is how changes are detected.
+type WatchMode string
+
+// WatchPolling checks each backend at an interval.
+const WatchPolling WatchMode = "polling"
+
+// Values lists the accepted watch modes.
+func (WatchMode) Values() []string { return []string{string(WatchPolling)} }
+
+// InjectType is how values reach a container.
+type InjectType string
+
+// Inject types.
+const (
+	InjectEnv  InjectType = "env"
+	InjectFile InjectType = "file"
+)
+
+// Values lists the accepted inject types.
+func (InjectType) Values() []string { return []string{string(InjectEnv), string(InjectFile)} }
+
+// Strategy is what happens to containers when a secret changes.
+type Strategy string
+
+// Strategies. StrategyRolling is recognised so that it gets a precise error:
+// it is not supported yet.
+const (
+	StrategyNone    Strategy = "none"
+	StrategySignal  Strategy = "signal"
+	StrategyRestart Strategy = "restart"
+	StrategyRolling Strategy = "rolling"
+)
+
+// Values lists the strategies the file may name.
+func (Strategy) Values() []string {
+	return []string{string(StrategyNone), string(StrategySignal), string(StrategyRestart), string(StrategyRolling)}
+}
+
+// Duration is a time.Duration written as a string such as "30s" or "5m".
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// MarshalText writes d as "30s".
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText reads "30s".
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := parseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
+func parseDuration(s string) (Duration, error) {
+	v, err := time.ParseDuration(strings.TrimSpace(s))
+	if err != nil {
+		return 0, fmt.Errorf("expected a duration such as \"30s\", \"5m\" or \"1h30m\"")
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("expected a duration that is not negative")
+	}
+	return Duration(v), nil
+}
+
+// FileMode is a permission mode written in octal, such as "0400".
+type FileMode uint32
+
+// MarshalText writes m as "0400".
+func (m FileMode) MarshalText() ([]byte, error) { return []byte(fmt.Sprintf("%04o", uint32(m))), nil }
+
+// UnmarshalText reads "0400", "400" or "0o400".
+func (m *FileMode) UnmarshalText(b []byte) error {
+	v, err := parseFileMode(string(b))
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+func parseFileMode(s string) (FileMode, error) {
+	t := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "0o"), "0O")
+	v, err := strconv.ParseUint(t, 8, 32)
+	if err != nil || t == "" || v > 0o777 {
+		return 0, fmt.Errorf("expected an octal permission mode from 0000 to 0777, such as \"0400\"")
+	}
+	return FileMode(v), nil
+}

@@ -1,0 +1,152 @@
+package config
+
+import (
+	"strconv"
+	"time"
+)
+
+// Defaults of values left unset.
+const (
+	DefaultVersion            = "v1"
+	DefaultPollingInterval    = Duration(30 * time.Second)
+	DefaultHealthCheckTimeout = Duration(30 * time.Second)
+	DefaultStrategy           = StrategyRestart
+	DefaultSignal             = "SIGHUP"
+	DefaultAPIAddress         = "127.0.0.1:8471"
+	DefaultSocket             = "/run/dso/dso.sock"
+	DefaultFilePath           = "/run/secrets"
+	DefaultFileMode           = FileMode(0o400)
+	DefaultRetryAttempts      = 3
+	DefaultRetryBackoff       = Duration(time.Second)
+)
+
+func first[T comparable](vals ...T) T {
+	var zero T
+	for _, v := range vals {
+		if v != zero {
+			return v
+		}
+	}
+	return zero
+}
+
+// defaultStrategy is the strategy of a secret that sets none.
+func (c *Config) defaultStrategy() Strategy {
+	return first(c.Defaults.Rotation.Strategy, c.Agent.Rotation.Strategy, DefaultStrategy)
+}
+
+// defaultEnabled is whether a secret that does not say is rotated.
+func (c *Config) defaultEnabled() bool {
+	switch {
+	case c.meta.set("defaults.rotation.enabled"):
+		return c.Defaults.Rotation.Enabled
+	case c.meta.set("agent.rotation.enabled"):
+		return c.Agent.Rotation.Enabled
+	}
+	return true
+}
+
+// applyDefaults fills what the file left unset, once it is valid, so that
+// the rest of DSO reads every value from the Config.
+func applyDefaults(c *Config) {
+	m := c.meta
+	c.Version = first(c.Version, DefaultVersion)
+	c.Mode = first(c.Mode, ModeLocal)
+	if c.Secrets == nil {
+		c.Secrets = []Secret{}
+	}
+	for name, p := range c.Providers {
+		pp := join("providers", name)
+		if p.Type == ProviderVault && p.Address == "" && p.Auth.Params["address"] != "" {
+			p.Address = p.Auth.Params["address"]
+			if vars := m.fromEnv[pp+".auth.params.address"]; vars != nil {
+				m.fromEnv[pp+".address"] = vars
+			}
+		}
+		if !m.set(pp + ".retry.attempts") {
+			p.Retry.Attempts = DefaultRetryAttempts
+		}
+		if !m.set(pp + ".retry.backoff") {
+			p.Retry.Backoff = DefaultRetryBackoff
+		}
+		c.Providers[name] = p
+	}
+
+	a := &c.Agent
+	if !m.set("agent.cache") {
+		a.Cache = true
+	}
+	a.Watch.Mode = first(a.Watch.Mode, WatchPolling)
+	if !m.set("agent.watch.polling_interval") {
+		a.Watch.PollingInterval = DefaultPollingInterval
+	}
+	if !m.set("agent.rotation.enabled") {
+		a.Rotation.Enabled = true
+	}
+	a.Rotation.Strategy = first(a.Rotation.Strategy, DefaultStrategy)
+	if !m.set("agent.rotation.health_check_timeout") {
+		a.Rotation.HealthCheckTimeout = DefaultHealthCheckTimeout
+	}
+	a.API.Address = first(a.API.Address, DefaultAPIAddress)
+	a.Socket = first(a.Socket, DefaultSocket)
+
+	strategy, enabled := c.defaultStrategy(), c.defaultEnabled()
+	d := &c.Defaults
+	if d.Provider == "" && len(c.Providers) == 1 {
+		d.Provider = providerNames(c)[0]
+	}
+	d.Inject.Type = first(d.Inject.Type, InjectEnv)
+	fillInject(&d.Inject, m.set("defaults.inject.mode"))
+	d.Rotation.Strategy = strategy
+	d.Rotation.Enabled = enabled
+	fillRotation(&d.Rotation)
+
+	for i := range c.Secrets {
+		s := &c.Secrets[i]
+		sp := "secrets[" + strconv.Itoa(i) + "]"
+		s.Provider = first(s.Provider, d.Provider)
+		s.Inject.Type = first(s.Inject.Type, d.Inject.Type)
+		if s.Inject.Type == InjectFile && d.Inject.Type == InjectFile {
+			s.Inject.Path = first(s.Inject.Path, d.Inject.Path)
+			if !m.set(sp + ".inject.uid") {
+				s.Inject.UID = d.Inject.UID
+			}
+			if !m.set(sp + ".inject.gid") {
+				s.Inject.GID = d.Inject.GID
+			}
+			if !m.set(sp + ".inject.mode") {
+				s.Inject.Mode = d.Inject.Mode
+			}
+		}
+		fillInject(&s.Inject, m.set(sp+".inject.mode"))
+		if !m.set(sp + ".rotation.enabled") {
+			s.Rotation.Enabled = enabled
+		}
+		s.Rotation.Strategy = first(s.Rotation.Strategy, strategy)
+		if s.Rotation.Signal == "" && s.Rotation.Strategy == d.Rotation.Strategy {
+			s.Rotation.Signal = d.Rotation.Signal
+		}
+		fillRotation(&s.Rotation)
+		if s.Mappings == nil {
+			s.Mappings = map[string]string{}
+		}
+	}
+}
+
+// fillInject completes a file delivery; modeSet tells a mode written as
+// 0000 from one left unset.
+func fillInject(in *Inject, modeSet bool) {
+	if in.Type != InjectFile {
+		return
+	}
+	in.Path = first(in.Path, DefaultFilePath)
+	if !modeSet && in.Mode == 0 {
+		in.Mode = DefaultFileMode
+	}
+}
+
+func fillRotation(r *Rotation) {
+	if r.Strategy == StrategySignal {
+		r.Signal = first(r.Signal, DefaultSignal)
+	}
+}
