@@ -1,0 +1,28 @@
+# Shared by the scripts in this folder (sourced, not run): messages, the Go
+# toolchain on PATH, and the version stamped into our binaries.
+
+shopt -s inherit_errexit
+DSO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+say() { printf '==> %s\n' "$*" >&2; }
+die() {
+	printf 'error: %s\n' "$*" >&2
+	exit 1
+}
+
+# dso_need_go puts Go on PATH (the toolchain lives in /usr/local/go here) and
+# fails clearly when there is none.
+dso_need_go() {
+	if ! command -v go >/dev/null && [[ -x /usr/local/go/bin/go ]]; then
+		PATH="/usr/local/go/bin:$PATH"
+	fi
+	command -v go >/dev/null || die "Go is not installed (expected go on PATH or in /usr/local/go/bin)"
+}
+
+# dso_ldflags prints the -ldflags that stamp version and commit into our binaries.
+dso_ldflags() {
+	local version commit pkg=github.com/dso-project/dso/internal/buildinfo
+	version="$(git -C "$DSO_ROOT" describe --tags --always --dirty 2>/dev/null || echo dev)"
+	commit="$(git -C "$DSO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
+	echo "-s -w -X $pkg.Version=$version -X $pkg.Commit=$commit"
+}
