@@ -9,6 +9,7 @@ import (
 	"github.com/dso-project/dso/internal/iostreams"
 	"github.com/dso-project/dso/internal/provider"
 	"github.com/dso-project/dso/internal/secretref"
+	"github.com/dso-project/dso/internal/vaultfile"
 )
 
 // exitRules maps typed errors from the packages below to exit codes. It is
@@ -26,6 +27,12 @@ func exitRules() []struct {
 		{provider.ErrDenied, cmdutil.ExitBackend},
 		{provider.ErrUnreachable, cmdutil.ExitBackend},
 		{provider.ErrThrottled, cmdutil.ExitBackend},
+		{vaultfile.ErrNotExist, cmdutil.ExitVault},
+		{vaultfile.ErrExists, cmdutil.ExitVault},
+		{vaultfile.ErrWrongKey, cmdutil.ExitVault},
+		{vaultfile.ErrIntegrity, cmdutil.ExitVault},
+		{vaultfile.ErrKey, cmdutil.ExitVault},
+		{vaultfile.ErrLocked, cmdutil.ExitVault},
 	}
 }
 

@@ -3,6 +3,9 @@ package cli
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/dso-project/dso/internal/cli/initcmd"
+	"github.com/dso-project/dso/internal/cli/secretcmd"
+	"github.com/dso-project/dso/internal/cli/setupcmd"
 	"github.com/dso-project/dso/internal/cli/versioncmd"
 	"github.com/dso-project/dso/internal/cmdutil"
 )
@@ -25,6 +28,9 @@ func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 
 	root.AddCommand(
 		versioncmd.NewCmd(f, nil),
+		setupcmd.NewCmd(f, nil),
+		initcmd.NewCmd(f, nil),
+		secretcmd.NewCmd(f),
 	)
 	return root
 }

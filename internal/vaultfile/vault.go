@@ -44,7 +44,6 @@ type Meta struct {
 	Name    string    `json:"name"`
 	Version uint64    `json:"version"`
 	Updated time.Time `json:"updated"`
-	Size    int       `json:"size"`
 }
 
 // Vault is the decrypted content of a vault file. From Open it is a snapshot:
@@ -120,7 +119,7 @@ func (v *Vault) List() []Meta {
 	list := make([]Meta, 0, len(v.entries))
 	for name, e := range v.entries {
 		if !e.deleted {
-			list = append(list, Meta{Name: name, Version: e.version, Updated: e.updated, Size: len(e.value)})
+			list = append(list, Meta{Name: name, Version: e.version, Updated: e.updated})
 		}
 	}
 	slices.SortFunc(list, func(a, b Meta) int { return strings.Compare(a.Name, b.Name) })

@@ -3,8 +3,11 @@ package local
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/term"
 
 	"github.com/dso-project/dso/internal/vaultfile"
 )
@@ -41,6 +44,39 @@ func DefaultPaths(getenv func(string) string) (Paths, error) {
 		p.KeyFile = filepath.Join(home, ".dso", "master.key")
 	}
 	return p, nil
+}
+
+// ResolvePaths returns the vault and key file paths: the given ones (from
+// command flags) where set, else DefaultPaths.
+func ResolvePaths(vault, keyFile string, getenv func(string) string) (Paths, error) {
+	if vault != "" && keyFile != "" {
+		return Paths{Vault: vault, KeyFile: keyFile}, nil
+	}
+	p, err := DefaultPaths(getenv)
+	if err != nil {
+		return Paths{}, err
+	}
+	if vault != "" {
+		p.Vault = vault
+	}
+	if keyFile != "" {
+		p.KeyFile = keyFile
+	}
+	return p, nil
+}
+
+// TerminalPrompt returns a Prompt that writes its prompt to w and reads a
+// line from the terminal fd without echo.
+func TerminalPrompt(fd int, w io.Writer) func(string) ([]byte, error) {
+	return func(prompt string) ([]byte, error) {
+		fmt.Fprint(w, prompt)
+		b, err := term.ReadPassword(fd)
+		fmt.Fprintln(w)
+		if err != nil {
+			return nil, fmt.Errorf("read from the terminal: %w", err)
+		}
+		return b, nil
+	}
 }
 
 // ExpandHome replaces a leading "~/" in path with $HOME, as dso.yaml's
@@ -87,27 +123,35 @@ func (s KeySource) RawKey() (vaultfile.Key, error) {
 	return vaultfile.ReadKeyFile(s.KeyFile)
 }
 
+// MinPassphrase is the shortest passphrase accepted for a new vault.
+const MinPassphrase = 8
+
 // Passphrase returns a passphrase key from DSO_PASSPHRASE, else from the
-// prompt; confirm asks twice (for a new vault).
-func (s KeySource) Passphrase(vaultPath string, confirm bool) (vaultfile.Key, error) {
-	if p := s.Getenv(EnvPassphrase); p != "" {
-		return vaultfile.PassphraseKey([]byte(p), vaultfile.DefaultArgon2, EnvPassphrase)
-	}
-	if s.Prompt == nil {
-		return vaultfile.Key{}, fmt.Errorf("vault %s needs a passphrase: %w: set %s or run on a terminal", vaultPath, vaultfile.ErrKey, EnvPassphrase)
-	}
-	p, err := s.Prompt("Passphrase for " + vaultPath + ": ")
-	if err != nil {
-		return vaultfile.Key{}, err
-	}
-	if confirm {
-		again, err := s.Prompt("Repeat the passphrase: ")
-		if err != nil {
+// prompt. For a new vault (create), the prompt asks twice and a passphrase
+// shorter than MinPassphrase is refused.
+func (s KeySource) Passphrase(vaultPath string, create bool) (vaultfile.Key, error) {
+	p, source := []byte(s.Getenv(EnvPassphrase)), EnvPassphrase
+	if len(p) == 0 {
+		if s.Prompt == nil {
+			return vaultfile.Key{}, fmt.Errorf("vault %s needs a passphrase: %w: set %s or run on a terminal", vaultPath, vaultfile.ErrKey, EnvPassphrase)
+		}
+		var err error
+		source = "the passphrase prompt"
+		if p, err = s.Prompt("Passphrase for " + vaultPath + ": "); err != nil {
 			return vaultfile.Key{}, err
 		}
-		if !bytes.Equal(p, again) {
-			return vaultfile.Key{}, fmt.Errorf("vault %s: %w: the two passphrases differ", vaultPath, vaultfile.ErrKey)
+		if create {
+			again, err := s.Prompt("Repeat the passphrase: ")
+			if err != nil {
+				return vaultfile.Key{}, err
+			}
+			if !bytes.Equal(p, again) {
+				return vaultfile.Key{}, fmt.Errorf("vault %s: %w: the two passphrases differ", vaultPath, vaultfile.ErrKey)
+			}
 		}
 	}
-	return vaultfile.PassphraseKey(p, vaultfile.DefaultArgon2, "the passphrase prompt")
+	if create && len(p) < MinPassphrase {
+		return vaultfile.Key{}, fmt.Errorf("vault %s: %w: the passphrase from %s is shorter than %d characters", vaultPath, vaultfile.ErrKey, source, MinPassphrase)
+	}
+	return vaultfile.PassphraseKey(p, vaultfile.DefaultArgon2, source)
 }
