@@ -1,11 +1,16 @@
 package testbed
 
 import (
+	"context"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"github.com/moby/moby/api/pkg/stdcopy"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 )
@@ -65,3 +70,38 @@ func HostAddr(t testing.TB, containerID, port string) string {
 }
 
 func isNotFound(err error) bool { return cerrdefs.IsNotFound(err) }
+
+// WaitExit waits up to timeout for the container to stop and returns its exit
+// status; it fails the test when the container is still running by then.
+func WaitExit(t testing.TB, containerID string, timeout time.Duration) int64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	defer cancel()
+	wait := Docker(t).ContainerWait(ctx, containerID, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
+	select {
+	case res := <-wait.Result:
+		if res.Error != nil && res.Error.Message != "" {
+			t.Fatalf("testbed: waiting for container %s: %s", containerID, res.Error.Message)
+		}
+		return res.StatusCode
+	case err := <-wait.Error:
+		t.Fatalf("testbed: container %s did not stop within %v: %v", containerID, timeout, err)
+		return 0
+	}
+}
+
+// Logs returns what the container wrote so far to stdout and to stderr, for
+// checking output (for example, that no secret value appears in it).
+func Logs(t testing.TB, containerID string) (stdout, stderr string) {
+	t.Helper()
+	rc, err := Docker(t).ContainerLogs(t.Context(), containerID, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
+	if err != nil {
+		t.Fatalf("testbed: logs of container %s: %v", containerID, err)
+	}
+	defer rc.Close()
+	var out, errOut strings.Builder
+	if _, err := stdcopy.StdCopy(&out, &errOut, rc); err != nil {
+		t.Fatalf("testbed: reading logs of container %s: %v", containerID, err)
+	}
+	return out.String(), errOut.String()
+}

@@ -1,7 +1,6 @@
 package testbed_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -63,44 +62,24 @@ func TestTestappContainer(t *testing.T) {
 	if status, _ := testbed.HTTPGet(t, base+"/exit?code=3"); status != http.StatusOK {
 		t.Fatalf("GET /exit?code=3 = %d", status)
 	}
-	wait := cli.ContainerWait(t.Context(), id, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
-	select {
-	case res := <-wait.Result:
-		if res.StatusCode != 3 {
-			t.Errorf("exit status = %d, want 3", res.StatusCode)
-		}
-	case err := <-wait.Error:
-		t.Fatal(err)
+	if code := testbed.WaitExit(t, id, 10*time.Second); code != 3 {
+		t.Errorf("exit status = %d, want 3", code)
+	}
+	if stdout, stderr := testbed.Logs(t, id); strings.Contains(stdout+stderr, "canary-value-1") {
+		t.Errorf("testapp logged a served value: %q %q", stdout, stderr)
 	}
 }
 
 func TestBusybox(t *testing.T) {
 	image := testbed.BusyboxImage(t)
-	cli := testbed.Docker(t)
 	id := testbed.RunContainer(t, client.ContainerCreateOptions{
 		Config: &container.Config{Image: image, Cmd: []string{"sh", "-c", "echo hi > /tmp/x && cat /tmp/x"}},
 	})
-	wait := cli.ContainerWait(t.Context(), id, client.ContainerWaitOptions{Condition: container.WaitConditionNotRunning})
-	select {
-	case res := <-wait.Result:
-		if res.StatusCode != 0 {
-			t.Errorf("exit status = %d, want 0", res.StatusCode)
-		}
-	case err := <-wait.Error:
-		t.Fatal(err)
+	if code := testbed.WaitExit(t, id, 30*time.Second); code != 0 {
+		t.Errorf("exit status = %d, want 0", code)
 	}
-	logs, err := cli.ContainerLogs(t.Context(), id, client.ContainerLogsOptions{ShowStdout: true, ShowStderr: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logs.Close()
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(logs); err != nil {
-		t.Fatal(err)
-	}
-	// The log stream is multiplexed: an 8-byte header precedes each frame.
-	if !strings.HasSuffix(buf.String(), "hi\n") {
-		t.Errorf("logs = %q, want them to end in \"hi\\n\"", buf.String())
+	if stdout, _ := testbed.Logs(t, id); stdout != "hi\n" {
+		t.Errorf("stdout = %q, want \"hi\\n\"", stdout)
 	}
 }
 
