@@ -1,0 +1,86 @@
+// Package api serves the agent's two APIs and holds the client the CLI
+// uses. The REST API (127.0.0.1:8471 by default) has GET /health,
+// GET /metrics, GET /events (server-sent events) and an authenticated
+// POST /webhook; a token is required for everything when it is bound
+// beyond loopback. The local API is HTTP+JSON on a unix socket whose
+// callers are authorized by their kernel credentials (SO_PEERCRED): root,
+// the agent's own user, and members of the dso group. The agent plugs its
+// data in through small functions (StatusSource, Trigger); no response ever
+// holds a secret value.
+package api
+
+import (
+	"context"
+	"time"
+)
+
+// Status is the agent's state as `docker dso status` shows it.
+type Status struct {
+	Agent      AgentStatus       `json:"agent"`
+	Secrets    []SecretStatus    `json:"secrets"`
+	Containers []ContainerStatus `json:"containers"`
+	Rotations  []RotationStatus  `json:"rotations"`
+}
+
+// Health values.
+const (
+	HealthOK       = "ok"
+	HealthDegraded = "degraded"
+	HealthStarting = "starting"
+)
+
+// AgentStatus is the agent's own health.
+type AgentStatus struct {
+	Health    string    `json:"health"`
+	Version   string    `json:"version"`
+	Mode      string    `json:"mode"` // agent or local
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+	// Problems says why Health is not ok, one line each.
+	Problems []string `json:"problems,omitempty"`
+}
+
+// SecretStatus is one watched secret.
+type SecretStatus struct {
+	Name      string        `json:"name"`
+	Provider  string        `json:"provider,omitempty"`
+	Version   string        `json:"version"`
+	LastCheck time.Time     `json:"last_check,omitzero"`
+	NextCheck time.Time     `json:"next_check,omitzero"`
+	Interval  time.Duration `json:"interval_ns,omitempty"`
+	Failing   bool          `json:"failing,omitempty"`
+}
+
+// ContainerStatus is one managed container and the versions it holds.
+type ContainerStatus struct {
+	ID       string            `json:"id"`
+	Name     string            `json:"name"`
+	Project  string            `json:"project,omitempty"`
+	Service  string            `json:"service,omitempty"`
+	Strategy string            `json:"strategy,omitempty"`
+	Secrets  map[string]string `json:"secrets"` // secret name -> version held
+}
+
+// RotationStatus is one entry of the rotation journal.
+type RotationStatus struct {
+	ID           uint64    `json:"id"`
+	Service      string    `json:"service"`
+	Secrets      []string  `json:"secrets,omitempty"`
+	OldContainer string    `json:"old_container"`
+	NewContainer string    `json:"new_container,omitempty"`
+	Strategy     string    `json:"strategy"`
+	Started      time.Time `json:"started"`
+	Finished     time.Time `json:"finished,omitzero"`
+	Result       string    `json:"result"`
+	Error        string    `json:"error,omitempty"`
+}
+
+// StatusSource returns the agent's current status.
+type StatusSource func(ctx context.Context) (Status, error)
+
+// HealthSource returns the agent's health.
+type HealthSource func(ctx context.Context) AgentStatus
+
+// Trigger asks for an immediate check of the named secrets, or of all of
+// them when names is empty. It returns an error naming an unknown secret.
+type Trigger func(names []string) error
