@@ -94,11 +94,24 @@ func (p *Proxy) Reset() {
 
 // DeadAddr returns a loopback host:port where nothing listens.
 func DeadAddr(t testing.TB) string {
+	addr := freeAddr()
+	if addr == "" {
+		t.Fatal("no free loopback port")
+	}
+	return addr
+}
+
+// freeAddr returns a loopback host:port that was free a moment ago.
+func freeAddr() string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		return ""
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func portOf(addr string) string {
+	_, port, _ := net.SplitHostPort(addr)
+	return port
 }
