@@ -64,9 +64,6 @@ func run(opts *Options) error {
 	if _, err := os.Lstat(paths.Vault); err == nil {
 		return fmt.Errorf("vault %s: %w; nothing changed (move it away first to start over: its secrets cannot be read without its key)", paths.Vault, vaultfile.ErrExists)
 	}
-	if err := os.MkdirAll(filepath.Dir(paths.Vault), 0o700); err != nil {
-		return fmt.Errorf("create the vault directory: %w", err)
-	}
 	src := local.KeySource{KeyFile: paths.KeyFile, Getenv: opts.Getenv}
 	if fd, ok := ios.StdinFd(); ok && ios.IsStdinTTY() {
 		src.Prompt = local.TerminalPrompt(fd, ios.ErrOut)
@@ -92,7 +89,12 @@ func run(opts *Options) error {
 	if err != nil {
 		return err
 	}
-	if err := vaultfile.Create(paths.Vault, key); err != nil {
+	if err = os.MkdirAll(filepath.Dir(paths.Vault), 0o700); err != nil {
+		err = fmt.Errorf("create the vault directory: %w", err)
+	} else {
+		err = vaultfile.Create(paths.Vault, key)
+	}
+	if err != nil {
 		if createdKeyFile {
 			os.Remove(paths.KeyFile)
 		}
