@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/dso-project/dso/internal/cmdutil"
+	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/iostreams"
 	"github.com/dso-project/dso/internal/provider"
 	"github.com/dso-project/dso/internal/secretref"
@@ -23,6 +24,8 @@ func exitRules() []struct {
 		target error
 		code   int
 	}{
+		{config.ErrInvalid, cmdutil.ExitConfig},
+		{config.ErrNoFile, cmdutil.ExitConfig},
 		{provider.ErrNotFound, cmdutil.ExitSecret},
 		{provider.ErrDenied, cmdutil.ExitBackend},
 		{provider.ErrUnreachable, cmdutil.ExitBackend},
@@ -41,11 +44,14 @@ func ExitCode(ios *iostreams.IOStreams, err error) int {
 	if err == nil {
 		return cmdutil.ExitOK
 	}
+	var ee *cmdutil.ExitError
 	if errors.Is(err, cmdutil.ErrSilent) {
+		if errors.As(err, &ee) {
+			return ee.Code
+		}
 		return cmdutil.ExitFailure
 	}
 	fmt.Fprintln(ios.ErrOut, "Error:", err)
-	var ee *cmdutil.ExitError
 	if errors.As(err, &ee) {
 		return ee.Code
 	}

@@ -3,6 +3,9 @@ package cli
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/dso-project/dso/internal/cli/agentcmd"
+	"github.com/dso-project/dso/internal/cli/composecmd"
+	"github.com/dso-project/dso/internal/cli/configcmd"
 	"github.com/dso-project/dso/internal/cli/initcmd"
 	"github.com/dso-project/dso/internal/cli/secretcmd"
 	"github.com/dso-project/dso/internal/cli/setupcmd"
@@ -26,11 +29,15 @@ func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 	root.SetFlagErrorFunc(cmdutil.UsageError)
 	root.PersistentFlags().StringVarP(&f.ConfigPath, "config", "c", "", "Path to dso.yaml (default: ./dso.yaml, then /etc/dso/dso.yaml)")
 
+	root.AddGroup(&cobra.Group{ID: composecmd.GroupID, Title: "Compose commands (the project loaded as docker compose loads it):"})
+	root.AddCommand(composecmd.Commands(f)...)
 	root.AddCommand(
 		versioncmd.NewCmd(f, nil),
+		configcmd.NewCmd(f, nil),
 		setupcmd.NewCmd(f, nil),
 		initcmd.NewCmd(f, nil),
 		secretcmd.NewCmd(f),
+		agentcmd.NewCmd(f, nil),
 	)
 	return root
 }

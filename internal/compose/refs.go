@@ -1,6 +1,7 @@
 package compose
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -117,4 +118,26 @@ func dedupe(uses []Use) []Use {
 		out = append(out, u)
 	}
 	return out
+}
+
+// RefsFromLabels reads the references a wired container carries in its
+// dso.refs label: variable -> reference.
+func RefsFromLabels(labels map[string]string) (map[string]secretref.Ref, error) {
+	raw, ok := labels[LabelRefs]
+	if !ok {
+		return nil, fmt.Errorf("no %s label", LabelRefs)
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		return nil, fmt.Errorf("label %s is not a JSON object of variable -> reference", LabelRefs)
+	}
+	out := make(map[string]secretref.Ref, len(m))
+	for v, s := range m {
+		r, err := secretref.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("label %s, variable %s: %w", LabelRefs, v, err)
+		}
+		out[v] = r
+	}
+	return out, nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -12,10 +13,13 @@ import (
 	"github.com/dso-project/dso/internal/initproc"
 )
 
-// tmpfsSpec is the tmpfs that holds the init's socket and the secret files.
-// It is world-writable with the sticky bit (like /tmp) so that the init,
-// whatever user the service runs as, can create its own 0700 directory.
-const tmpfsSpec = initproc.RunDir + ":mode=1777,size=64m"
+// tmpfsSpec is the tmpfs that holds the init's socket and the secret files:
+// owned by the user the service runs as, and closed to everyone else. (The
+// engine keeps uid and gid across restarts but not a mode alone, so the
+// owner must be numeric and right.)
+func tmpfsSpec(uid, gid int) string {
+	return fmt.Sprintf("%s:uid=%d,gid=%d,mode=0700,size=64m", initproc.RunDir, uid, gid)
+}
 
 // Wiring is what the override needs besides the project.
 type Wiring struct {
@@ -23,15 +27,28 @@ type Wiring struct {
 	ConfigPath string // absolute path of the dso.yaml in use, or ""
 }
 
-// ImageConfig returns the entrypoint and command of the image a service
-// runs (from the engine, after any build or pull).
-type ImageConfig func(ctx context.Context, svc types.ServiceConfig) (entrypoint, cmd []string, err error)
+// Image is what the wiring needs of a service's image.
+type Image struct {
+	Entrypoint []string
+	Cmd        []string
+	User       string
+}
+
+// Images reads the image a service runs (from the engine, after any build
+// or pull), and turns a user of that image ("app", "app:staff", "1000") into
+// numeric ids.
+type Images interface {
+	Config(ctx context.Context, svc types.ServiceConfig) (Image, error)
+	IDs(ctx context.Context, svc types.ServiceConfig, user string) (uid, gid int, err error)
+}
 
 // ServicePlan is how one service is wired.
 type ServicePlan struct {
 	Name       string
 	Entrypoint []string // the service's own, run by the init
 	Command    []string
+	User       string // as the service or image names it ("" is root)
+	UID, GID   int    // numeric, owner of the secrets tmpfs
 	Uses       []Use
 }
 
@@ -45,7 +62,7 @@ type Plan struct {
 // NewPlan decides, for each service with uses, the entrypoint and command the
 // init must run: the service's own, else the image's (an entrypoint set in
 // the service clears the image's command, as compose does).
-func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, img ImageConfig) (*Plan, error) {
+func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, images Images) (*Plan, error) {
 	by := map[string][]Use{}
 	for _, u := range uses {
 		by[u.Service] = append(by[u.Service], u)
@@ -61,21 +78,27 @@ func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, img Im
 		if err != nil {
 			return nil, err
 		}
-		ep, cmd := []string(svc.Entrypoint), []string(svc.Command)
+		img, err := images.Config(ctx, svc)
+		if err != nil {
+			return nil, fmt.Errorf("service %q: %w", n, err)
+		}
+		sp := ServicePlan{Name: n, Entrypoint: svc.Entrypoint, Command: svc.Command, User: svc.User, Uses: by[n]}
 		if svc.Entrypoint == nil {
-			iep, icmd, err := img(ctx, svc)
-			if err != nil {
-				return nil, fmt.Errorf("service %q: %w", n, err)
-			}
-			ep = iep
+			sp.Entrypoint = img.Entrypoint
 			if svc.Command == nil {
-				cmd = icmd
+				sp.Command = img.Cmd
 			}
 		}
-		if len(ep)+len(cmd) == 0 {
+		if len(sp.Entrypoint)+len(sp.Command) == 0 {
 			return nil, fmt.Errorf("service %q has no entrypoint or command, in the compose file or its image", n)
 		}
-		plan.Services = append(plan.Services, ServicePlan{Name: n, Entrypoint: ep, Command: cmd, Uses: by[n]})
+		if sp.User == "" {
+			sp.User = img.User
+		}
+		if sp.UID, sp.GID, err = userIDs(ctx, images, svc, sp.User); err != nil {
+			return nil, fmt.Errorf("service %q: user %q: %w", n, sp.User, err)
+		}
+		plan.Services = append(plan.Services, sp)
 	}
 	return plan, nil
 }
@@ -115,7 +138,7 @@ func (pl *Plan) Override() ([]byte, error) {
 			Entrypoint: append([]string{initproc.InitPath, "--"}, sp.Entrypoint...),
 			Command:    sp.Command,
 			Volumes:    []volume{{Type: "bind", Source: pl.Wiring.InitBinary, Target: initproc.InitPath, ReadOnly: true}},
-			Tmpfs:      []string{tmpfsSpec},
+			Tmpfs:      []string{tmpfsSpec(sp.UID, sp.GID)},
 			Labels:     labels,
 		}
 		escapeAll(s.Entrypoint)
@@ -136,4 +159,19 @@ func escapeAll(ss []string) {
 	for i := range ss {
 		ss[i] = escape(ss[i])
 	}
+}
+
+// userIDs turns "uid[:gid]" or names into numbers, asking the image for
+// names (and for the group of a user given alone).
+func userIDs(ctx context.Context, images Images, svc types.ServiceConfig, user string) (int, int, error) {
+	if user == "" {
+		return 0, 0, nil
+	}
+	u, g, hasGroup := strings.Cut(user, ":")
+	uid, uerr := strconv.Atoi(u)
+	gid, gerr := strconv.Atoi(g)
+	if uerr == nil && uid >= 0 && (hasGroup && gerr == nil && gid >= 0) {
+		return uid, gid, nil
+	}
+	return images.IDs(ctx, svc, user)
 }

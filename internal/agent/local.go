@@ -1,0 +1,157 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dso-project/dso/internal/config"
+)
+
+// SystemLock is held by the system agent (systemd, mode agent).
+const SystemLock = "/run/dso/agent.lock"
+
+// LocalDir is where the user-scope agent keeps its lock and log: ~/.dso/run.
+func LocalDir() (string, error) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("find the home directory: %w", err)
+	}
+	return filepath.Join(home, ".dso", "run"), nil
+}
+
+// Lock is the lock file an agent holds while it runs; it holds its pid.
+type Lock struct{ f *os.File }
+
+// ErrRunning says another agent holds the lock.
+var ErrRunning = errors.New("an agent is already running")
+
+// AcquireLock takes the lock at path, or fails with ErrRunning.
+func AcquireLock(path string) (*Lock, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			pid, _ := LockHolder(path)
+			return nil, fmt.Errorf("%w (pid %d, lock %s)", ErrRunning, pid, path)
+		}
+		return nil, err
+	}
+	f.Truncate(0)
+	fmt.Fprintf(f, "%d\n", os.Getpid())
+	return &Lock{f: f}, nil
+}
+
+// Release gives the lock up.
+func (l *Lock) Release() { l.f.Close() }
+
+// Held reports whether some process holds the lock at path.
+func Held(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		return errors.Is(err, unix.EWOULDBLOCK)
+	}
+	unix.Flock(int(f.Fd()), unix.LOCK_UN)
+	return false
+}
+
+// LockHolder returns the pid written in the lock file at path.
+func LockHolder(path string) (int, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// EnsureLocal makes sure an agent runs to deliver secrets: the system agent
+// when one runs, else a user-scope agent, started here in the background
+// when none runs (local mode has no systemd). In mode agent the system agent
+// must run.
+func EnsureLocal(ctx context.Context, cfg *config.Config, log io.Writer) error {
+	if Held(SystemLock) {
+		return nil
+	}
+	if cfg != nil && cfg.Mode == config.ModeAgent {
+		return errors.New("dso.yaml says mode: agent, but the dso agent is not running: start it with `sudo systemctl start dso-agent`")
+	}
+	dir, err := LocalDir()
+	if err != nil {
+		return err
+	}
+	lock := filepath.Join(dir, "agent.lock")
+	if Held(lock) {
+		return nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	logPath := filepath.Join(dir, "agent.log")
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd := exec.Command(exe, "agent", "--local")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = agentEnv(os.Environ())
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the local dso agent: %w", err)
+	}
+	pid := cmd.Process.Pid
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	for !Held(lock) {
+		select {
+		case err := <-exited:
+			return fmt.Errorf("the local dso agent stopped at once (%v); see %s", err, logPath)
+		case <-deadline.C:
+			return fmt.Errorf("the local dso agent did not start within 10s; see %s", logPath)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	fmt.Fprintf(log, "dso: started the local agent (pid %d, log %s; stop it with `docker dso agent stop`)\n", pid, logPath)
+	return nil
+}
+
+// agentEnv is the environment of a background agent: the user's, less what
+// would make it believe it is a CLI plugin invocation.
+func agentEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "DOCKER_CLI_PLUGIN_") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}

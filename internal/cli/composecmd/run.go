@@ -1,0 +1,129 @@
+// Package composecmd implements the commands that act on a Compose project:
+// `docker dso up` (also `docker dso compose up`), `down`, and the other
+// compose subcommands passed through to Docker Compose v2 (`ps`, `logs`,
+// `stop`, `restart`, `pull`, ...). Compose loads and orchestrates the project
+// itself; dso only adds a secret-free override for the services that take
+// secrets and makes sure the agent that delivers them runs.
+package composecmd
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/dso-project/dso/internal/cmdutil"
+	"github.com/dso-project/dso/internal/compose"
+	"github.com/dso-project/dso/internal/config"
+)
+
+// dockerCompose runs `docker compose` with the global flags that make it see
+// the project dso loaded, then args. override, when not nil, is read as an
+// extra compose file from stdin.
+func dockerCompose(ctx context.Context, f *cmdutil.Factory, p *types.Project, inv invocation, override []byte, args ...string) error {
+	docker, err := exec.LookPath("docker")
+	if err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitBackend, errors.New("the docker CLI is not on PATH"))
+	}
+	global := []string{"compose", "--project-name", p.Name, "--project-directory", p.WorkingDir}
+	for _, file := range p.ComposeFiles {
+		global = append(global, "--file", file)
+	}
+	if override != nil {
+		global = append(global, "--file", "-")
+	}
+	for _, e := range inv.project.EnvFiles {
+		global = append(global, "--env-file", e)
+	}
+	for _, pr := range inv.project.Profiles {
+		global = append(global, "--profile", pr)
+	}
+	cmd := exec.CommandContext(ctx, docker, append(global, args...)...)
+	cmd.Stdout, cmd.Stderr = f.IO.Out, f.IO.ErrOut
+	cmd.Stdin = f.IO.In
+	if override != nil {
+		cmd.Stdin = bytes.NewReader(override)
+	}
+	cmd.Env = composeEnv(os.Environ())
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	if err := cmd.Run(); err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			// Compose has said what went wrong; pass its exit code on.
+			return cmdutil.WithExitCode(ee.ExitCode(), cmdutil.ErrSilent)
+		}
+		return fmt.Errorf("run docker compose: %w", err)
+	}
+	return nil
+}
+
+// composeEnv is the environment of the compose process: the user's, less
+// the key material of the local vault.
+func composeEnv(env []string) []string {
+	out := env[:0:0]
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "DSO_MASTER_KEY=") || strings.HasPrefix(kv, "DSO_PASSPHRASE=") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
+}
+
+// loadConfig reads dso.yaml: the -c file, else ./dso.yaml or
+// /etc/dso/dso.yaml when one exists. With none, it returns nil: references
+// then use the local vault at its default place.
+func loadConfig(explicit string) (*config.Config, string, error) {
+	path := explicit
+	if path == "" {
+		for _, p := range config.SearchPaths() {
+			if _, err := os.Stat(p); err == nil {
+				path = p
+				break
+			}
+		}
+	}
+	if path == "" {
+		return nil, "", nil
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, "", cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, "", err
+	}
+	return cfg, abs, nil
+}
+
+// loadProject loads the compose project named by the invocation.
+func loadProject(ctx context.Context, inv invocation) (*types.Project, error) {
+	p, err := compose.Load(ctx, inv.project)
+	if err != nil {
+		return nil, cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+	}
+	return p, nil
+}
+
+// passthrough runs a compose subcommand that needs no wiring.
+func passthrough(ctx context.Context, f *cmdutil.Factory, sub string, args []string) error {
+	inv, err := split(args)
+	if err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitUsage, err)
+	}
+	if inv.help {
+		inv.rest = append(inv.rest, "--help")
+	}
+	p, err := loadProject(ctx, inv)
+	if err != nil {
+		return err
+	}
+	return dockerCompose(ctx, f, p, inv, nil, append([]string{sub}, inv.rest...)...)
+}

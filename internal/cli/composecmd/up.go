@@ -1,0 +1,278 @@
+package composecmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/moby/moby/client"
+	"github.com/spf13/cobra"
+
+	"github.com/dso-project/dso/internal/agent"
+	"github.com/dso-project/dso/internal/cmdutil"
+	"github.com/dso-project/dso/internal/compose"
+	"github.com/dso-project/dso/internal/config"
+	"github.com/dso-project/dso/internal/deliver"
+	"github.com/dso-project/dso/internal/initproc"
+	"github.com/dso-project/dso/internal/provider"
+	"github.com/dso-project/dso/internal/resolve"
+	"github.com/dso-project/dso/internal/secretref"
+)
+
+// UpOptions are the inputs of `docker dso up`.
+type UpOptions struct {
+	Factory *cmdutil.Factory
+	Args    []string // the command line after "up", compose flags included
+	// Sub is the compose subcommand: up, create or run.
+	Sub string
+}
+
+// NewCmdUp returns `docker dso up`; sub names the compose subcommand it
+// wraps (up, create, run): each creates containers, so each is wired.
+func NewCmdUp(f *cmdutil.Factory, sub string, runF func(*UpOptions) error) *cobra.Command {
+	short := map[string]string{
+		"up":     "Create and start the project's containers, with their secrets",
+		"create": "Create the project's containers, wired for their secrets",
+		"run":    "Run a one-off command on a service, with its secrets",
+	}[sub]
+	cmd := &cobra.Command{
+		Use:   sub + " [OPTIONS] [SERVICE...]",
+		Short: short,
+		Long: short + `.
+
+Takes the flags of 'docker compose ` + sub + `' and the project flags (-f, -p,
+--profile, --env-file, --project-directory), and these of its own:
+  -c, --config FILE   dso.yaml to use (default ./dso.yaml, then /etc/dso/dso.yaml)
+      --dry-run       print the plan, values redacted, and change nothing
+
+Every reference of every service is checked before anything is created: a
+missing secret, an unknown provider or a malformed reference stops here.`,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts := &UpOptions{Factory: f, Args: args, Sub: sub}
+			if runF != nil {
+				return runF(opts)
+			}
+			return upRun(cmd, opts)
+		},
+	}
+	return cmd
+}
+
+func upRun(cmd *cobra.Command, opts *UpOptions) error {
+	ctx := cmd.Context()
+	f := opts.Factory
+	inv, err := split(opts.Args)
+	if err != nil {
+		return cmdutil.UsageError(cmd, err)
+	}
+	if inv.help {
+		return cmd.Help()
+	}
+	if inv.config == "" {
+		inv.config = f.ConfigPath
+	}
+	cfg, cfgPath, err := loadConfig(inv.config)
+	if err != nil {
+		return err
+	}
+	p, err := loadProject(ctx, inv)
+	if err != nil {
+		return err
+	}
+	uses, err := compose.FindUses(p, p.ServiceNames(), labelSecrets(cfg))
+	if err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitSecret, fmt.Errorf("project %q:\n%w", p.Name, err))
+	}
+	if len(uses) == 0 {
+		fmt.Fprintf(f.IO.ErrOut, "dso: no service of project %q takes secrets; running docker compose %s as it is\n", p.Name, opts.Sub)
+		return dockerCompose(ctx, f, p, inv, nil, append([]string{opts.Sub}, inv.rest...)...)
+	}
+	set, err := resolve.Default().Build(cfg)
+	if err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+	}
+	defer set.Close()
+	versions, err := check(ctx, set, uses)
+	if err != nil {
+		return err
+	}
+	docker, err := f.Docker()
+	if err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitBackend, err)
+	}
+	if !inv.dryRun {
+		if err := ensureImages(ctx, f, docker, p, inv, uses); err != nil {
+			return err
+		}
+	}
+	initBin, err := initBinary()
+	if err != nil {
+		return err
+	}
+	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, ConfigPath: cfgPath}, engineImages{docker: docker, project: p})
+	if err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+	}
+	override, err := plan.Override()
+	if err != nil {
+		return err
+	}
+	if inv.dryRun {
+		return printPlan(f.IO.Out, p, plan, versions, override)
+	}
+	if err := agent.EnsureLocal(ctx, cfg, f.IO.ErrOut); err != nil {
+		return err
+	}
+	return dockerCompose(ctx, f, p, inv, override, append([]string{opts.Sub}, inv.rest...)...)
+}
+
+// labelSecrets gives the label form (dso.secrets) its dso.yaml secrets.
+func labelSecrets(cfg *config.Config) compose.Secrets {
+	return func(name string) (compose.LabelSecret, bool) {
+		if cfg == nil {
+			return compose.LabelSecret{}, false
+		}
+		for _, s := range cfg.Secrets {
+			if s.Name == name {
+				return compose.LabelSecret{Provider: s.Provider, File: s.Inject.Type == config.InjectFile, Mappings: s.Mappings}, true
+			}
+		}
+		return compose.LabelSecret{}, false
+	}
+}
+
+// check resolves every reference once, so that a missing secret, a wrong
+// key or an unreachable backend stops `up` before anything is created. The
+// values are dropped at once; only versions are kept, for the plan.
+func check(ctx context.Context, set *resolve.Set, uses []compose.Use) (map[secretref.Ref]string, error) {
+	refs := make([]secretref.Ref, 0, len(uses))
+	for _, u := range uses {
+		refs = append(refs, u.Ref)
+	}
+	got, err := set.Fetch(ctx, refs)
+	var failed resolve.Errors
+	if errors.As(err, &failed) {
+		// Name each use of a reference that failed, with the fix.
+		var errs []error
+		for _, u := range uses {
+			if e := failed[u.Ref]; e != nil {
+				errs = append(errs, fmt.Errorf("service %q, variable %s (%s): %w%s", u.Service, u.Var, u.Origin, e, fix(set, u.Ref, e)))
+			}
+		}
+		return nil, errors.Join(errs...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	versions := map[secretref.Ref]string{}
+	for r, v := range got {
+		clear(v.Value)
+		versions[r] = v.Version
+	}
+	return versions, nil
+}
+
+// fix suggests the command that repairs a missing secret of the local vault.
+func fix(set *resolve.Set, ref secretref.Ref, err error) string {
+	_, name, perr := set.Provider(ref)
+	if perr != nil || !errors.Is(err, provider.ErrNotFound) || set.Type(name) != config.ProviderLocal || ref.Key != "" {
+		return ""
+	}
+	return fmt.Sprintf("\n    fix: docker dso secret set %s", ref.Path)
+}
+
+// imageName is the image compose runs for svc.
+func imageName(p *types.Project, svc types.ServiceConfig) string {
+	if svc.Image != "" {
+		return svc.Image
+	}
+	return p.Name + "-" + svc.Name
+}
+
+// ensureImages builds or pulls, through compose, the images of wired
+// services that are not there yet (or all built ones, with --build), so that
+// their entrypoint and command can be read.
+func ensureImages(ctx context.Context, f *cmdutil.Factory, docker client.APIClient, p *types.Project, inv invocation, uses []compose.Use) error {
+	rebuild := slices.Contains(inv.rest, "--build")
+	var build, pull []string
+	seen := map[string]bool{}
+	for _, u := range uses {
+		if seen[u.Service] {
+			continue
+		}
+		seen[u.Service] = true
+		svc, err := p.GetService(u.Service)
+		if err != nil {
+			return err
+		}
+		if svc.Entrypoint != nil && !(rebuild && svc.Build != nil) {
+			continue
+		}
+		_, err = docker.ImageInspect(ctx, imageName(p, svc))
+		switch {
+		case svc.Build != nil && (rebuild || err != nil):
+			build = append(build, svc.Name)
+		case err != nil:
+			pull = append(pull, svc.Name)
+		}
+	}
+	if len(build) > 0 {
+		if err := dockerCompose(ctx, f, p, inv, nil, append([]string{"build"}, build...)...); err != nil {
+			return err
+		}
+	}
+	if len(pull) > 0 {
+		if err := dockerCompose(ctx, f, p, inv, nil, append([]string{"pull"}, pull...)...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// initBinary finds dso-init: $DSO_INIT, else beside this executable, else
+// in the system plugin directories.
+func initBinary() (string, error) {
+	if p := os.Getenv("DSO_INIT"); p != "" {
+		return filepath.Abs(p)
+	}
+	var tried []string
+	if exe, err := os.Executable(); err == nil {
+		if real, err := filepath.EvalSymlinks(exe); err == nil {
+			tried = append(tried, filepath.Join(filepath.Dir(real), "dso-init"))
+		}
+	}
+	tried = append(tried, "/usr/local/lib/docker/cli-plugins/dso-init", "/usr/libexec/docker/cli-plugins/dso-init", "/usr/lib/docker/cli-plugins/dso-init")
+	for _, p := range tried {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("dso-init not found (looked in %s); reinstall with scripts/install.sh", strings.Join(tried, ", "))
+}
+
+// printPlan shows what `up` would do, without any value.
+func printPlan(out io.Writer, p *types.Project, plan *compose.Plan, versions map[secretref.Ref]string, override []byte) error {
+	fmt.Fprintf(out, "Project %s (%s)\n", p.Name, strings.Join(p.ComposeFiles, ", "))
+	for _, sp := range plan.Services {
+		fmt.Fprintf(out, "\nservice %s: runs %s\n", sp.Name, strings.Join(append(append([]string{initproc.InitPath, "--"}, sp.Entrypoint...), sp.Command...), " "))
+		tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+		for _, u := range sp.Uses {
+			how := "env"
+			if u.Ref.File {
+				how = "file " + deliver.FilePath(u.Var)
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\tversion %s\tvalue <redacted>\n", u.Var, how, u.Ref, versions[u.Ref])
+		}
+		tw.Flush()
+	}
+	fmt.Fprintf(out, "\nCompose override (read from stdin by docker compose; holds no value):\n%s\n", override)
+	return nil
+}
