@@ -5,6 +5,7 @@ import (
 
 	"github.com/dso-project/dso/internal/cli/agentcmd"
 	"github.com/dso-project/dso/internal/cli/composecmd"
+	"github.com/dso-project/dso/internal/cli/configcmd"
 	"github.com/dso-project/dso/internal/cli/initcmd"
 	"github.com/dso-project/dso/internal/cli/secretcmd"
 	"github.com/dso-project/dso/internal/cli/setupcmd"
@@ -32,6 +33,7 @@ func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 	root.AddCommand(composecmd.Commands(f)...)
 	root.AddCommand(
 		versioncmd.NewCmd(f, nil),
+		configcmd.NewCmd(f, nil),
 		setupcmd.NewCmd(f, nil),
 		initcmd.NewCmd(f, nil),
 		secretcmd.NewCmd(f),

@@ -29,8 +29,8 @@ type Config struct {
 	Version   string              `yaml:"version,omitempty" json:"version,omitempty" desc:"Format version of this file: v1 (v1.0.0 and 1 are accepted)."`
 	Mode      Mode                `yaml:"mode,omitempty" json:"mode,omitempty" desc:"local: the CLI works on this host for the current user; agent: a per-host agent (systemd) delivers and rotates secrets."`
 	Providers map[string]Provider `yaml:"providers,omitempty" json:"providers,omitempty" keys:"name" desc:"Secret backends by name. Secrets and references (?provider=NAME) refer to these names."`
-	Agent     Agent               `yaml:"agent,omitempty" json:"agent,omitempty" desc:"Settings of the per-host agent."`
-	Defaults  Defaults            `yaml:"defaults,omitempty" json:"defaults,omitempty" desc:"Values used by every secret that does not set its own."`
+	Agent     Agent               `yaml:"agent,omitempty" json:"agent,omitzero" desc:"Settings of the per-host agent."`
+	Defaults  Defaults            `yaml:"defaults,omitempty" json:"defaults,omitzero" desc:"Values used by every secret that does not set its own."`
 	Secrets   []Secret            `yaml:"secrets" json:"secrets" desc:"Secrets to deliver to containers. An empty mapping ({}) counts as an empty list."`
 
 	// File is the path the configuration was read from.
@@ -41,16 +41,16 @@ type Config struct {
 
 // Provider configures one secret backend.
 type Provider struct {
-	Type          ProviderType  `yaml:"type" json:"type" dso:"required" desc:"Kind of backend: local (encrypted vault file), vault (HashiCorp Vault or OpenBao), aws (AWS Secrets Manager), azure (Azure Key Vault) or plugin (an external provider binary)."`
-	Plugin        string        `yaml:"plugin,omitempty" json:"plugin,omitempty" desc:"For type plugin: name of the provider plugin (dso-provider-NAME on PATH) or path to its binary."`
-	Address       string        `yaml:"address,omitempty" json:"address,omitempty" desc:"Backend address: the Vault server URL, the Key Vault URL (https://NAME.vault.azure.net), or an endpoint override for AWS. For vault, auth.params.address is used when this is unset."`
-	Region        string        `yaml:"region,omitempty" json:"region,omitempty" desc:"For aws: the region (else AWS_REGION or the shared config)."`
-	VaultFile     string        `yaml:"vault_file,omitempty" json:"vault_file,omitempty" dso:"path" desc:"For local: path of the encrypted vault file."`
-	MasterKeyFile string        `yaml:"master_key_file,omitempty" json:"master_key_file,omitempty" dso:"path" desc:"For local: path of the 0600 file holding the master key."`
-	Auth          Auth          `yaml:"auth,omitempty" json:"auth,omitempty" desc:"How to authenticate to the backend."`
-	Retry         Retry         `yaml:"retry,omitempty" json:"retry,omitempty" desc:"Retries of failed backend calls."`
-	TLS           TLS           `yaml:"tls,omitempty" json:"tls,omitempty" desc:"TLS settings for the connection to the backend."`
-	Timeout       Duration      `yaml:"timeout,omitempty" json:"timeout,omitempty" desc:"Time limit of one backend call, such as \"10s\"."`
+	Type          ProviderType `yaml:"type" json:"type" dso:"required" desc:"Kind of backend: local (encrypted vault file), vault (HashiCorp Vault or OpenBao), aws (AWS Secrets Manager), azure (Azure Key Vault) or plugin (an external provider binary)."`
+	Plugin        string       `yaml:"plugin,omitempty" json:"plugin,omitempty" desc:"For type plugin: name of the provider plugin (dso-provider-NAME on PATH) or path to its binary."`
+	Address       string       `yaml:"address,omitempty" json:"address,omitempty" desc:"Backend address: the Vault server URL, the Key Vault URL (https://NAME.vault.azure.net), or an endpoint override for AWS. For vault, auth.params.address is used when this is unset."`
+	Region        string       `yaml:"region,omitempty" json:"region,omitempty" desc:"For aws: the region (else AWS_REGION or the shared config)."`
+	VaultFile     string       `yaml:"vault_file,omitempty" json:"vault_file,omitempty" dso:"path" desc:"For local: path of the encrypted vault file."`
+	MasterKeyFile string       `yaml:"master_key_file,omitempty" json:"master_key_file,omitempty" dso:"path" desc:"For local: path of the 0600 file holding the master key."`
+	Auth          Auth         `yaml:"auth,omitempty" json:"auth,omitzero" desc:"How to authenticate to the backend."`
+	Retry         Retry        `yaml:"retry,omitempty" json:"retry,omitzero" desc:"Retries of failed backend calls."`
+	TLS           TLS          `yaml:"tls,omitempty" json:"tls,omitzero" desc:"TLS settings for the connection to the backend."`
+	Timeout       Duration     `yaml:"timeout,omitempty" json:"timeout,omitempty" desc:"Time limit of one backend call, such as \"10s\"."`
 }
 
 // Auth says how a provider authenticates.
@@ -76,9 +76,9 @@ type TLS struct {
 // Agent configures the per-host agent.
 type Agent struct {
 	Cache    bool          `yaml:"cache" json:"cache" desc:"Keep fetched values in the agent's memory (never on disk), so a restarting container gets its secrets when the backend is down (default true)."`
-	Watch    Watch         `yaml:"watch,omitempty" json:"watch,omitempty" desc:"How the agent notices changes in the backends."`
-	Rotation AgentRotation `yaml:"rotation,omitempty" json:"rotation,omitempty" desc:"Rotation of containers when a secret changes."`
-	API      API           `yaml:"api,omitempty" json:"api,omitempty" desc:"The agent's REST API."`
+	Watch    Watch         `yaml:"watch,omitempty" json:"watch,omitzero" desc:"How the agent notices changes in the backends."`
+	Rotation AgentRotation `yaml:"rotation,omitempty" json:"rotation,omitzero" desc:"Rotation of containers when a secret changes."`
+	API      API           `yaml:"api,omitempty" json:"api,omitzero" desc:"The agent's REST API."`
 	Socket   string        `yaml:"socket,omitempty" json:"socket,omitempty" dso:"path" desc:"Unix socket of the agent (default /run/dso/dso.sock)."`
 }
 
@@ -104,17 +104,17 @@ type API struct {
 // Defaults are used by every secret that does not set its own.
 type Defaults struct {
 	Provider string   `yaml:"provider,omitempty" json:"provider,omitempty" desc:"Provider of secrets that name none (default: the only provider, when there is one)."`
-	Inject   Inject   `yaml:"inject,omitempty" json:"inject,omitempty" desc:"Default delivery."`
-	Rotation Rotation `yaml:"rotation,omitempty" json:"rotation,omitempty" desc:"Default rotation."`
+	Inject   Inject   `yaml:"inject,omitempty" json:"inject,omitzero" desc:"Default delivery."`
+	Rotation Rotation `yaml:"rotation,omitempty" json:"rotation,omitzero" desc:"Default rotation."`
 }
 
 // Secret binds values of a provider to containers.
 type Secret struct {
 	Name     string            `yaml:"name" json:"name" dso:"required" desc:"Name of the secret, unique in this file; containers ask for it with the dso.secrets label."`
 	Provider string            `yaml:"provider,omitempty" json:"provider,omitempty" desc:"Name of the provider (a key of providers) holding the values."`
-	Inject   Inject            `yaml:"inject,omitempty" json:"inject,omitempty" desc:"How the values reach the containers."`
-	Rotation Rotation          `yaml:"rotation,omitempty" json:"rotation,omitempty" desc:"What happens to the containers when a value changes."`
-	Targets  Targets           `yaml:"targets,omitempty" json:"targets,omitempty" desc:"Containers that get this secret, besides those labelled dso.secrets."`
+	Inject   Inject            `yaml:"inject,omitempty" json:"inject,omitzero" desc:"How the values reach the containers."`
+	Rotation Rotation          `yaml:"rotation,omitempty" json:"rotation,omitzero" desc:"What happens to the containers when a value changes."`
+	Targets  Targets           `yaml:"targets,omitempty" json:"targets,omitzero" desc:"Containers that get this secret, besides those labelled dso.secrets."`
 	Mappings map[string]string `yaml:"mappings" json:"mappings" dso:"required" keys:"envname" desc:"Environment variable (or file) name -> path of the value in the provider."`
 }
 

@@ -16,8 +16,8 @@ var ErrNoFile = errors.New("no usable dso.yaml")
 // Problem is one thing wrong in a file, at a position.
 type Problem struct {
 	File   string
-	Line   int // 1-based
-	Column int // 1-based
+	Line   int    // 1-based
+	Column int    // 1-based
 	Path   string // where in the document, such as "secrets[0].provider"; may be empty
 	Msg    string
 }
@@ -84,8 +84,17 @@ func (ps *problems) err() error {
 		}
 		return a.Column < b.Column
 	})
+	if len(ps.list) > maxProblems {
+		next := ps.list[maxProblems]
+		rest := len(ps.list) - maxProblems
+		ps.list = append(ps.list[:maxProblems:maxProblems], Problem{File: ps.file, Line: next.Line, Column: next.Column,
+			Msg: fmt.Sprintf("%d more problems not shown; fix the ones above first", rest)})
+	}
 	return &ValidationError{Problems: ps.list}
 }
+
+// maxProblems bounds the list, for files that are not dso.yaml at all.
+const maxProblems = 100
 
 // suggest returns " (did you mean "x"?)" when one candidate is close to word.
 func suggest(word string, candidates []string) string {
