@@ -290,10 +290,10 @@ func (p *Provider) classify(path string, err error) error {
 			e.Kind = retry.HTTPStatus(re.HTTPStatusCode())
 		}
 		e.Err = fmt.Errorf("%s: %s", ae.ErrorCode(), ae.ErrorMessage())
-	case errors.As(err, &re):
+	case errors.As(err, &re) && re.HTTPStatusCode() != 0:
 		e.Kind = retry.HTTPStatus(re.HTTPStatusCode())
-		e.Err = retry.TimeoutDetail(re.Err, p.retry.Timeout)
-	default:
+		e.Err = fmt.Errorf("HTTP %d", re.HTTPStatusCode())
+	default: // no answer: the request could not be sent or timed out
 		e.Kind = retry.Transport(err)
 		e.Err = retry.TimeoutDetail(err, p.retry.Timeout)
 	}

@@ -1,6 +1,8 @@
 package providertest
 
 import (
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -38,6 +40,7 @@ func NewProxy(t testing.TB, target string, key func(*http.Request) string) *Prox
 	}
 	p := &Proxy{key: key, counts: map[string]int{}}
 	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorLog = log.New(io.Discard, "", 0) // cancelled requests are expected
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p.mu.Lock()
 		p.counts[p.key(r)]++
