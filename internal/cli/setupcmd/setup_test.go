@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/dso-project/dso/internal/cmdutil"
+	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/iostreams"
 )
 
@@ -124,5 +125,22 @@ func TestConfirmOnTerminal(t *testing.T) {
 	}
 	if _, err := os.Stat(path); err != nil {
 		t.Error("--non-interactive did not write the file")
+	}
+}
+
+// TestConfigLoads checks that the starter file is a valid dso.yaml.
+func TestConfigLoads(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := runSetup(t, dir, "", false, "--non-interactive"); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", "/home/someone")
+	cfg, err := config.Load(filepath.Join(dir, "dso.yaml"))
+	if err != nil {
+		t.Fatalf("the starter dso.yaml does not load: %v", err)
+	}
+	p, ok := cfg.Providers["local"]
+	if cfg.Mode != config.ModeLocal || !ok || p.Type != config.ProviderLocal || p.VaultFile != "/home/someone/.dso/vault.enc" || len(cfg.Secrets) != 0 {
+		t.Errorf("loaded %+v", cfg)
 	}
 }

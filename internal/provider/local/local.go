@@ -65,7 +65,7 @@ func (p *Provider) Version(ctx context.Context, path string) (string, error) {
 }
 
 func (p *Provider) notFound(path string) error {
-	return fmt.Errorf("provider %q: secret %q: %w in vault %s", Name, path, provider.ErrNotFound, p.path)
+	return &provider.Error{Provider: Name, Path: path, Kind: provider.ErrNotFound, Err: fmt.Errorf("not in vault %s", p.path)}
 }
 
 // stamp identifies one version of the file: a write renames a new file into
