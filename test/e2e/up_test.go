@@ -1,0 +1,239 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/testbed"
+)
+
+// serviceContainer returns the ID of the one container of a service.
+func serviceContainer(t *testing.T, project, service string) string {
+	t.Helper()
+	f := client.Filters{}.Add("label", "com.docker.compose.project="+project).Add("label", "com.docker.compose.service="+service)
+	list, err := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 1 {
+		t.Fatalf("service %s of %s has %d containers, want 1", service, project, len(list.Items))
+	}
+	return list.Items[0].ID
+}
+
+// get asks the testapp behind addr and requires status 200.
+func get(t *testing.T, addr, path string) string {
+	t.Helper()
+	status, body := testbed.HTTPGet(t, "http://"+addr+path)
+	if status != http.StatusOK {
+		t.Fatalf("GET %s: status %d: %s", path, status, body)
+	}
+	return body
+}
+
+// eventually retries get until it returns want (a container restarting).
+func eventually(t *testing.T, addr, path, want string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	var last string
+	for time.Now().Before(deadline) {
+		status, body := testbed.HTTPGet(t, "http://"+addr+path)
+		if status == http.StatusOK && body == want {
+			return
+		}
+		last = fmt.Sprintf("status %d, %d bytes", status, len(body))
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("GET %s never returned the expected value (last: %s)", path, last)
+}
+
+// TestUpDeliversEnvAndFiles is the main job: env and file references, a
+// FROM scratch image run as a non-root user, then docker restart and a crash
+// under restart: always, then a leak scan of every surface.
+func TestUpDeliversEnvAndFiles(t *testing.T) {
+	u := newUser(t)
+	dbValue := canary(t, "db")
+	fileValue := append(canary(t, "file"), "\nsecond line  \n"...)
+	image := testbed.TestappImage(t)
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  web:
+    image: ` + image + `
+    user: "1000:1000"
+    restart: always
+    ports: ["127.0.0.1::8080"]
+    environment:
+      DB_PASSWORD: dso://db_password
+      TLS_KEY_FILE: dsofile://shop/tls_key
+      PLAIN: plain-value
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{project + "/db_password": dbValue, "shop/tls_key": fileValue})
+
+	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	id := serviceContainer(t, project, "web")
+	addr := testbed.HostAddr(t, id, "8080/tcp")
+
+	if got := get(t, addr, "/env/DB_PASSWORD"); got != string(dbValue) {
+		t.Errorf("DB_PASSWORD: got %d bytes, not the secret", len(got))
+	}
+	if got := get(t, addr, "/env/PLAIN"); got != "plain-value" {
+		t.Errorf("PLAIN = %q", got)
+	}
+	path := get(t, addr, "/env/TLS_KEY_FILE")
+	if path != "/run/dso/secrets/TLS_KEY_FILE" {
+		t.Errorf("TLS_KEY_FILE = %q, want the file's path", path)
+	}
+	if got := get(t, addr, "/file?path="+path); got != string(fileValue) {
+		t.Errorf("file content differs from the secret (%d bytes)", len(got))
+	}
+	if got := get(t, addr, "/stat?path="+path); got != "1000 1000 400" {
+		t.Errorf("file owner and mode = %q, want 1000 1000 400", got)
+	}
+	if got := get(t, addr, "/id"); got != "1000 1000" {
+		t.Errorf("app runs as %q, want 1000 1000", got)
+	}
+	if got := strings.TrimSpace(get(t, addr, "/args")); got != `["/testapp"]` {
+		t.Errorf("app argv = %s, want the image's entrypoint unchanged", got)
+	}
+
+	// docker restart: the agent delivers again.
+	if _, err := testbed.Docker(t).ContainerRestart(t.Context(), id, client.ContainerRestartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	addr = testbed.HostAddr(t, id, "8080/tcp")
+	eventually(t, addr, "/env/DB_PASSWORD", string(dbValue))
+
+	// A crash under restart: always.
+	testbed.HTTPGet(t, "http://"+addr+"/exit?code=3")
+	time.Sleep(time.Second)
+	addr = testbed.HostAddr(t, id, "8080/tcp")
+	eventually(t, addr, "/file?path="+path, string(fileValue))
+
+	logs := u.must(dir, nil, "dso", "logs", "-p", project)
+	ps := u.must(dir, nil, "dso", "ps", "-p", project)
+	if !strings.Contains(ps.stdout, "web") {
+		t.Errorf("docker dso ps does not list the service:\n%s", ps.stdout)
+	}
+	assertNoLeak(t, u, [][]byte{dbValue, fileValue}, up.output(), logs.output(), ps.output())
+}
+
+// TestEntrypointScriptSeesEnvAtStart checks that a shell entrypoint sees the
+// secret in its first instruction: no race, nothing to wait for.
+func TestEntrypointScriptSeesEnvAtStart(t *testing.T) {
+	u := newUser(t)
+	value := canary(t, "script")
+	base := testbed.BusyboxImage(t)
+	image := testbed.BuildImage(t, "entry", map[string]string{}, "FROM "+base+"\n"+
+		`RUN printf '#!/bin/sh\nmkdir -p /tmp/www\nprintf "%%s" "$TOKEN" | sha256sum | cut -d" " -f1 > /tmp/www/sum\nexec httpd -f -p 8080 -h /tmp/www\n' > /entry.sh && chmod +x /entry.sh`+"\n"+
+		`ENTRYPOINT ["/entry.sh"]`+"\n")
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  script:
+    image: ` + image + `
+    ports: ["127.0.0.1::8080"]
+    environment:
+      TOKEN: dso://app/token
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": value})
+	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	id := serviceContainer(t, project, "script")
+	sum := sha256.Sum256(value)
+	got := strings.TrimSpace(get(t, testbed.HostAddr(t, id, "8080/tcp"), "/sum"))
+	if got != hex.EncodeToString(sum[:]) {
+		t.Errorf("the entrypoint script saw another TOKEN at start (sha256 %s)", got)
+	}
+	assertNoLeak(t, u, [][]byte{value}, up.output())
+}
+
+// TestUpRefusesBadReferences checks that a missing secret or a malformed
+// reference stops up before anything is created, naming what to fix.
+func TestUpRefusesBadReferences(t *testing.T) {
+	u := newUser(t)
+	image := testbed.TestappImage(t)
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  api:
+    image: ` + image + `
+    environment:
+      DB_PASSWORD: dso://app/db_password
+  worker:
+    image: ` + image + `
+    environment:
+      BROKEN: dso://app//double
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/other": []byte("x")})
+
+	r := u.run(dir, nil, "dso", "up", "-p", project, "-d")
+	if r.code != 4 {
+		t.Errorf("exit code %d, want 4 (secret or reference error)\n%s", r.code, r.output())
+	}
+	for _, want := range []string{`service "worker", variable BROKEN`, "dso://app//double", "empty path segment"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("error does not say %q:\n%s", want, r.stderr)
+		}
+	}
+	// Fix the malformed one: the missing secret is reported with its fix.
+	dir2 := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  api:
+    image: ` + image + `
+    environment:
+      DB_PASSWORD: dso://app/db_password
+`})
+	r = u.run(dir2, nil, "dso", "up", "-p", project, "-d")
+	if r.code != 4 {
+		t.Errorf("exit code %d, want 4\n%s", r.code, r.output())
+	}
+	for _, want := range []string{`service "api", variable DB_PASSWORD`, "dso://app/db_password", "not found", "docker dso secret set app/db_password"} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("error does not say %q:\n%s", want, r.stderr)
+		}
+	}
+	f := client.Filters{}.Add("label", "com.docker.compose.project="+project)
+	list, err := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 0 {
+		t.Errorf("a failed up created %d containers", len(list.Items))
+	}
+}
+
+// TestDryRunShowsPlanWithoutValues checks --dry-run: the plan, no value,
+// nothing created.
+func TestDryRunShowsPlanWithoutValues(t *testing.T) {
+	u := newUser(t)
+	value := canary(t, "dry")
+	image := testbed.TestappImage(t)
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  api:
+    image: ` + image + `
+    environment:
+      DB_PASSWORD: dso://app/db_password
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/db_password": value})
+	r := u.must(dir, nil, "dso", "up", "-p", project, "-d", "--dry-run")
+	for _, want := range []string{"DB_PASSWORD", "dso://app/db_password", "<redacted>", "/.dso/init"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("plan does not show %q:\n%s", want, r.stdout)
+		}
+	}
+	f := client.Filters{}.Add("label", "com.docker.compose.project="+project)
+	list, _ := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f})
+	if len(list.Items) != 0 {
+		t.Errorf("--dry-run created %d containers", len(list.Items))
+	}
+	assertNoLeak(t, u, [][]byte{value}, r.output())
+}
