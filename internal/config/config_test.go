@@ -329,3 +329,19 @@ func TestSchemaCurrent(t *testing.T) {
 		t.Fatalf("%s is not current: run go generate ./internal/config", path)
 	}
 }
+
+// BenchmarkParse measures loading the README's AWS example (restart in
+// place of rolling).
+func BenchmarkParse(b *testing.B) {
+	data, err := os.ReadFile("testdata/valid/aws-restart.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	l := testLoader()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := l.Parse("dso.yaml", data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

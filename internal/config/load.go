@@ -48,7 +48,7 @@ func Load(explicit string) (*Config, error) { return System().Load(explicit) }
 func (l Loader) Locate(explicit string) (string, error) {
 	if explicit != "" {
 		if _, err := os.Stat(explicit); err != nil {
-			return "", fmt.Errorf("config file %s: %w: %w", explicit, ErrNoFile, pathErr(err))
+			return "", &fileError{explicit, err}
 		}
 		return explicit, nil
 	}
@@ -58,20 +58,28 @@ func (l Loader) Locate(explicit string) (string, error) {
 			return p, nil
 		}
 		if !errors.Is(err, fs.ErrNotExist) {
-			return "", fmt.Errorf("config file %s: %w: %w", p, ErrNoFile, pathErr(err))
+			return "", &fileError{p, err}
 		}
 	}
-	return "", fmt.Errorf("%w: looked for %s; create one (docker dso setup) or pass -c/--config", ErrNoFile, oneOf(l.SearchPaths))
+	return "", fmt.Errorf("%w: looked for %s; create one (docker dso setup) or pass -c/--config", ErrNoFile, strings.Join(l.SearchPaths, ", then "))
 }
 
-// pathErr drops the path that *fs.PathError repeats.
-func pathErr(err error) error {
+// fileError is a configuration file that cannot be read.
+type fileError struct {
+	path string
+	err  error
+}
+
+func (e *fileError) Error() string {
+	err := e.err
 	var pe *fs.PathError
 	if errors.As(err, &pe) {
-		return pe.Err
+		err = pe.Err // the path is said already
 	}
-	return err
+	return fmt.Sprintf("config file %s: %v", e.path, err)
 }
+
+func (e *fileError) Unwrap() []error { return []error{ErrNoFile, e.err} }
 
 // Load reads, checks and completes the configuration (see Locate).
 func (l Loader) Load(explicit string) (*Config, error) {
@@ -81,12 +89,12 @@ func (l Loader) Load(explicit string) (*Config, error) {
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("config file %s: %w: %w", path, ErrNoFile, pathErr(err))
+		return nil, &fileError{path, err}
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("config file %s: %w: %w", path, ErrNoFile, pathErr(err))
+		return nil, &fileError{path, err}
 	}
 	if len(data) > MaxFileSize {
 		ps := &problems{file: path}

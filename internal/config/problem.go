@@ -11,7 +11,7 @@ import (
 var ErrInvalid = errors.New("invalid configuration")
 
 // ErrNoFile is wrapped when no configuration file can be found or read.
-var ErrNoFile = errors.New("no usable dso.yaml")
+var ErrNoFile = errors.New("no dso.yaml found")
 
 // Problem is one thing wrong in a file, at a position.
 type Problem struct {
