@@ -79,6 +79,7 @@ type decoder struct {
 	probs     *problems
 	meta      *meta
 	nodes     int
+	tooLarge  *Problem // set when the node budget ran out
 }
 
 // fieldTag holds the parsed struct tags of one field.
@@ -182,7 +183,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, tag fieldTa
 	d.nodes++
 	if d.nodes > maxNodes {
 		if d.nodes == maxNodes+1 {
-			d.probs.add(n.Line, n.Column, path, "document too large: more than %d values (aliases expanding without end?)", maxNodes)
+			d.tooLarge = &Problem{File: d.probs.file, Line: max(n.Line, 1), Column: max(n.Column, 1),
+				Msg: fmt.Sprintf("document too large: more than %d values once aliases are expanded", maxNodes)}
 		}
 		return
 	}

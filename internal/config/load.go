@@ -143,6 +143,9 @@ func (l Loader) Parse(file string, data []byte) (*Config, error) {
 	} else {
 		d.decode(root, reflect.ValueOf(cfg).Elem(), "", fieldTag{})
 	}
+	if d.tooLarge != nil {
+		return nil, &ValidationError{Problems: []Problem{*d.tooLarge}}
+	}
 	validate(cfg, ps)
 	if err := ps.err(); err != nil {
 		return nil, err

@@ -53,11 +53,13 @@ func (g *schemaGen) schema(t reflect.Type, tag fieldTag) map[string]any {
 		name := t.Name()
 		if _, done := g.defs[name]; !done {
 			g.defs[name] = nil // guards against recursion
-			g.defs[name] = g.object(t)
+			def := g.object(t)
+			def["type"] = []string{"object", "null"} // an empty "agent:" is null in YAML
+			g.defs[name] = def
 		}
 		return map[string]any{"$ref": "#/$defs/" + name}
 	case reflect.Map:
-		s := map[string]any{"type": "object", "additionalProperties": g.schema(t.Elem(), fieldTag{})}
+		s := map[string]any{"type": []string{"object", "null"}, "additionalProperties": g.schema(t.Elem(), fieldTag{})}
 		if k, ok := keyKinds[tag.keys]; ok {
 			s["propertyNames"] = map[string]any{"pattern": k.pattern.String()}
 		}
@@ -66,6 +68,7 @@ func (g *schemaGen) schema(t reflect.Type, tag fieldTag) map[string]any {
 		return map[string]any{"anyOf": []any{
 			map[string]any{"type": "array", "items": g.schema(t.Elem(), fieldTag{})},
 			map[string]any{"type": "object", "maxProperties": 0},
+			map[string]any{"type": "null"},
 		}}
 	case reflect.Bool:
 		return map[string]any{"anyOf": []any{map[string]any{"type": "boolean"}, interpolated}}
