@@ -131,10 +131,10 @@ func TestStagesAndVersionIDs(t *testing.T) {
 	v1 := e.put(t, "app/staged", []byte("one"))
 	v2 := e.put(t, "app/staged", []byte("two"))
 	for path, want := range map[string]string{
-		"app/staged":                     "two",
-		"app/staged::stage=AWSCURRENT":   "two",
-		"app/staged::stage=AWSPREVIOUS":  "one",
-		"app/staged::version=" + v1:      "one",
+		"app/staged":                    "two",
+		"app/staged::stage=AWSCURRENT":  "two",
+		"app/staged::stage=AWSPREVIOUS": "one",
+		"app/staged::version=" + v1:     "one",
 	} {
 		s, err := p.Get(ctx, path)
 		if err != nil || string(s.Value) != want {

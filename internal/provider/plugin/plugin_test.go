@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/provider"
 	"github.com/dso-project/dso/internal/provider/plugin"
 	"github.com/dso-project/dso/internal/provider/providertest"
@@ -78,7 +80,8 @@ func TestConformance(t *testing.T) {
 			return "app/" + name, ""
 		},
 		PutJSON: func(t *testing.T, name string, obj map[string]any) string {
-			write(t, dir, "app/"+name, mustJSON(obj))
+			b, _ := json.Marshal(obj)
+			write(t, dir, "app/"+name, b)
 			return "app/" + name
 		},
 		Path: func(name string) string { return "app/" + name },
@@ -175,5 +178,21 @@ func TestCloseStopsThePlugin(t *testing.T) {
 	p.Close()
 	if _, err := p.Version(context.Background(), "k"); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("after Close: %v", err)
+	}
+}
+
+func TestFromConfig(t *testing.T) {
+	pc := config.Provider{Type: config.ProviderPlugin, Plugin: bin, Auth: config.Auth{Params: map[string]string{"sha256": sum, "dir": t.TempDir()}}}
+	p, err := plugin.FromConfig("files", pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, err := p.Version(context.Background(), "k"); !errors.Is(err, provider.ErrNotFound) {
+		t.Errorf("plugin from config: %v", err)
+	}
+	pc.Auth.Params["sha256"] = strings.Repeat("0", 64)
+	if _, err := plugin.FromConfig("files", pc); err == nil || !strings.Contains(err.Error(), "integrity") {
+		t.Errorf("pinned wrong checksum: %v", err)
 	}
 }

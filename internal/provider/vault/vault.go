@@ -67,7 +67,7 @@ type Provider struct {
 	retry   retry.Policy
 	log     *slog.Logger
 
-	loginMu sync.Mutex
+	loginMu  sync.Mutex
 	loggedIn bool
 
 	mu     sync.Mutex
