@@ -284,7 +284,7 @@ secrets: []
 	}
 	r := c.Redacted()
 	p := r.Providers["v"]
-	if p.Address != Redacted || p.Auth.Params["token"] != Redacted || p.Auth.Params["client_secret"] != Redacted || r.Agent.API.Token != Redacted {
+	if p.Address != RedactedText || p.Auth.Params["token"] != RedactedText || p.Auth.Params["client_secret"] != RedactedText || r.Agent.API.Token != RedactedText {
 		t.Errorf("not redacted: %+v %+v", p, r.Agent.API)
 	}
 	if p.Auth.Params["role_id"] != "my-role" {

@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// Redacted is what `config show` prints in place of a secret.
-const Redacted = "<redacted>"
+// RedactedText is what `config show` prints in place of a secret.
+const RedactedText = "<redacted>"
 
 // secretWords mark a name (a params key, an environment variable) whose
 // value must not be shown.
@@ -73,7 +73,7 @@ func redactCopy(v reflect.Value, path string, tag fieldTag, m *meta) reflect.Val
 	case reflect.String:
 		out.Set(v)
 		if v.Len() > 0 && (tag.secret || fromSecretVar(m.fromEnv[path])) {
-			out.SetString(Redacted)
+			out.SetString(RedactedText)
 		}
 	default:
 		out.Set(v)
