@@ -1,122 +1,58 @@
 package awssm_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
-	"unicode/utf8"
-
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	"github.com/sivchari/kumo"
 
 	"github.com/dso-project/dso/internal/provider"
 	"github.com/dso-project/dso/internal/provider/awssm"
+	"github.com/dso-project/dso/internal/provider/awssm/awssmtest"
 	"github.com/dso-project/dso/internal/provider/providertest"
 	"github.com/dso-project/dso/internal/provider/retry"
 )
 
-var creds = credentials.NewStaticCredentialsProvider("AKIDTEST", "test-secret-key", "")
+func start(t testing.TB, batch bool) *awssmtest.Env { return awssmtest.Start(t, batch) }
 
-// env is kumo behind a proxy that counts calls by operation and plays an
-// IAM policy refusing secrets under "denied/" (kumo has no IAM).
-type env struct {
-	kumo  *kumo.Server
-	proxy *providertest.Proxy
-	admin *secretsmanager.Client // straight to kumo
-}
-
-func operation(r *http.Request) string {
-	return strings.TrimPrefix(r.Header.Get("X-Amz-Target"), "secretsmanager.")
-}
-
-func start(t testing.TB) *env {
+func newProvider(t testing.TB, endpoint string, pol retry.Policy) *awssm.Provider {
 	t.Helper()
-	k := kumo.NewServer()
-	t.Cleanup(k.Close)
-	px := providertest.NewProxy(t, k.URL, operation)
-	px.SetAnswer(func(w http.ResponseWriter, r *http.Request) bool {
-		body, _ := io.ReadAll(r.Body)
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		if bytes.Contains(body, []byte(`"SecretId":"denied/`)) {
-			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-			w.WriteHeader(http.StatusBadRequest)
-			fmt.Fprintf(w, `{"__type":"AccessDeniedException","message":"User: arn:aws:iam::000000000000:user/test is not authorized to perform: secretsmanager:%s"}`, operation(r))
-			return true
-		}
-		return false
-	})
-	admin := secretsmanager.New(secretsmanager.Options{
-		Region: "us-east-1", Credentials: creds, BaseEndpoint: aws.String(k.URL),
-	})
-	return &env{kumo: k, proxy: px, admin: admin}
-}
-
-func (e *env) provider(t testing.TB, endpoint string, pol retry.Policy) *awssm.Provider {
-	t.Helper()
-	p, err := awssm.New(awssm.Options{Region: "us-east-1", Endpoint: endpoint, Credentials: creds, Retry: pol})
+	p, err := awssm.New(awssm.Options{Region: awssmtest.Region, Endpoint: endpoint, Credentials: awssmtest.Credentials, Retry: pol})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return p
 }
 
-// put creates name or adds a version; non-UTF-8 values go in SecretBinary.
-func (e *env) put(t testing.TB, name string, value []byte) string {
-	t.Helper()
-	ctx := context.Background()
-	var str *string
-	var bin []byte
-	if utf8.Valid(value) {
-		str = aws.String(string(value))
-	} else {
-		bin = value
-	}
-	out, err := e.admin.PutSecretValue(ctx, &secretsmanager.PutSecretValueInput{SecretId: aws.String(name), SecretString: str, SecretBinary: bin})
-	if err == nil {
-		return aws.ToString(out.VersionId)
-	}
-	c, err := e.admin.CreateSecret(ctx, &secretsmanager.CreateSecretInput{Name: aws.String(name), SecretString: str, SecretBinary: bin})
-	if err != nil {
-		t.Fatalf("creating %s: %v", name, err)
-	}
-	return aws.ToString(c.VersionId)
-}
-
 func TestConformance(t *testing.T) {
-	e := start(t)
+	e := start(t, false)
 	fast := retry.Policy{Attempts: 2, Backoff: 10 * time.Millisecond}
 	providertest.Run(t, providertest.Fixture{
-		Provider: e.provider(t, e.proxy.URL, fast),
+		Provider: newProvider(t, e.Proxy.URL, fast),
 		Put: func(t *testing.T, name string, value []byte) (string, string) {
-			e.put(t, "app/"+name, value)
+			e.Put(t, "app/"+name, value)
 			return "app/" + name, ""
 		},
 		PutJSON: func(t *testing.T, name string, obj map[string]any) string {
 			b, _ := json.Marshal(obj)
-			e.put(t, "app/"+name, b)
+			e.Put(t, "app/"+name, b)
 			return "app/" + name
 		},
 		Path: func(name string) string { return "app/" + name },
 		Denied: func(t *testing.T, value []byte) string {
-			e.put(t, "denied/x", value)
+			e.Put(t, "denied/x", value)
 			return "denied/x"
 		},
 		Unreachable: func(t *testing.T, timeout time.Duration) provider.Provider {
-			return e.provider(t, "http://"+providertest.DeadAddr(t), retry.Policy{Attempts: 2, Backoff: 10 * time.Millisecond, Timeout: timeout})
+			return newProvider(t, "http://"+providertest.DeadAddr(t), retry.Policy{Attempts: 2, Backoff: 10 * time.Millisecond, Timeout: timeout})
 		},
 		Slow: func(t *testing.T, timeout time.Duration) provider.Provider {
-			slow := providertest.NewProxy(t, e.kumo.URL, nil)
+			slow := providertest.NewProxy(t, e.KumoURL, nil)
 			slow.SetDelay(5 * timeout)
-			return e.provider(t, slow.URL, retry.Policy{Attempts: 2, Backoff: 10 * time.Millisecond, Timeout: timeout})
+			return newProvider(t, slow.URL, retry.Policy{Attempts: 2, Backoff: 10 * time.Millisecond, Timeout: timeout})
 		},
 		Binary:   true,
 		MaxValue: 64 * 1024,
@@ -125,11 +61,11 @@ func TestConformance(t *testing.T) {
 
 // Stages and version ids select versions; Version follows AWSCURRENT.
 func TestStagesAndVersionIDs(t *testing.T) {
-	e := start(t)
-	p := e.provider(t, e.proxy.URL, retry.Policy{})
+	e := start(t, false)
+	p := newProvider(t, e.Proxy.URL, retry.Policy{})
 	ctx := context.Background()
-	v1 := e.put(t, "app/staged", []byte("one"))
-	v2 := e.put(t, "app/staged", []byte("two"))
+	v1 := e.Put(t, "app/staged", []byte("one"))
+	v2 := e.Put(t, "app/staged", []byte("two"))
 	for path, want := range map[string]string{
 		"app/staged":                    "two",
 		"app/staged::stage=AWSCURRENT":  "two",
@@ -157,15 +93,15 @@ func TestStagesAndVersionIDs(t *testing.T) {
 // kumo lacks BatchGetSecretValue: GetMany falls back to one call per
 // secret, and stops trying the batch call after the first refusal.
 func TestGetManyFallsBack(t *testing.T) {
-	e := start(t)
-	p := e.provider(t, e.proxy.URL, retry.Policy{})
+	e := start(t, false)
+	p := newProvider(t, e.Proxy.URL, retry.Policy{})
 	var paths []string
 	for i := range 45 {
 		paths = append(paths, fmt.Sprintf("app/b%d", i))
-		e.put(t, paths[i], []byte(fmt.Sprint("value-", i)))
+		e.Put(t, paths[i], []byte(fmt.Sprint("value-", i)))
 	}
 	paths = append(paths, "app/missing")
-	e.proxy.Reset()
+	e.Proxy.Reset()
 	res := p.GetMany(context.Background(), paths)
 	for i, r := range res[:45] {
 		if r.Err != nil || string(r.Secret.Value) != fmt.Sprint("value-", i) {
@@ -175,7 +111,7 @@ func TestGetManyFallsBack(t *testing.T) {
 	if !errors.Is(res[45].Err, provider.ErrNotFound) {
 		t.Errorf("missing: %v", res[45].Err)
 	}
-	c := e.proxy.Counts()
+	c := e.Proxy.Counts()
 	if c["BatchGetSecretValue"] != 1 || c["GetSecretValue"] != 46 {
 		t.Errorf("calls %v: want 1 refused batch call then 46 single gets", c)
 	}
@@ -184,16 +120,15 @@ func TestGetManyFallsBack(t *testing.T) {
 // Against a service with BatchGetSecretValue (the proxy answers it from
 // kumo's data, as AWS would), GetMany makes one call per 20 secrets.
 func TestGetManyBatches(t *testing.T) {
-	e := start(t)
-	ServeBatch(t, e.proxy, e.admin)
-	p := e.provider(t, e.proxy.URL, retry.Policy{})
+	e := start(t, true)
+	p := newProvider(t, e.Proxy.URL, retry.Policy{})
 	var paths []string
 	for i := range 45 {
 		paths = append(paths, fmt.Sprintf("app/b%d", i))
-		e.put(t, paths[i], []byte(fmt.Sprint("value-", i)))
+		e.Put(t, paths[i], []byte(fmt.Sprint("value-", i)))
 	}
 	paths = append(paths, "app/missing", "app/b1::stage=AWSCURRENT")
-	e.proxy.Reset()
+	e.Proxy.Reset()
 	res := p.GetMany(context.Background(), paths)
 	for i, r := range res[:45] {
 		if r.Err != nil || string(r.Secret.Value) != fmt.Sprint("value-", i) || r.Secret.Version == "" {
@@ -203,7 +138,7 @@ func TestGetManyBatches(t *testing.T) {
 	if !errors.Is(res[45].Err, provider.ErrNotFound) || string(res[46].Secret.Value) != "value-1" {
 		t.Errorf("missing: %v; with a stage: %q, %v", res[45].Err, res[46].Secret.Value, res[46].Err)
 	}
-	c := e.proxy.Counts()
+	c := e.Proxy.Counts()
 	if c["BatchGetSecretValue"] != 3 || c["GetSecretValue"] != 1 {
 		t.Errorf("calls %v: want 3 batch calls (46 ids) and 1 single get (the staged path)", c)
 	}
@@ -213,7 +148,7 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	t.Setenv("AWS_REGION", "")
 	t.Setenv("AWS_DEFAULT_REGION", "")
 	t.Setenv("AWS_CONFIG_FILE", "/nonexistent")
-	if _, err := awssm.New(awssm.Options{Credentials: creds}); err == nil || !strings.Contains(err.Error(), "no region") {
+	if _, err := awssm.New(awssm.Options{Credentials: awssmtest.Credentials}); err == nil || !strings.Contains(err.Error(), "no region") {
 		t.Errorf("no region: %v", err)
 	}
 	if _, err := awssm.New(awssm.Options{Region: "us-east-1", Retry: retry.Policy{Timeout: -1}}); err == nil || !strings.Contains(err.Error(), "timeout") {

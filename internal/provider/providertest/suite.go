@@ -49,11 +49,23 @@ type Fixture struct {
 	// MaxValue is the largest value the real service accepts, when that is
 	// under 1 MiB (AWS: 64 KiB, Azure: 25 KiB); 0 means 1 MiB.
 	MaxValue int
+	// NotApplicable names the cases that cannot happen with this backend
+	// (a local file has no server to be slow), with the reason; those
+	// cases are skipped, saying why.
+	NotApplicable map[string]string
 }
 
 // Run runs every case of the suite against f.
 func Run(t *testing.T, f Fixture) {
 	ctx := context.Background()
+	run := func(name string, fn func(t *testing.T)) {
+		t.Run(name, func(t *testing.T) {
+			if why, ok := f.NotApplicable[name]; ok {
+				t.Skip("not applicable: " + why)
+			}
+			fn(t)
+		})
+	}
 	get := func(t *testing.T, path, key string) provider.Secret {
 		t.Helper()
 		s, err := f.Provider.Get(ctx, path)
@@ -81,11 +93,11 @@ func Run(t *testing.T, f Fixture) {
 		}
 	}
 
-	t.Run("get", func(t *testing.T) {
+	run("get", func(t *testing.T) {
 		roundTrip(t, []byte("s3cr3t-"+Canary+"-é€"))
 	})
 
-	t.Run("json key", func(t *testing.T) {
+	run("json key", func(t *testing.T) {
 		path := f.PutJSON(t, Name(), map[string]any{
 			"user": "app", "password": "pw-" + Canary, "port": 5432, "tls": map[string]any{"mode": "verify"},
 		})
@@ -105,7 +117,7 @@ func Run(t *testing.T, f Fixture) {
 		checkNoCanary(t, err)
 	})
 
-	t.Run("missing", func(t *testing.T) {
+	run("missing", func(t *testing.T) {
 		path := f.Path(Name())
 		_, err := f.Provider.Get(ctx, path)
 		wantClass(t, "Get", err, provider.ErrNotFound, path)
@@ -113,7 +125,7 @@ func Run(t *testing.T, f Fixture) {
 		wantClass(t, "Version", err, provider.ErrNotFound, path)
 	})
 
-	t.Run("denied", func(t *testing.T) {
+	run("denied", func(t *testing.T) {
 		path := f.Denied(t, []byte("denied-"+Canary))
 		_, err := f.Provider.Get(ctx, path)
 		wantClass(t, "Get", err, provider.ErrDenied, path)
@@ -121,7 +133,7 @@ func Run(t *testing.T, f Fixture) {
 		wantClass(t, "Version", err, provider.ErrDenied, path)
 	})
 
-	t.Run("version change detected", func(t *testing.T) {
+	run("version change detected", func(t *testing.T) {
 		name := Name()
 		path, key := f.Put(t, name, []byte("v1-"+Canary))
 		v1, err := f.Provider.Version(ctx, path)
@@ -145,7 +157,7 @@ func Run(t *testing.T, f Fixture) {
 		}
 	})
 
-	t.Run("binary value", func(t *testing.T) {
+	run("binary value", func(t *testing.T) {
 		var value []byte
 		if f.Binary {
 			for i := range 256 {
@@ -158,7 +170,7 @@ func Run(t *testing.T, f Fixture) {
 		roundTrip(t, value)
 	})
 
-	t.Run("1 MiB value", func(t *testing.T) {
+	run("1 MiB value", func(t *testing.T) {
 		size := 1 << 20
 		if f.MaxValue > 0 {
 			size = f.MaxValue
@@ -173,7 +185,7 @@ func Run(t *testing.T, f Fixture) {
 		roundTrip(t, value)
 	})
 
-	t.Run("unreachable server", func(t *testing.T) {
+	run("unreachable server", func(t *testing.T) {
 		p := f.Unreachable(t, 2*time.Second)
 		path := f.Path(Name())
 		_, err := p.Get(ctx, path)
@@ -182,7 +194,7 @@ func Run(t *testing.T, f Fixture) {
 		wantClass(t, "Version", err, provider.ErrUnreachable, path)
 	})
 
-	t.Run("slow server hits the timeout", func(t *testing.T) {
+	run("slow server hits the timeout", func(t *testing.T) {
 		path, _ := f.Put(t, Name(), []byte("slow-"+Canary))
 		p := f.Slow(t, 200*time.Millisecond)
 		_, err := p.Get(ctx, path)
