@@ -1,9 +1,11 @@
-// Package agent is the per-host daemon: it watches the Docker engine for
+// Package agent is the per-host daemon. It watches the Docker engine for
 // managed containers that start (first start, `docker restart`, a crash
 // under a restart policy, a daemon restart) and delivers their secrets to
-// the init waiting inside them. It reconnects to the engine after it
-// restarts and, on each (re)connection, serves the containers already
-// running.
+// the init waiting inside them; it reconnects after the engine restarts and
+// serves the containers already running. It polls the versions of the
+// secrets those containers hold and, when one changes, rotates the
+// containers that use it by their strategy (none, signal, restart), one
+// rotation per service at a time, with retries and backoff.
 package agent
 
 import (
@@ -18,55 +20,110 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/api/events"
 	"github.com/dso-project/dso/internal/compose"
+	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/deliver"
+	"github.com/dso-project/dso/internal/metrics"
 	"github.com/dso-project/dso/internal/resolve"
+	"github.com/dso-project/dso/internal/rotate"
 	"github.com/dso-project/dso/internal/secretref"
+	"github.com/dso-project/dso/internal/state"
+	"github.com/dso-project/dso/internal/watch"
 )
 
 // Docker is the part of the engine client the agent uses.
 type Docker interface {
 	deliver.Docker
+	rotate.Docker
 	Events(ctx context.Context, opts client.EventsListOptions) client.EventsResult
 	ContainerList(ctx context.Context, opts client.ContainerListOptions) (client.ContainerListResult, error)
-	ContainerInspect(ctx context.Context, id string, opts client.ContainerInspectOptions) (client.ContainerInspectResult, error)
 }
 
 // Providers returns the provider set for the dso.yaml at path ("" when the
 // container was wired without one).
 type Providers func(path string) (*resolve.Set, error)
 
-// Options configure the agent.
+// Configs returns the dso.yaml at path ("" for the agent's own; nil when
+// there is none).
+type Configs func(path string) (*config.Config, error)
+
+// Options configure the agent. Store, Metrics and Bus are optional.
 type Options struct {
 	Docker    Docker
 	Providers Providers
+	Configs   Configs
 	Log       *slog.Logger
-	// Parallel bounds deliveries in flight (default 8).
+	Store     *state.Store
+	Metrics   *metrics.Metrics
+	Bus       *events.Bus
+	// Parallel bounds deliveries and rotations in flight (default 4).
 	Parallel int
+	// PollInterval is the base polling interval of secret versions (30s).
+	PollInterval time.Duration
+	// HealthTimeout bounds the wait for a rotated container (30s).
+	HealthTimeout time.Duration
+	// RetryBackoff is the first wait before retrying a failed rotation (2s).
+	RetryBackoff time.Duration
 }
 
-// Agent delivers secrets to managed containers.
+// Agent delivers secrets to managed containers and rotates them.
 type Agent struct {
-	opts Options
-	sem  chan struct{}
-	wg   sync.WaitGroup
+	opts    Options
+	sem     chan struct{}
+	wg      sync.WaitGroup
+	watcher *watch.Watcher
+	started time.Time
+
+	mu       sync.Mutex
+	held     map[string]*holding    // container ID -> what it holds
+	services map[string]*sync.Mutex // project/service -> one rotation at a time
+}
+
+// holding is what one running container received.
+type holding struct {
+	name, project, service string
+	config                 string            // dso.yaml path label
+	versions               map[string]string // watch key -> version delivered
+	envKeys                map[string]bool   // watch keys delivered as env vars
 }
 
 // New returns an agent; Run starts it.
-func New(opts Options) *Agent {
+func New(opts Options) (*Agent, error) {
 	if opts.Parallel <= 0 {
-		opts.Parallel = 8
+		opts.Parallel = 4
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel)}
+	if opts.Configs == nil {
+		opts.Configs = func(string) (*config.Config, error) { return nil, nil }
+	}
+	if opts.RetryBackoff <= 0 {
+		opts.RetryBackoff = 2 * time.Second
+	}
+	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}}
+	w, err := watch.New(watch.Config{Check: a.version, Interval: opts.PollInterval, Observe: a.observe})
+	if err != nil {
+		return nil, err
+	}
+	a.watcher = w
+	return a, nil
 }
+
+// Watcher gives access to triggers (webhooks, the local vault file).
+func (a *Agent) Watcher() *watch.Watcher { return a.watcher }
 
 // Run serves until ctx is cancelled, reconnecting to the engine with backoff
 // when the connection drops. A cancelled ctx is not an error.
 func (a *Agent) Run(ctx context.Context) error {
+	a.started = time.Now()
+	ctx, cancel := context.WithCancel(ctx)
 	defer a.wg.Wait()
+	defer cancel()
+	a.wg.Add(2)
+	go func() { defer a.wg.Done(); a.watcher.Run(ctx) }()
+	go func() { defer a.wg.Done(); a.rotations(ctx) }()
 	backoff := 250 * time.Millisecond
 	for {
 		start := time.Now()
@@ -87,10 +144,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
-// session subscribes to container starts, then serves the containers that
+// session subscribes to container events, then serves the containers that
 // already run, then follows the stream until it fails.
 func (a *Agent) session(ctx context.Context) error {
-	f := client.Filters{}.Add("type", "container").Add("event", "start").Add("label", compose.LabelManaged+"=true")
+	f := client.Filters{}.Add("type", "container").Add("event", "start", "destroy").Add("label", compose.LabelManaged+"=true")
 	ev := a.opts.Docker.Events(ctx, client.EventsListOptions{Filters: f})
 
 	list, err := a.opts.Docker.ContainerList(ctx, client.ContainerListOptions{
@@ -101,7 +158,7 @@ func (a *Agent) session(ctx context.Context) error {
 	}
 	a.opts.Log.Info("connected to the Docker engine", "running_managed_containers", len(list.Items))
 	for _, c := range list.Items {
-		a.spawn(ctx, c.ID)
+		a.spawn(ctx, func(ctx context.Context) { a.serveRunning(ctx, c.ID) })
 	}
 	for {
 		select {
@@ -113,12 +170,19 @@ func (a *Agent) session(ctx context.Context) error {
 			}
 			return err
 		case m := <-ev.Messages:
-			a.spawn(ctx, m.Actor.ID)
+			id := m.Actor.ID
+			switch m.Action {
+			case "destroy":
+				a.forget(id)
+			default:
+				a.emit(events.Event{Type: events.TypeContainer, Message: "container started", Container: shortID(id), Service: m.Actor.Attributes["com.docker.compose.service"], Project: m.Actor.Attributes["com.docker.compose.project"]})
+				a.spawn(ctx, func(ctx context.Context) { a.logErr(id, a.Deliver(ctx, id)) })
+			}
 		}
 	}
 }
 
-func (a *Agent) spawn(ctx context.Context, id string) {
+func (a *Agent) spawn(ctx context.Context, fn func(context.Context)) {
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
@@ -128,15 +192,52 @@ func (a *Agent) spawn(ctx context.Context, id string) {
 			return
 		}
 		defer func() { <-a.sem }()
-		if err := a.Deliver(ctx, id); err != nil && ctx.Err() == nil {
-			a.opts.Log.Error("delivery failed", "container", shortID(id), "error", err)
-		}
+		fn(ctx)
 	}()
 }
 
+func (a *Agent) logErr(id string, err error) {
+	if err != nil && !errors.Is(err, context.Canceled) {
+		a.opts.Log.Error("delivery failed", "container", shortID(id), "error", err)
+	}
+}
+
+// serveRunning handles a container found running when the agent connects:
+// it gets its secrets (it may have started while no agent ran), or, when the
+// agent's state says it holds versions that changed since, it is rotated.
+func (a *Agent) serveRunning(ctx context.Context, id string) {
+	if a.opts.Store != nil {
+		if rec, found, err := a.opts.Store.Container(id); err == nil && found {
+			if changed := a.changedSince(ctx, id, rec.Secrets); len(changed) > 0 {
+				a.rotate(ctx, id, changed)
+				return
+			}
+		}
+	}
+	a.logErr(id, a.Deliver(ctx, id))
+}
+
+// changedSince returns the watch keys whose current version differs from
+// what the container was given.
+func (a *Agent) changedSince(ctx context.Context, id string, held map[string]string) []string {
+	var changed []string
+	for key, v := range held {
+		cur, err := a.version(ctx, key)
+		if err == nil && cur != v {
+			changed = append(changed, key)
+		}
+	}
+	sort.Strings(changed)
+	return changed
+}
+
 // Deliver resolves the references of container id and hands the values to
-// its init.
+// its init (no signal: a first delivery, or the same values again).
 func (a *Agent) Deliver(ctx context.Context, id string) error {
+	return a.deliver(ctx, id, "")
+}
+
+func (a *Agent) deliver(ctx context.Context, id, signal string) error {
 	ins, err := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return err
@@ -145,28 +246,43 @@ func (a *Agent) Deliver(ctx context.Context, id string) error {
 	if c.State == nil || !c.State.Running {
 		return nil
 	}
-	values, err := a.values(ctx, c)
+	values, h, err := a.values(ctx, c)
 	if err != nil {
+		a.metric(func(m *metrics.Metrics) { m.ObserveDelivery(err) })
+		a.emit(events.Event{Type: events.TypeDelivery, Level: "ERROR", Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultFailure, Message: err.Error()})
 		return err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := deliver.Send(dctx, a.opts.Docker, id, deliver.NewPayload(values, "")); err != nil {
+	err = deliver.Send(dctx, a.opts.Docker, id, deliver.NewPayload(values, signal))
+	a.metric(func(m *metrics.Metrics) { m.ObserveDelivery(err) })
+	if err != nil {
+		if still, _ := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); still.Container.State == nil || !still.Container.State.Running {
+			return nil // it stopped meanwhile: its next start gets a delivery
+		}
+		a.emit(events.Event{Type: events.TypeDelivery, Level: "ERROR", Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultFailure, Message: err.Error()})
 		return err
 	}
-	a.opts.Log.Info("delivered secrets", "container", shortID(id), "name", c.Name, "service", c.Config.Labels["com.docker.compose.service"], "variables", len(values))
+	a.remember(id, h)
+	a.opts.Log.Info("delivered secrets", "container", shortID(id), "name", h.name, "service", h.service, "variables", len(values))
+	a.emit(events.Event{Type: events.TypeDelivery, Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultSuccess, Message: fmt.Sprintf("delivered %d variables", len(values))})
 	return nil
 }
 
-// values resolves what container c must receive.
-func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deliver.Value, error) {
-	refs, err := compose.RefsFromLabels(c.Config.Labels)
-	if err != nil {
-		return nil, err
+// values resolves what container c must receive, and what it will hold.
+func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deliver.Value, *holding, error) {
+	labels := c.Config.Labels
+	h := &holding{
+		name: c.Name, project: labels["com.docker.compose.project"], service: labels["com.docker.compose.service"],
+		config: labels[compose.LabelConfig], versions: map[string]string{}, envKeys: map[string]bool{},
 	}
-	set, err := a.opts.Providers(c.Config.Labels[compose.LabelConfig])
+	refs, err := compose.RefsFromLabels(labels)
 	if err != nil {
-		return nil, err
+		return nil, h, err
+	}
+	set, err := a.opts.Providers(h.config)
+	if err != nil {
+		return nil, h, err
 	}
 	list := make([]secretref.Ref, 0, len(refs))
 	vars := make([]string, 0, len(refs))
@@ -176,15 +292,119 @@ func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deli
 	}
 	got, err := set.Fetch(ctx, list)
 	if err != nil {
-		return nil, err
+		return nil, h, err
 	}
 	sort.Strings(vars)
 	values := make([]deliver.Value, 0, len(vars))
 	for _, v := range vars {
 		r := refs[v]
-		values = append(values, deliver.Value{Var: v, File: r.File, Data: got[r].Value})
+		res := got[r]
+		key := watchKey(h.config, res.Provider, r.Path)
+		h.versions[key] = res.Version
+		if !r.File {
+			h.envKeys[key] = true
+		}
+		values = append(values, deliver.Value{Var: v, File: r.File, Data: res.Value})
 	}
-	return values, nil
+	return values, h, nil
+}
+
+// remember records what a container holds and watches its secrets.
+func (a *Agent) remember(id string, h *holding) {
+	a.mu.Lock()
+	a.held[id] = h
+	a.mu.Unlock()
+	for key, v := range h.versions {
+		a.watcher.Add(key, v)
+	}
+	if a.opts.Store != nil {
+		err := a.opts.Store.PutContainer(state.Container{ID: id, Name: h.name, Project: h.project, Service: h.service, Secrets: h.versions, UpdatedAt: time.Now()})
+		if err != nil {
+			a.opts.Log.Warn("could not record the container in the state store", "container", shortID(id), "error", err)
+		}
+	}
+	a.updateWatched()
+}
+
+// forget drops a removed container and stops watching secrets no one holds.
+func (a *Agent) forget(id string) {
+	a.mu.Lock()
+	h, ok := a.held[id]
+	delete(a.held, id)
+	inUse := map[string]bool{}
+	for _, other := range a.held {
+		for k := range other.versions {
+			inUse[k] = true
+		}
+	}
+	a.mu.Unlock()
+	if ok {
+		for k := range h.versions {
+			if !inUse[k] {
+				a.watcher.Remove(k)
+			}
+		}
+	}
+	if a.opts.Store != nil {
+		a.opts.Store.DeleteContainer(id)
+	}
+	a.updateWatched()
+}
+
+func (a *Agent) updateWatched() {
+	a.mu.Lock()
+	keys := map[string]bool{}
+	for _, h := range a.held {
+		for k := range h.versions {
+			keys[k] = true
+		}
+	}
+	a.mu.Unlock()
+	a.metric(func(m *metrics.Metrics) { m.SecretsWatched.Set(float64(len(keys))) })
+}
+
+// version is the watcher's check: the provider's version of a secret,
+// without its value.
+func (a *Agent) version(ctx context.Context, key string) (string, error) {
+	cfg, prov, path, err := splitKey(key)
+	if err != nil {
+		return "", err
+	}
+	set, err := a.opts.Providers(cfg)
+	if err != nil {
+		return "", err
+	}
+	p, ok := set.Named(prov)
+	if !ok {
+		return "", fmt.Errorf("provider %q is no longer in the configuration", prov)
+	}
+	start := time.Now()
+	v, err := p.Version(ctx, path)
+	a.metric(func(m *metrics.Metrics) { m.ObserveProvider(prov, "version", err, time.Since(start), time.Now()) })
+	return v, err
+}
+
+// observe records each check in the state store and reports failures.
+func (a *Agent) observe(r watch.Result) {
+	if r.Err != nil {
+		a.emit(events.Event{Type: events.TypeProviderError, Level: "WARN", Secret: keyName(r.Key), Message: r.Err.Error()})
+		return
+	}
+	if a.opts.Store != nil {
+		a.opts.Store.RecordCheck(r.Key, r.Version, r.At)
+	}
+}
+
+func (a *Agent) emit(e events.Event) {
+	if a.opts.Bus != nil {
+		a.opts.Bus.Publish(e)
+	}
+}
+
+func (a *Agent) metric(fn func(*metrics.Metrics)) {
+	if a.opts.Metrics != nil {
+		fn(a.opts.Metrics)
+	}
 }
 
 func shortID(id string) string {

@@ -61,6 +61,14 @@ func (c *ProviderCache) Get(path string) (*resolve.Set, error) {
 	return set, nil
 }
 
+// Config returns the dso.yaml at path (the fallback for "").
+func (c *ProviderCache) Config(path string) (*config.Config, error) {
+	if path == "" {
+		return c.Fallback, nil
+	}
+	return config.Load(path)
+}
+
 // Close releases every set.
 func (c *ProviderCache) Close() {
 	c.mu.Lock()

@@ -99,6 +99,12 @@ func (s *Set) Close() error {
 	return errors.Join(errs...)
 }
 
+// Named returns the provider called name.
+func (s *Set) Named(name string) (provider.Provider, bool) {
+	p, ok := s.byName[name]
+	return p, ok
+}
+
 // Names lists the providers of the set, sorted.
 func (s *Set) Names() []string {
 	out := make([]string, 0, len(s.byName))

@@ -1,0 +1,93 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/dso-project/dso/internal/api"
+	"github.com/dso-project/dso/internal/buildinfo"
+)
+
+// Health is the agent's own health for the APIs.
+func (a *Agent) Health(ctx context.Context) api.AgentStatus {
+	st := api.AgentStatus{Health: api.HealthOK, Version: buildinfo.Version, PID: os.Getpid(), StartedAt: a.started}
+	if a.started.IsZero() {
+		st.Health = api.HealthStarting
+	}
+	if snap, err := a.watcher.Snapshot(ctx); err == nil {
+		for _, k := range snap {
+			if k.Failing {
+				st.Health = api.HealthDegraded
+				st.Problems = append(st.Problems, fmt.Sprintf("cannot check %s", keyName(k.Key)))
+			}
+		}
+	}
+	return st
+}
+
+// Status is what `docker dso status` shows: health, watched secrets with
+// their versions, managed containers with what they hold, recent rotations.
+// It holds names and versions, never a value.
+func (a *Agent) Status(ctx context.Context) (api.Status, error) {
+	s := api.Status{Agent: a.Health(ctx)}
+	snap, err := a.watcher.Snapshot(ctx)
+	if err != nil {
+		return s, err
+	}
+	for _, k := range snap {
+		_, prov, _, _ := splitKey(k.Key)
+		s.Secrets = append(s.Secrets, api.SecretStatus{Name: keyName(k.Key), Provider: prov, Version: k.Version,
+			LastCheck: k.LastCheck, NextCheck: k.NextCheck, Interval: k.Interval, Failing: k.Failing})
+	}
+	a.mu.Lock()
+	for id, h := range a.held {
+		cs := api.ContainerStatus{ID: shortID(id), Name: strings.TrimPrefix(h.name, "/"), Project: h.project, Service: h.service, Secrets: map[string]string{}}
+		for k, v := range h.versions {
+			cs.Secrets[keyName(k)] = v
+		}
+		s.Containers = append(s.Containers, cs)
+	}
+	a.mu.Unlock()
+	sort.Slice(s.Containers, func(i, j int) bool { return s.Containers[i].Name < s.Containers[j].Name })
+	if a.opts.Store != nil {
+		rs, err := a.opts.Store.Rotations(20)
+		if err == nil {
+			for _, r := range rs {
+				s.Rotations = append(s.Rotations, api.RotationStatus{ID: r.ID, Service: r.Service, Secrets: r.Secrets, OldContainer: shortID(r.OldContainer),
+					NewContainer: shortID(r.NewContainer), Strategy: r.Strategy, Started: r.Started, Finished: r.Finished, Result: r.Result, Error: r.Error})
+			}
+		}
+	}
+	return s, nil
+}
+
+// Trigger checks the named secrets (provider:path) now, or all of them.
+func (a *Agent) Trigger(names []string) error {
+	if len(names) == 0 {
+		a.watcher.Trigger()
+		return nil
+	}
+	a.mu.Lock()
+	byName := map[string][]string{}
+	for _, h := range a.held {
+		for k := range h.versions {
+			byName[keyName(k)] = append(byName[keyName(k)], k)
+			_, _, path, _ := splitKey(k)
+			byName[path] = append(byName[path], k)
+		}
+	}
+	a.mu.Unlock()
+	var keys []string
+	for _, n := range names {
+		ks, ok := byName[n]
+		if !ok {
+			return fmt.Errorf("no watched secret %q", n)
+		}
+		keys = append(keys, ks...)
+	}
+	a.watcher.Trigger(keys...)
+	return nil
+}
