@@ -8,7 +8,7 @@
 #   scripts/install.sh            for the current user, into ~/.docker/cli-plugins
 #   scripts/install.sh --system   for everyone (as root), into /usr/local/lib/docker/cli-plugins
 #
-# Safe to run again: it rebuilds and replaces the binaries in place.
+# Safe to run again: it rebuilds and replaces the binaries in place. Then it runs the quickstart demo, scripts/demo.sh (--no-demo: don't).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$DSO_ROOT/scripts/tools/compose.sh"
@@ -24,6 +24,7 @@ while (($#)); do
 		((EUID == 0)) || die "--system installs into /usr/local/lib/docker/cli-plugins and must run as root"
 		dest=/usr/local/lib/docker/cli-plugins
 		;;
+	--no-demo) no_demo=1 ;;
 	-h | --help)
 		usage
 		exit 0
@@ -72,3 +73,4 @@ if command -v docker >/dev/null; then
 else
 	say "done (the docker CLI is not on PATH; it finds the plugin in $dest)"
 fi
+((${no_demo:-0})) || "$DSO_ROOT/scripts/demo.sh" || die "the quickstart demo failed (DSO itself is installed); run scripts/demo.sh again, or skip it with --no-demo"
