@@ -1,0 +1,156 @@
+package notify
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var secret = []byte("CANARY-notify-signing-key")
+
+type endpoint struct {
+	mu        sync.Mutex
+	bodies    []Notification
+	deliverys []string
+	fails     int32 // answer 503 this many times first
+	status    int   // then answer this (200 when 0)
+	hits      atomic.Int32
+}
+
+func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := e.hits.Add(1)
+	body, _ := io.ReadAll(r.Body)
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	if r.Header.Get(SignatureHeader) != "sha256="+hex.EncodeToString(m.Sum(nil)) {
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	e.mu.Lock()
+	e.deliverys = append(e.deliverys, r.Header.Get(DeliveryHeader))
+	e.mu.Unlock()
+	if n <= e.fails {
+		http.Error(w, "busy", http.StatusServiceUnavailable)
+		return
+	}
+	if e.status != 0 {
+		http.Error(w, "no", e.status)
+		return
+	}
+	var nt Notification
+	json.Unmarshal(body, &nt)
+	e.mu.Lock()
+	e.bodies = append(e.bodies, nt)
+	e.mu.Unlock()
+}
+
+func newNotifier(t *testing.T, url string, mod func(*Config)) *Notifier {
+	t.Helper()
+	cfg := Config{URL: url, Secret: secret, Backoff: time.Millisecond, Timeout: time.Second}
+	if mod != nil {
+		mod(&cfg)
+	}
+	n, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestSignedDeliveryWithRetries(t *testing.T) {
+	ep := &endpoint{fails: 2}
+	srv := httptest.NewServer(ep)
+	defer srv.Close()
+	n := newNotifier(t, srv.URL, nil)
+	err := n.Send(context.Background(), Notification{Event: EventRotationSucceeded, Service: "web", Strategy: "restart", Secrets: []string{"db"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ep.hits.Load() != 3 || len(ep.bodies) != 1 || ep.bodies[0].Service != "web" {
+		t.Fatalf("hits %d, bodies %+v", ep.hits.Load(), ep.bodies)
+	}
+	if ep.deliverys[0] == "" || ep.deliverys[0] != ep.deliverys[2] {
+		t.Fatalf("delivery ids %v: want one id kept across retries", ep.deliverys)
+	}
+}
+
+func TestGivesUpAfterAttempts(t *testing.T) {
+	ep := &endpoint{fails: 100}
+	srv := httptest.NewServer(ep)
+	defer srv.Close()
+	err := newNotifier(t, srv.URL, func(c *Config) { c.Attempts = 3 }).Send(context.Background(), Notification{Event: EventRotationFailed})
+	if err == nil || ep.hits.Load() != 3 || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("err %v after %d hits", err, ep.hits.Load())
+	}
+	if strings.Contains(err.Error(), string(secret)) {
+		t.Fatal("the signing secret is in the error")
+	}
+}
+
+func TestClientErrorIsNotRetried(t *testing.T) {
+	ep := &endpoint{status: http.StatusBadRequest}
+	srv := httptest.NewServer(ep)
+	defer srv.Close()
+	err := newNotifier(t, srv.URL, nil).Send(context.Background(), Notification{Event: EventRotationFailed})
+	if !errors.Is(err, ErrRejected) || ep.hits.Load() != 1 {
+		t.Fatalf("err %v after %d hits", err, ep.hits.Load())
+	}
+}
+
+func TestTimeoutIsRetriedAndBounded(t *testing.T) {
+	var hits atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	start := time.Now()
+	err := newNotifier(t, srv.URL, func(c *Config) { c.Timeout = 50 * time.Millisecond; c.Attempts = 2 }).Send(context.Background(), Notification{})
+	if err == nil || hits.Load() != 2 {
+		t.Fatalf("err %v after %d hits", err, hits.Load())
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("timeouts not applied")
+	}
+}
+
+func TestQueueAndRun(t *testing.T) {
+	ep := &endpoint{}
+	srv := httptest.NewServer(ep)
+	defer srv.Close()
+	n := newNotifier(t, srv.URL, func(c *Config) { c.QueueSize = 1 })
+	if !n.Enqueue(Notification{Service: "a"}) || n.Enqueue(Notification{Service: "b"}) {
+		t.Fatal("queue of one accepted two, or none")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- n.Run(ctx) }()
+	for deadline := time.Now().Add(5 * time.Second); ep.hits.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("queued notification not sent")
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v after cancel", err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	for _, c := range []Config{{URL: "ftp://x", Secret: secret}, {URL: "not a url", Secret: secret}, {URL: "https://hooks.example/x"}} {
+		if _, err := New(c); err == nil {
+			t.Errorf("accepted %+v", c.URL)
+		}
+	}
+}
