@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/vault/api"
+
+	"github.com/dso-project/dso/internal/provider"
 )
 
 // ensureLogin logs in with AppRole if that is the auth method and no
@@ -41,7 +44,13 @@ func (p *Provider) login(ctx context.Context) (*api.Secret, error) {
 	where := "auth/" + ar.Mount + "/login"
 	s, err := p.client.Logical().WriteWithContext(ctx, where, map[string]any{"role_id": ar.RoleID, "secret_id": secretID})
 	if err != nil {
-		return nil, p.classify(where, fmt.Errorf("approle login: %w", err))
+		e := p.classify(where, err).(*provider.Error)
+		var re *api.ResponseError
+		if errors.As(err, &re) && re.StatusCode == http.StatusBadRequest {
+			e.Kind = provider.ErrDenied // Vault's answer to a wrong role or secret id
+		}
+		e.Err = fmt.Errorf("approle login: %w", e.Err)
+		return nil, e
 	}
 	if s == nil || s.Auth == nil || s.Auth.ClientToken == "" {
 		return nil, fmt.Errorf("provider %q: approle login at %s: no token in the answer", p.name, where)
@@ -125,13 +134,21 @@ func (p *Provider) watch(ctx context.Context, auth *api.Secret) bool {
 }
 
 func (p *Provider) relogin(ctx context.Context) {
+	if err := p.forceLogin(ctx); err != nil {
+		p.log.Warn("vault: approle login failed, will retry", "provider", p.name, "err", err)
+		sleep(ctx, p.retry.Backoff)
+	}
+}
+
+// forceLogin logs in with AppRole even if a login succeeded before.
+func (p *Provider) forceLogin(ctx context.Context) error {
 	p.loginMu.Lock()
 	defer p.loginMu.Unlock()
 	if _, err := p.login(ctx); err != nil {
 		p.loggedIn = false
-		p.log.Warn("vault: approle login failed, will retry", "provider", p.name, "err", err)
-		sleep(ctx, p.retry.Backoff)
+		return err
 	}
+	return nil
 }
 
 // currentAuth describes the client's token as an auth secret for the
@@ -152,13 +169,16 @@ func (p *Provider) currentAuth(ctx context.Context) (*api.Secret, error) {
 	if err != nil {
 		return nil, fmt.Errorf("provider %q: token lookup: renewable: %w", p.name, err)
 	}
-	if ttl == 0 {
-		renewable = false // a token that never expires needs no renewal
+	lease := int(ttl.Seconds())
+	if s.Data["expire_time"] == nil {
+		renewable, lease = false, 0 // a token that never expires needs no renewal
+	} else if lease < 1 {
+		lease = 1 // under a second left: the ttl reads 0
 	}
 	return &api.Secret{Auth: &api.SecretAuth{
 		ClientToken:   p.client.Token(),
 		Renewable:     renewable,
-		LeaseDuration: int(ttl.Seconds()),
+		LeaseDuration: lease,
 	}}, nil
 }
 

@@ -70,8 +70,9 @@ type Provider struct {
 	loginMu  sync.Mutex
 	loggedIn bool
 
-	mu     sync.Mutex
-	mounts []mount // known mounts, found on demand
+	lookupMu sync.Mutex // held while looking up a mount
+	mu       sync.Mutex
+	mounts   []mount // known mounts, found on demand
 }
 
 type mount struct {
@@ -211,7 +212,16 @@ func (p *Provider) do(ctx context.Context, path string, fn func(ctx context.Cont
 		if err := p.ensureLogin(ctx); err != nil {
 			return err
 		}
-		return fn(ctx)
+		err := fn(ctx)
+		if p.approle != nil && invalidToken(err) {
+			// The token expired before Run renewed or replaced it (a
+			// suspended host, say): log in again once.
+			if lerr := p.forceLogin(ctx); lerr != nil {
+				return lerr
+			}
+			err = fn(ctx)
+		}
+		return err
 	})
 	if err == nil {
 		return nil
@@ -230,15 +240,36 @@ func (p *Provider) classify(path string, err error) error {
 	switch {
 	case errors.As(err, &re):
 		e.Kind = retry.HTTPStatus(re.StatusCode)
-		detail := fmt.Sprintf("HTTP %d", re.StatusCode)
-		if !re.RawError && len(re.Errors) > 0 {
-			detail += ": " + strings.Join(re.Errors, "; ")
-		}
-		e.Err = errors.New(detail)
+		e.Err = responseDetail(re)
 	default:
 		e.Kind = retry.Transport(err)
 	}
 	return e
+}
+
+// invalidToken reports Vault's answer to an expired or revoked token.
+func invalidToken(err error) bool {
+	var pe *provider.Error
+	return errors.As(err, &pe) && errors.Is(err, provider.ErrDenied) && strings.Contains(pe.Err.Error(), "invalid token")
+}
+
+// responseDetail is Vault's answer on one line: "HTTP 403: permission
+// denied". The body is left out when it is not Vault's JSON error list.
+func responseDetail(re *api.ResponseError) error {
+	var msgs []string
+	for _, e := range re.Errors {
+		for _, line := range strings.Split(e, "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasSuffix(line, "error occurred:") || strings.HasSuffix(line, "errors occurred:") {
+				continue
+			}
+			msgs = append(msgs, strings.TrimPrefix(line, "* "))
+		}
+	}
+	if re.RawError || len(msgs) == 0 {
+		return fmt.Errorf("HTTP %d", re.StatusCode)
+	}
+	return fmt.Errorf("HTTP %d: %s", re.StatusCode, strings.Join(msgs, "; "))
 }
 
 // classified wraps err with its class so that the retry policy sees it.
@@ -251,14 +282,16 @@ func (p *Provider) classified(path string, err error) error {
 
 // locate finds the mount of path and the path inside it.
 func (p *Provider) locate(ctx context.Context, path string) (mount, string, error) {
-	p.mu.Lock()
-	for _, m := range p.mounts {
-		if rel, ok := strings.CutPrefix(path, m.path); ok && rel != "" {
-			p.mu.Unlock()
-			return m, m.relPath(rel), nil
-		}
+	if m, rel, ok := p.cachedMount(path); ok {
+		return m, rel, nil
 	}
-	p.mu.Unlock()
+	// One lookup at a time, so that concurrent calls under a new mount
+	// make one lookup between them.
+	p.lookupMu.Lock()
+	defer p.lookupMu.Unlock()
+	if m, rel, ok := p.cachedMount(path); ok {
+		return m, rel, nil
+	}
 
 	s, err := p.client.Logical().ReadWithContext(ctx, "sys/internal/ui/mounts/"+path)
 	if err != nil {
@@ -284,6 +317,17 @@ func (p *Provider) locate(ctx context.Context, path string) (mount, string, erro
 	p.mounts = append(p.mounts, m)
 	p.mu.Unlock()
 	return m, m.relPath(rel), nil
+}
+
+func (p *Provider) cachedMount(path string) (mount, string, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, m := range p.mounts {
+		if rel, ok := strings.CutPrefix(path, m.path); ok && rel != "" {
+			return m, m.relPath(rel), true
+		}
+	}
+	return mount{}, "", false
 }
 
 // relPath accepts KV v2's API form: "data/prod/db" is "prod/db".
@@ -342,11 +386,10 @@ func (p *Provider) readParentField(ctx context.Context, m mount, rel string, not
 		return nil, "", notFound
 	}
 	data, version, err := p.read(ctx, m, parent)
-	if errors.Is(err, provider.ErrNotFound) {
-		return nil, "", notFound
-	}
 	if err != nil {
-		return nil, "", err
+		// The parent is only a guess: its failure (not found, or denied to
+		// a token allowed the path itself) says nothing about path.
+		return nil, "", notFound
 	}
 	v, err := provider.Field(data, field)
 	if err != nil {

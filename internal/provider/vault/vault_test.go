@@ -5,12 +5,16 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"log/slog"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -239,7 +243,7 @@ func TestAppRole(t *testing.T) {
 	}
 	p := newProvider(t, vault.Options{AppRole: &vault.AppRole{RoleID: roleID, SecretID: "wrong"}})
 	_, err := p.Get(context.Background(), "secret/conf/approle")
-	if !errors.Is(err, provider.ErrDenied) && !strings.Contains(fmt.Sprint(err), "approle login") {
+	if !errors.Is(err, provider.ErrDenied) || !strings.Contains(fmt.Sprint(err), "approle login") {
 		t.Errorf("wrong secret id: %v, want a failed approle login", err)
 	}
 }
@@ -294,24 +298,37 @@ func TestRenewal(t *testing.T) {
 	}
 }
 
-// With AppRole, Run logs in again when the token reaches its maximum TTL.
+// With AppRole, Run logs in again when the token reaches its maximum TTL;
+// without Run, the next call after expiry logs in again.
 func TestAppRoleReloginAtMaxTTL(t *testing.T) {
 	need(t)
 	t.Parallel()
 	roleID, secretID := approle(t, "short", "1s", "3s")
 	put(t, "secret", true, "conf/relogin", map[string]any{"k": "v"})
+	logs := &tlog{t: t}
 	p := newProvider(t, vault.Options{AppRole: &vault.AppRole{RoleID: roleID, SecretID: secretID},
-		Retry: retry.Policy{Backoff: 100 * time.Millisecond}})
+		Retry: retry.Policy{Backoff: 100 * time.Millisecond}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if _, err := p.Get(context.Background(), "secret/conf/relogin"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3500 * time.Millisecond)
+	if _, err := p.Get(context.Background(), "secret/conf/relogin"); err != nil {
+		t.Errorf("a call after the token expired did not log in again: %v", err)
+	}
+	if n := logs.logins.Load(); n != 2 {
+		t.Fatalf("%d logins before Run, want 2", n)
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error)
 	go func() { done <- p.Run(ctx) }()
-	time.Sleep(6 * time.Second)
-	if _, err := p.Get(context.Background(), "secret/conf/relogin"); err != nil {
-		t.Errorf("after 6s (token max TTL 3s) the provider cannot read: %v", err)
-	}
+	time.Sleep(7 * time.Second)
 	cancel()
 	<-done
+	if n := logs.logins.Load() - 2; n < 2 {
+		t.Errorf("Run logged in %d times in 7s with a 3s max TTL, want at least 2", n)
+	}
 }
 
 // The CA file is trusted; without it the certificate is refused (and not
@@ -319,7 +336,9 @@ func TestAppRoleReloginAtMaxTTL(t *testing.T) {
 func TestTLS(t *testing.T) {
 	need(t)
 	u, _ := url.Parse(server.Addr)
-	ts := httptest.NewTLSServer(httputil.NewSingleHostReverseProxy(u))
+	ts := httptest.NewUnstartedServer(httputil.NewSingleHostReverseProxy(u))
+	ts.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshake is expected
+	ts.StartTLS()
 	defer ts.Close()
 	ca := filepath.Join(t.TempDir(), "ca.pem")
 	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ts.Certificate().Raw}), 0o600); err != nil {
@@ -365,4 +384,18 @@ func TestNewRefusesBadOptions(t *testing.T) {
 	if _, err := vault.New(vault.Options{}); err != nil {
 		t.Errorf("VAULT_ADDR and VAULT_TOKEN from the environment: %v", err)
 	}
+}
+
+// tlog writes log lines to the test log and counts approle logins.
+type tlog struct {
+	t      *testing.T
+	logins atomic.Int32
+}
+
+func (w *tlog) Write(b []byte) (int, error) {
+	if strings.Contains(string(b), "logged in with approle") {
+		w.logins.Add(1)
+	}
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
 }
