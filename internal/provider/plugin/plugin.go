@@ -41,6 +41,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	goplugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/dso-project/dso/internal/provider"
 	pb "github.com/dso-project/dso/internal/provider/plugin/proto"
@@ -230,11 +232,22 @@ func (p *Provider) call(ctx context.Context, path string, fn func(context.Contex
 		if kind == nil {
 			kind = retry.Transport(err)
 		}
-		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-			detail = retry.TimeoutDetail(ctx.Err(), p.retry.Timeout)
+		if timedOut(ctx, err) {
+			kind, detail = provider.ErrUnreachable, retry.TimeoutDetail(context.DeadlineExceeded, p.retry.Timeout)
 		}
 		return &provider.Error{Provider: p.name, Path: path, Kind: kind, Err: detail}
 	})
+}
+
+// timedOut reports a call that ended because its time was up. The plugin
+// may end the stream a moment before the caller's own deadline passes.
+func timedOut(ctx context.Context, err error) bool {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return true
+	}
+	code := status.Code(err)
+	d, ok := ctx.Deadline()
+	return ok && (code == codes.DeadlineExceeded || code == codes.Canceled || code == codes.Unavailable) && time.Until(d) < 50*time.Millisecond
 }
 
 // start returns a client of the running plugin, starting (or restarting)
