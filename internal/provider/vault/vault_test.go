@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net/http"
 	"log/slog"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -398,4 +399,23 @@ func (w *tlog) Write(b []byte) (int, error) {
 	}
 	w.t.Log(strings.TrimSpace(string(b)))
 	return len(b), nil
+}
+
+// The namespace goes to Vault in the X-Vault-Namespace header (namespaces
+// are a Vault Enterprise / HCP feature: the dev server has none, so this
+// checks the header at a proxy).
+func TestNamespaceHeader(t *testing.T) {
+	need(t)
+	px := providertest.NewProxy(t, server.Addr, nil)
+	seen := make(chan string, 10)
+	px.SetAnswer(func(w http.ResponseWriter, r *http.Request) bool {
+		seen <- r.Header.Get("X-Vault-Namespace")
+		return false
+	})
+	put(t, "secret", true, "conf/ns", map[string]any{"k": "v"})
+	p := newProvider(t, vault.Options{Address: px.URL, Namespace: "team-a"})
+	_, _ = p.Get(context.Background(), "secret/conf/ns")
+	if ns := <-seen; ns != "team-a" {
+		t.Errorf("X-Vault-Namespace = %q, want team-a", ns)
+	}
 }
