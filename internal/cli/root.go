@@ -4,11 +4,13 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/dso-project/dso/internal/cli/agentcmd"
+	"github.com/dso-project/dso/internal/cli/bootstrapcmd"
 	"github.com/dso-project/dso/internal/cli/composecmd"
 	"github.com/dso-project/dso/internal/cli/configcmd"
 	"github.com/dso-project/dso/internal/cli/initcmd"
 	"github.com/dso-project/dso/internal/cli/secretcmd"
 	"github.com/dso-project/dso/internal/cli/setupcmd"
+	"github.com/dso-project/dso/internal/cli/systemcmd"
 	"github.com/dso-project/dso/internal/cli/versioncmd"
 	"github.com/dso-project/dso/internal/cmdutil"
 )
@@ -38,6 +40,8 @@ func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 		initcmd.NewCmd(f, nil),
 		secretcmd.NewCmd(f),
 		agentcmd.NewCmd(f, nil),
+		bootstrapcmd.NewCmd(f, nil),
+		systemcmd.NewCmd(f, nil),
 	)
 	return root
 }

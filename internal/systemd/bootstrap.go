@@ -47,7 +47,8 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) ([]Step, error) {
 	if err != nil {
 		return nil, fmt.Errorf("looking up group %s: %w", GroupName, err)
 	}
-	if !found {
+	created := !found
+	if created {
 		args := []string{"--system", GroupName}
 		if opts.Root != "/" {
 			args = append([]string{"--prefix", opts.Root}, args...)
@@ -59,7 +60,7 @@ func Bootstrap(ctx context.Context, opts BootstrapOptions) ([]Step, error) {
 			return steps, fmt.Errorf("group %s not found after groupadd (%v)", GroupName, err)
 		}
 	}
-	steps = append(steps, Step{What: fmt.Sprintf("group %s (gid %d)", GroupName, gid), Done: !found})
+	steps = append(steps, Step{What: fmt.Sprintf("group %s (gid %d)", GroupName, gid), Done: created})
 
 	for _, d := range []struct {
 		path string

@@ -82,8 +82,8 @@ func TestBootstrapCreatesTheInstall(t *testing.T) {
 			t.Errorf("unit lacks %q", want)
 		}
 	}
-	if len(steps) < 6 {
-		t.Errorf("steps = %+v", steps)
+	if len(steps) < 6 || !steps[0].Done {
+		t.Errorf("steps = %+v (want the group reported as created)", steps)
 	}
 
 	// Running it again keeps an edited dso.yaml and repairs modes.
