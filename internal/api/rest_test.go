@@ -275,3 +275,18 @@ func TestSignature(t *testing.T) {
 		}
 	}
 }
+
+// FuzzSignatureValid: any header is either the exact signature or refused,
+// and nothing panics.
+func FuzzSignatureValid(f *testing.F) {
+	key := []byte("k")
+	f.Add([]byte(`{"secrets":["db"]}`), Sign(key, []byte(`{"secrets":["db"]}`)))
+	f.Add([]byte(""), "sha256=")
+	f.Add([]byte("x"), "sha256=zz")
+	f.Add([]byte("x"), "SHA256="+strings.Repeat("0", 64))
+	f.Fuzz(func(t *testing.T, body []byte, header string) {
+		if SignatureValid(key, body, header) && header != Sign(key, body) && !strings.EqualFold(header, Sign(key, body)) {
+			t.Fatalf("accepted %q for %q", header, body)
+		}
+	})
+}

@@ -191,3 +191,17 @@ func TestUnitVerifies(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 }
+
+// FuzzParseSince: any input gives a time not after now, or an error.
+func FuzzParseSince(f *testing.F) {
+	for _, s := range []string{"1h", "30m", "2025-01-02", "2025-01-02 03:04:05", "-1h", "0s", "", "1e9h"} {
+		f.Add(s)
+	}
+	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := ParseSince(s, now)
+		if err == nil && got.IsZero() {
+			t.Fatalf("%q: zero time without error", s)
+		}
+	})
+}
