@@ -44,7 +44,9 @@ done
 [[ "$project" =~ ^[a-z0-9][a-z0-9_-]*$ ]] || die "project name $project: use lowercase letters, digits, - and _"
 
 port="${QUICKSTART_PORT:-18471}"
-[[ "$port" =~ ^[0-9]+$ ]] && ((port > 0 && port < 65536)) || die "QUICKSTART_PORT=$port is not a port number"
+if [[ ! "$port" =~ ^[0-9]{1,5}$ ]] || ((10#$port < 1 || 10#$port > 65535)); then
+	die "QUICKSTART_PORT=$port is not a port number (1-65535)"
+fi
 url="http://127.0.0.1:$port/"
 example="$DSO_ROOT/examples/quickstart"
 
