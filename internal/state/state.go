@@ -159,6 +159,39 @@ func (s *Store) RecordCheck(key, version string, at time.Time) (prev Secret, fou
 	return prev, found, err
 }
 
+// Check is one version check to record.
+type Check struct {
+	Key     string
+	Version string
+	At      time.Time
+}
+
+// RecordChecks records many checks in one transaction (one disk sync),
+// for callers that gather checks rather than write each one: with
+// thousands of watched secrets, a sync per check is the dominant cost.
+func (s *Store) RecordChecks(checks []Check) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketSecrets)
+		for _, c := range checks {
+			var prev Secret
+			raw := b.Get([]byte(c.Key))
+			if raw != nil {
+				if err := json.Unmarshal(raw, &prev); err != nil {
+					return fmt.Errorf("secret %q: %w", c.Key, err)
+				}
+			}
+			cur := Secret{Key: c.Key, Version: c.Version, LastCheck: c.At, ChangedAt: prev.ChangedAt}
+			if raw == nil || prev.Version != c.Version {
+				cur.ChangedAt = c.At
+			}
+			if err := putJSON(b, []byte(c.Key), cur); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // Secret returns the record of key.
 func (s *Store) Secret(key string) (sec Secret, found bool, err error) {
 	err = s.db.View(func(tx *bolt.Tx) error {

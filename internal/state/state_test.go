@@ -3,6 +3,7 @@ package state
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -173,4 +174,43 @@ func TestContainerWithoutIDIsRefused(t *testing.T) {
 	if _, found, _ := s.Container("a"); found {
 		t.Fatal("deleted container still there")
 	}
+}
+
+func TestRecordChecksInOneTransaction(t *testing.T) {
+	s, _ := openTemp(t, Options{})
+	defer s.Close()
+	t0 := time.Unix(5000, 0).UTC()
+	s.RecordCheck("a", "1", t0)
+	err := s.RecordChecks([]Check{{"a", "1", t0.Add(time.Minute)}, {"b", "9", t0.Add(time.Minute)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, _ := s.Secrets()
+	if len(all) != 2 || !all[0].ChangedAt.Equal(t0) || !all[0].LastCheck.Equal(t0.Add(time.Minute)) || all[1].Version != "9" {
+		t.Fatalf("secrets = %+v", all)
+	}
+}
+
+// BenchmarkRecordCheck compares a sync per check with one per batch of 100.
+func BenchmarkRecordCheck(b *testing.B) {
+	s, err := Open(filepath.Join(b.TempDir(), "state.db"), Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	b.Run("each", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			s.RecordCheck(fmt.Sprintf("k%05d", i%10000), "v1", time.Now())
+		}
+	})
+	b.Run("batch100", func(b *testing.B) {
+		batch := make([]Check, 100)
+		for i := 0; b.Loop(); i++ {
+			for j := range batch {
+				batch[j] = Check{Key: fmt.Sprintf("k%05d", (i*100+j)%10000), Version: "v1", At: time.Now()}
+			}
+			s.RecordChecks(batch)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/check")
+	})
 }
