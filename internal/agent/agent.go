@@ -24,6 +24,7 @@ import (
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/deliver"
+	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/metrics"
 	"github.com/dso-project/dso/internal/resolve"
 	"github.com/dso-project/dso/internal/rotate"
@@ -50,7 +51,9 @@ type Configs func(path string) (*config.Config, error)
 
 // Options configure the agent. Store, Metrics and Bus are optional.
 type Options struct {
-	Docker    Docker
+	Docker Docker
+	// ID is the dso.agent label value of the containers this agent serves.
+	ID        string
 	Providers Providers
 	Configs   Configs
 	Log       *slog.Logger
@@ -78,6 +81,9 @@ type Agent struct {
 	mu       sync.Mutex
 	held     map[string]*holding    // container ID -> what it holds
 	services map[string]*sync.Mutex // project/service -> one rotation at a time
+	// pinned containers get their last payload again, not the current
+	// values: the old container of a restart rotation, brought back.
+	pinned map[string]bool
 }
 
 // holding is what one running container received.
@@ -86,6 +92,9 @@ type holding struct {
 	config                 string            // dso.yaml path label
 	versions               map[string]string // watch key -> version delivered
 	envKeys                map[string]bool   // watch keys delivered as env vars
+	// payload is what was delivered, kept in memory only, so that a
+	// container brought back by a rollback gets its old values again.
+	payload *initproc.Payload
 }
 
 // New returns an agent; Run starts it.
@@ -102,7 +111,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 2 * time.Second
 	}
-	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}}
+	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}}
 	w, err := watch.New(watch.Config{Check: a.version, Interval: opts.PollInterval, Observe: a.observe})
 	if err != nil {
 		return nil, err
@@ -147,11 +156,12 @@ func (a *Agent) Run(ctx context.Context) error {
 // session subscribes to container events, then serves the containers that
 // already run, then follows the stream until it fails.
 func (a *Agent) session(ctx context.Context) error {
-	f := client.Filters{}.Add("type", "container").Add("event", "start", "destroy").Add("label", compose.LabelManaged+"=true")
+	mine := compose.LabelAgent + "=" + a.opts.ID
+	f := client.Filters{}.Add("type", "container").Add("event", "start", "destroy").Add("label", compose.LabelManaged+"=true", mine)
 	ev := a.opts.Docker.Events(ctx, client.EventsListOptions{Filters: f})
 
 	list, err := a.opts.Docker.ContainerList(ctx, client.ContainerListOptions{
-		Filters: client.Filters{}.Add("label", compose.LabelManaged+"=true").Add("status", "running"),
+		Filters: client.Filters{}.Add("label", compose.LabelManaged+"=true", mine).Add("status", "running"),
 	})
 	if err != nil {
 		return fmt.Errorf("list managed containers: %w", err)
@@ -246,15 +256,26 @@ func (a *Agent) deliver(ctx context.Context, id, signal string) error {
 	if c.State == nil || !c.State.Running {
 		return nil
 	}
-	values, h, err := a.values(ctx, c)
-	if err != nil {
-		a.metric(func(m *metrics.Metrics) { m.ObserveDelivery(err) })
-		a.emit(events.Event{Type: events.TypeDelivery, Level: "ERROR", Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultFailure, Message: err.Error()})
-		return err
+	a.mu.Lock()
+	h, pinned := a.held[id], a.pinned[id]
+	a.mu.Unlock()
+	var payload *initproc.Payload
+	if pinned && h != nil && h.payload != nil {
+		payload = h.payload
+	} else {
+		var values []deliver.Value
+		values, h, err = a.values(ctx, c)
+		if err != nil {
+			a.metric(func(m *metrics.Metrics) { m.ObserveDelivery(err) })
+			a.emit(events.Event{Type: events.TypeDelivery, Level: "ERROR", Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultFailure, Message: err.Error()})
+			return err
+		}
+		payload = deliver.NewPayload(values, signal)
+		h.payload = &initproc.Payload{Env: payload.Env, Files: payload.Files}
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err = deliver.Send(dctx, a.opts.Docker, id, deliver.NewPayload(values, signal))
+	err = deliver.Send(dctx, a.opts.Docker, id, payload)
 	a.metric(func(m *metrics.Metrics) { m.ObserveDelivery(err) })
 	if err != nil {
 		if still, _ := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); still.Container.State == nil || !still.Container.State.Running {
@@ -264,8 +285,9 @@ func (a *Agent) deliver(ctx context.Context, id, signal string) error {
 		return err
 	}
 	a.remember(id, h)
-	a.opts.Log.Info("delivered secrets", "container", shortID(id), "name", h.name, "service", h.service, "variables", len(values))
-	a.emit(events.Event{Type: events.TypeDelivery, Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultSuccess, Message: fmt.Sprintf("delivered %d variables", len(values))})
+	n := len(payload.Env)
+	a.opts.Log.Info("delivered secrets", "container", shortID(id), "name", h.name, "service", h.service, "variables", n, "pinned", pinned)
+	a.emit(events.Event{Type: events.TypeDelivery, Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultSuccess, Message: fmt.Sprintf("delivered %d variables", n)})
 	return nil
 }
 
@@ -331,6 +353,7 @@ func (a *Agent) forget(id string) {
 	a.mu.Lock()
 	h, ok := a.held[id]
 	delete(a.held, id)
+	delete(a.pinned, id)
 	inUse := map[string]bool{}
 	for _, other := range a.held {
 		for k := range other.versions {
@@ -384,13 +407,16 @@ func (a *Agent) version(ctx context.Context, key string) (string, error) {
 	return v, err
 }
 
-// observe records each check in the state store and reports failures.
+// observe reports failed checks and records changes in the state store
+// (the watcher keeps the time of each check; writing every check would cost
+// a disk sync each).
 func (a *Agent) observe(r watch.Result) {
 	if r.Err != nil {
 		a.emit(events.Event{Type: events.TypeProviderError, Level: "WARN", Secret: keyName(r.Key), Message: r.Err.Error()})
 		return
 	}
-	if a.opts.Store != nil {
+	a.metric(func(m *metrics.Metrics) { m.LastSuccessfulPoll.Set(float64(r.At.Unix())) })
+	if a.opts.Store != nil && r.Changed {
 		a.opts.Store.RecordCheck(r.Key, r.Version, r.At)
 	}
 }

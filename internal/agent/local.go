@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -84,15 +86,42 @@ func LockHolder(path string) (int, error) {
 	return strconv.Atoi(strings.TrimSpace(string(b)))
 }
 
-// EnsureLocal makes sure an agent runs to deliver secrets: the system agent
-// when one runs, else a user-scope agent, started here in the background
-// when none runs (local mode has no systemd). In mode agent the system agent
-// must run.
-func EnsureLocal(ctx context.Context, cfg *config.Config, log io.Writer) error {
-	if Held(SystemLock) {
-		return nil
+// SystemID names the system agent in the dso.agent label.
+const SystemID = "system"
+
+// LocalID names the local agent of the user whose agent directory is dir:
+// several users (or test homes) on one engine each serve their own
+// containers only.
+func LocalID(dir string) string {
+	sum := sha256.Sum256([]byte(dir))
+	return "local-" + hex.EncodeToString(sum[:6])
+}
+
+// Choose returns the agent that will serve containers started now: the
+// system agent when it runs or dso.yaml says mode agent, else the user's.
+func Choose(cfg *config.Config) (string, error) {
+	if Held(SystemLock) || cfg != nil && cfg.Mode == config.ModeAgent {
+		return SystemID, nil
 	}
-	if cfg != nil && cfg.Mode == config.ModeAgent {
+	dir, err := LocalDir()
+	if err != nil {
+		return "", err
+	}
+	return LocalID(dir), nil
+}
+
+// EnsureLocal makes sure the agent chosen by Choose runs: the system agent
+// must run already (mode agent); a user-scope agent is started here in the
+// background when none runs (local mode has no systemd).
+func EnsureLocal(ctx context.Context, cfg *config.Config, log io.Writer) error {
+	id, err := Choose(cfg)
+	if err != nil {
+		return err
+	}
+	if id == SystemID {
+		if Held(SystemLock) {
+			return nil
+		}
 		return errors.New("dso.yaml says mode: agent, but the dso agent is not running: start it with `sudo systemctl start dso-agent`")
 	}
 	dir, err := LocalDir()

@@ -142,6 +142,12 @@ func (a *Agent) apply(ctx context.Context, c container.InspectResponse, id, stra
 		}
 		return id, nil
 	case rotate.Restart:
+		// Should the old container be stopped and brought back, it gets the
+		// values it had, not the new ones that may be what fails; it keeps
+		// them until a rotation replaces it.
+		a.mu.Lock()
+		a.pinned[id] = true
+		a.mu.Unlock()
 		health := a.opts.HealthTimeout
 		r := &rotate.Restarter{Docker: a.opts.Docker, Deliver: a.Deliver, HealthTimeout: health, Log: a.opts.Log}
 		backoff := a.opts.RetryBackoff

@@ -10,6 +10,7 @@ import (
 	"github.com/dso-project/dso/internal/cli/initcmd"
 	"github.com/dso-project/dso/internal/cli/secretcmd"
 	"github.com/dso-project/dso/internal/cli/setupcmd"
+	"github.com/dso-project/dso/internal/cli/statuscmd"
 	"github.com/dso-project/dso/internal/cli/systemcmd"
 	"github.com/dso-project/dso/internal/cli/versioncmd"
 	"github.com/dso-project/dso/internal/cmdutil"
@@ -40,6 +41,8 @@ func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 		initcmd.NewCmd(f, nil),
 		secretcmd.NewCmd(f),
 		agentcmd.NewCmd(f, nil),
+		statuscmd.NewCmd(f, nil),
+		statuscmd.NewCmdWatch(f),
 		bootstrapcmd.NewCmd(f, nil),
 		systemcmd.NewCmd(f, nil),
 	)

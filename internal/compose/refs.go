@@ -19,6 +19,7 @@ const (
 	LabelManaged  = "dso.managed"         // "true" on wired services
 	LabelRefs     = "dso.refs"            // JSON object: variable -> canonical reference
 	LabelConfig   = "dso.config"          // absolute path of the dso.yaml used, if any
+	LabelAgent    = "dso.agent"           // the agent that serves the container: "system" or a local agent's id
 )
 
 // Use is one variable of one service that takes a secret.

@@ -25,6 +25,7 @@ func tmpfsSpec(uid, gid int) string {
 type Wiring struct {
 	InitBinary string // host path of dso-init, bind-mounted read-only
 	ConfigPath string // absolute path of the dso.yaml in use, or ""
+	Agent      string // the agent that serves the containers (dso.agent label)
 }
 
 // Image is what the wiring needs of a service's image.
@@ -130,7 +131,7 @@ func (pl *Plan) Override() ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		labels := map[string]string{LabelManaged: "true", LabelRefs: string(refsJSON)}
+		labels := map[string]string{LabelManaged: "true", LabelRefs: string(refsJSON), LabelAgent: pl.Wiring.Agent}
 		if pl.Wiring.ConfigPath != "" {
 			labels[LabelConfig] = pl.Wiring.ConfigPath
 		}

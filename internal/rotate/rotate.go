@@ -59,7 +59,8 @@ type Docker interface {
 // Restarter replaces containers.
 type Restarter struct {
 	Docker Docker
-	// Deliver hands a started container its secrets (the current values).
+	// Deliver hands a started container its secrets: the current values to
+	// the new container, the values it had to the old one brought back.
 	Deliver func(ctx context.Context, id string) error
 	// HealthTimeout bounds the wait for a healthcheck to pass (default 30s).
 	HealthTimeout time.Duration
@@ -99,6 +100,9 @@ func (r *Restarter) Restart(ctx context.Context, id string) (string, error) {
 		if holdsPorts {
 			if _, err := r.Docker.ContainerStart(bg, id, client.ContainerStartOptions{}); err != nil {
 				return "", fmt.Errorf("%w; and the old container did not start again: %v", cause, err)
+			}
+			if err := r.Deliver(bg, id); err != nil {
+				return "", fmt.Errorf("%w; and the old container did not get its secrets again: %v", cause, err)
 			}
 		}
 		return "", cause

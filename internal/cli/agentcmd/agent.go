@@ -124,7 +124,11 @@ func run(cmd *cobra.Command, opts *Options) error {
 	defer cache.Close()
 	bus := events.NewBus(1000)
 	m := metrics.New()
-	ao := agent.Options{Docker: docker, Providers: cache.Get, Configs: cache.Config, Log: log, Store: store, Metrics: m, Bus: bus}
+	id := agent.SystemID
+	if opts.Local {
+		id = agent.LocalID(filepath.Dir(p.lock))
+	}
+	ao := agent.Options{Docker: docker, ID: id, Providers: cache.Get, Configs: cache.Config, Log: log, Store: store, Metrics: m, Bus: bus}
 	if cfg != nil {
 		ao.PollInterval = cfg.Agent.Watch.PollingInterval.D()
 		ao.HealthTimeout = cfg.Agent.Rotation.HealthCheckTimeout.D()

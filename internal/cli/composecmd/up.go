@@ -117,7 +117,11 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return err
 	}
-	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, ConfigPath: cfgPath}, engineImages{docker: docker, project: p})
+	agentID, err := agent.Choose(cfg)
+	if err != nil {
+		return err
+	}
+	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, ConfigPath: cfgPath, Agent: agentID}, engineImages{docker: docker, project: p})
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
 	}

@@ -1,0 +1,185 @@
+// Package statuscmd implements `docker dso status` (the agent's health,
+// watched secrets, managed containers and recent rotations) and
+// `docker dso watch` (the live event stream). Both ask the agent over its
+// local socket; neither ever shows a secret value.
+package statuscmd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dso-project/dso/internal/agent"
+	"github.com/dso-project/dso/internal/api"
+	"github.com/dso-project/dso/internal/api/events"
+	"github.com/dso-project/dso/internal/cmdutil"
+)
+
+// agentClient reaches the running agent: the system agent's socket when it
+// runs, else the user's local agent.
+func agentClient() (*api.Client, error) {
+	if agent.Held(agent.SystemLock) {
+		return api.NewClient(api.DefaultSocketPath), nil
+	}
+	sock, err := api.LocalSocketPath()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(sock); err != nil {
+		return nil, cmdutil.WithExitCode(cmdutil.ExitBackend, errors.New("no dso agent is running (`docker dso up` starts one in local mode; `sudo systemctl start dso-agent` in agent mode)"))
+	}
+	return api.NewClient(sock), nil
+}
+
+// Options are the inputs of `docker dso status`.
+type Options struct {
+	Factory *cmdutil.Factory
+	JSON    bool
+	Watch   bool
+}
+
+// NewCmd returns `docker dso status`.
+func NewCmd(f *cmdutil.Factory, runF func(*Options) error) *cobra.Command {
+	opts := &Options{Factory: f}
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the agent, the secrets it watches, the containers it manages and recent rotations",
+		Args:  cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if runF != nil {
+				return runF(opts)
+			}
+			return run(cmd.Context(), opts)
+		},
+	}
+	cmd.Flags().BoolVar(&opts.JSON, "json", false, "Print as JSON")
+	cmd.Flags().BoolVar(&opts.Watch, "watch", false, "Refresh every 2 seconds until interrupted")
+	return cmd
+}
+
+func run(ctx context.Context, opts *Options) error {
+	c, err := agentClient()
+	if err != nil {
+		return err
+	}
+	out := opts.Factory.IO.Out
+	for {
+		st, err := c.Status(ctx)
+		if err != nil {
+			return cmdutil.WithExitCode(cmdutil.ExitBackend, err)
+		}
+		if opts.Watch && opts.Factory.IO.IsStdoutTTY() {
+			fmt.Fprint(out, "\033[H\033[2J")
+		}
+		if opts.JSON {
+			enc := json.NewEncoder(out)
+			enc.SetIndent("", "  ")
+			if err := enc.Encode(st); err != nil {
+				return err
+			}
+		} else {
+			printStatus(out, st)
+		}
+		if !opts.Watch {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func printStatus(out io.Writer, st api.Status) {
+	a := st.Agent
+	fmt.Fprintf(out, "Agent: %s (version %s, pid %d, up since %s)\n", a.Health, a.Version, a.PID, a.StartedAt.Format(time.RFC3339))
+	for _, p := range a.Problems {
+		fmt.Fprintf(out, "  problem: %s\n", p)
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(out, "\nWatched secrets (%d):\n", len(st.Secrets))
+	fmt.Fprintln(tw, "  SECRET\tVERSION\tLAST CHECK\tNEXT CHECK\tSTATE")
+	for _, s := range st.Secrets {
+		state := "ok"
+		if s.Failing {
+			state = "failing"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.Name, s.Version, ago(s.LastCheck), ago(s.NextCheck), state)
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\nManaged containers (%d):\n", len(st.Containers))
+	fmt.Fprintln(tw, "  CONTAINER\tNAME\tSERVICE\tSECRETS (version held)")
+	for _, c := range st.Containers {
+		var held []string
+		for k, v := range c.Secrets {
+			held = append(held, k+"@"+v)
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.ID, c.Name, c.Project+"/"+c.Service, strings.Join(held, " "))
+	}
+	tw.Flush()
+	fmt.Fprintf(out, "\nRecent rotations (%d):\n", len(st.Rotations))
+	fmt.Fprintln(tw, "  ID\tSERVICE\tSTRATEGY\tRESULT\tSTARTED\tERROR")
+	for _, r := range st.Rotations {
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Service, r.Strategy, r.Result, r.Started.Format(time.TimeOnly), r.Error)
+	}
+	tw.Flush()
+}
+
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "-"
+	}
+	d := time.Until(t).Round(time.Second)
+	if d < 0 {
+		return (-d).String() + " ago"
+	}
+	return "in " + d.String()
+}
+
+// NewCmdWatch returns `docker dso watch`.
+func NewCmdWatch(f *cmdutil.Factory) *cobra.Command {
+	var debug bool
+	cmd := &cobra.Command{
+		Use:   "watch",
+		Short: "Stream the agent's events live: deliveries, rotations, provider errors, container events",
+		Args:  cmdutil.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := agentClient()
+			if err != nil {
+				return err
+			}
+			out := f.IO.Out
+			err = c.Events(cmd.Context(), 20, true, func(e events.Event) error {
+				if debug {
+					return json.NewEncoder(out).Encode(e)
+				}
+				line := fmt.Sprintf("%s %-14s", e.Time.Format(time.TimeOnly), e.Type)
+				for _, kv := range [][2]string{{"project", e.Project}, {"service", e.Service}, {"container", e.Container}, {"secret", e.Secret}, {"strategy", e.Strategy}, {"result", e.Result}} {
+					if kv[1] != "" {
+						line += " " + kv[0] + "=" + kv[1]
+					}
+				}
+				if e.Message != "" {
+					line += "  " + e.Message
+				}
+				_, err := fmt.Fprintln(out, line)
+				return err
+			})
+			if err != nil && cmd.Context().Err() == nil {
+				return cmdutil.WithExitCode(cmdutil.ExitBackend, err)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&debug, "debug", false, "Print each event's raw JSON payload")
+	return cmd
+}
