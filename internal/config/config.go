@@ -19,7 +19,6 @@ package config
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -120,11 +119,7 @@ type Secret struct {
 
 // Inject says how values are delivered into a container.
 type Inject struct {
-	Type InjectType `yaml:"type,omitempty" json:"type,omitempty" desc:"env: environment variables of the application process; file: files on a tmpfs inside the container (default env)."`
-	Path string     `yaml:"path,omitempty" json:"path,omitempty" desc:"For file: absolute directory inside the container holding one file per mapping (default /run/secrets)."`
-	UID  int        `yaml:"uid,omitempty" json:"uid,omitempty" desc:"For file: owner of the files."`
-	GID  int        `yaml:"gid,omitempty" json:"gid,omitempty" desc:"For file: group of the files."`
-	Mode FileMode   `yaml:"mode,omitempty" json:"mode,omitempty" desc:"For file: permissions of the files in octal, such as \"0400\" (default 0400)."`
+	Type InjectType `yaml:"type,omitempty" json:"type,omitempty" desc:"env: environment variables of the application process; file: one file per mapping at /run/dso/secrets/NAME on a tmpfs inside the container, owned by the container's user, mode 0400, with the variable NAME holding its path (default env)."`
 }
 
 // Rotation says what happens to containers when a value changes.
@@ -236,29 +231,4 @@ func parseDuration(s string) (Duration, error) {
 		return 0, fmt.Errorf("expected a duration that is not negative")
 	}
 	return Duration(v), nil
-}
-
-// FileMode is a permission mode written in octal, such as "0400".
-type FileMode uint32
-
-// MarshalText writes m as "0400".
-func (m FileMode) MarshalText() ([]byte, error) { return []byte(fmt.Sprintf("%04o", uint32(m))), nil }
-
-// UnmarshalText reads "0400", "400" or "0o400".
-func (m *FileMode) UnmarshalText(b []byte) error {
-	v, err := parseFileMode(string(b))
-	if err != nil {
-		return err
-	}
-	*m = v
-	return nil
-}
-
-func parseFileMode(s string) (FileMode, error) {
-	t := strings.TrimPrefix(strings.TrimPrefix(strings.TrimSpace(s), "0o"), "0O")
-	v, err := strconv.ParseUint(t, 8, 32)
-	if err != nil || t == "" || v > 0o777 {
-		return 0, fmt.Errorf("expected an octal permission mode from 0000 to 0777, such as \"0400\"")
-	}
-	return FileMode(v), nil
 }

@@ -152,8 +152,7 @@ secrets:
 		{"inject", c.Secrets[0].Inject.Type, InjectEnv},
 		{"rotation enabled", c.Secrets[0].Rotation.Enabled, true},
 		{"strategy", c.Secrets[0].Rotation.Strategy, StrategyRestart},
-		{"file path", c.Secrets[1].Inject.Path, "/run/secrets"},
-		{"file mode", c.Secrets[1].Inject.Mode, FileMode(0o400)},
+		{"file inject", c.Secrets[1].Inject.Type, InjectFile},
 		{"signal", c.Secrets[1].Rotation.Signal, "SIGHUP"},
 	}
 	for _, ch := range checks {
@@ -170,14 +169,14 @@ providers:
   b: {type: azure, address: https://x.vault.azure.net}
 defaults:
   provider: b
-  inject: {type: file, path: /secrets, uid: 1000, mode: "0440"}
+  inject: {type: file}
   rotation: {enabled: false, strategy: none}
 secrets:
   - name: s
     mappings: {K: p}
   - name: t
     provider: a
-    inject: {gid: 5}
+    inject: {type: env}
     rotation: {enabled: true}
     mappings: {K: p}
 `))
@@ -188,12 +187,10 @@ secrets:
 	if s.Provider != "b" || u.Provider != "a" {
 		t.Errorf("providers %q %q", s.Provider, u.Provider)
 	}
-	want := Inject{Type: InjectFile, Path: "/secrets", UID: 1000, Mode: 0o440}
-	if s.Inject != want {
+	if want := (Inject{Type: InjectFile}); s.Inject != want {
 		t.Errorf("inject %+v, want %+v", s.Inject, want)
 	}
-	want.GID = 5
-	if u.Inject != want {
+	if want := (Inject{Type: InjectEnv}); u.Inject != want {
 		t.Errorf("inject %+v, want %+v", u.Inject, want)
 	}
 	if s.Rotation.Enabled || !u.Rotation.Enabled || s.Rotation.Strategy != StrategyNone {

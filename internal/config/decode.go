@@ -119,7 +119,6 @@ type enumerated interface{ Values() []string }
 
 var (
 	durationType = reflect.TypeOf(Duration(0))
-	fileModeType = reflect.TypeOf(FileMode(0))
 	enumType     = reflect.TypeOf((*enumerated)(nil)).Elem()
 )
 
@@ -154,8 +153,6 @@ func expected(t reflect.Type, keys string) string {
 	switch {
 	case t == durationType:
 		return `a duration such as "30s"`
-	case t == fileModeType:
-		return `an octal mode such as "0400"`
 	}
 	switch t.Kind() {
 	case reflect.Struct:
@@ -202,21 +199,13 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, tag fieldTa
 	d.meta.values[path] = pos{n.Line, n.Column}
 	t := v.Type()
 	switch {
-	case t == durationType, t == fileModeType:
+	case t == durationType:
 		s, ok := d.scalar(n, path, t)
 		if !ok {
 			return
 		}
-		var err error
-		if t == durationType {
-			var dv Duration
-			dv, err = parseDuration(s)
-			v.Set(reflect.ValueOf(dv))
-		} else {
-			var mv FileMode
-			mv, err = parseFileMode(s)
-			v.Set(reflect.ValueOf(mv))
-		}
+		dv, err := parseDuration(s)
+		v.Set(reflect.ValueOf(dv))
 		if err != nil {
 			d.fail(n, path, "%s, got %s", err, d.shown(path, s))
 		}

@@ -14,8 +14,6 @@ const (
 	DefaultSignal             = "SIGHUP"
 	DefaultAPIAddress         = "127.0.0.1:8471"
 	DefaultSocket             = "/run/dso/dso.sock"
-	DefaultFilePath           = "/run/secrets"
-	DefaultFileMode           = FileMode(0o400)
 	DefaultRetryAttempts      = 3
 	DefaultRetryBackoff       = Duration(time.Second)
 )
@@ -96,7 +94,6 @@ func applyDefaults(c *Config) {
 		d.Provider = providerNames(c)[0]
 	}
 	d.Inject.Type = first(d.Inject.Type, InjectEnv)
-	fillInject(&d.Inject, m.set("defaults.inject.mode"))
 	d.Rotation.Strategy = strategy
 	d.Rotation.Enabled = enabled
 	fillRotation(&d.Rotation)
@@ -106,19 +103,6 @@ func applyDefaults(c *Config) {
 		sp := "secrets[" + strconv.Itoa(i) + "]"
 		s.Provider = first(s.Provider, d.Provider)
 		s.Inject.Type = first(s.Inject.Type, d.Inject.Type)
-		if s.Inject.Type == InjectFile && d.Inject.Type == InjectFile {
-			s.Inject.Path = first(s.Inject.Path, d.Inject.Path)
-			if !m.set(sp + ".inject.uid") {
-				s.Inject.UID = d.Inject.UID
-			}
-			if !m.set(sp + ".inject.gid") {
-				s.Inject.GID = d.Inject.GID
-			}
-			if !m.set(sp + ".inject.mode") {
-				s.Inject.Mode = d.Inject.Mode
-			}
-		}
-		fillInject(&s.Inject, m.set(sp+".inject.mode"))
 		if !m.set(sp + ".rotation.enabled") {
 			s.Rotation.Enabled = enabled
 		}
@@ -130,18 +114,6 @@ func applyDefaults(c *Config) {
 		if s.Mappings == nil {
 			s.Mappings = map[string]string{}
 		}
-	}
-}
-
-// fillInject completes a file delivery; modeSet tells a mode written as
-// 0000 from one left unset.
-func fillInject(in *Inject, modeSet bool) {
-	if in.Type != InjectFile {
-		return
-	}
-	in.Path = first(in.Path, DefaultFilePath)
-	if !modeSet && in.Mode == 0 {
-		in.Mode = DefaultFileMode
 	}
 }
 

@@ -40,11 +40,6 @@ func (g *schemaGen) schema(t reflect.Type, tag fieldTag) map[string]any {
 	switch {
 	case t == durationType:
 		return map[string]any{"type": "string", "pattern": `^(\$\{.*\}|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+|0)$`, "examples": []string{"30s", "5m"}}
-	case t == fileModeType:
-		return map[string]any{"anyOf": []any{
-			map[string]any{"type": "string", "pattern": `^(0o|0)?[0-7]{1,3}$`},
-			map[string]any{"type": "integer", "minimum": 0, "maximum": 777},
-		}}
 	case t.Implements(enumType):
 		return map[string]any{"type": "string", "enum": reflect.Zero(t).Interface().(enumerated).Values()}
 	}

@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"path"
 	"regexp"
 	"sort"
 	"strings"
@@ -36,7 +35,6 @@ func validate(c *Config, ps *problems) {
 	}
 	checkStrategy(c.Defaults.Rotation.Strategy, "defaults.rotation.strategy", m, ps)
 	validateRotation(c.Defaults.Rotation, c.defaultStrategy(), "defaults.rotation", m, ps)
-	validateInject(c.Defaults.Inject, c.Defaults.Inject.Type, "defaults.inject", m, ps)
 	if p := c.Defaults.Provider; p != "" {
 		if _, ok := c.Providers[p]; !ok {
 			ps.addAt(m.at("defaults.provider"), "defaults.provider", "unknown provider %q%s; %s", p, suggest(p, names), defined(names))
@@ -58,7 +56,6 @@ func validate(c *Config, ps *problems) {
 			}
 		}
 		validateSecretProvider(c, s, sp, names, ps)
-		validateInject(s.Inject, first(s.Inject.Type, c.Defaults.Inject.Type), sp+".inject", m, ps)
 		checkStrategy(s.Rotation.Strategy, sp+".rotation.strategy", m, ps)
 		validateRotation(s.Rotation, first(s.Rotation.Strategy, c.defaultStrategy()), sp+".rotation", m, ps)
 		for j, ct := range s.Targets.Containers {
@@ -168,31 +165,6 @@ func validateRotation(r Rotation, strategy Strategy, rp string, m *meta, ps *pro
 	}
 	if !contains(signals, name) {
 		ps.addAt(m.at(sp), sp, "unknown signal %q%s; expected %s", r.Signal, suggest(name, signals), oneOf(signals))
-	}
-}
-
-// validateInject checks in, whose type in effect is typ.
-func validateInject(in Inject, typ InjectType, ip string, m *meta, ps *problems) {
-	if typ != InjectFile {
-		for _, k := range []string{"path", "uid", "gid", "mode"} {
-			if kp := join(ip, k); m.set(kp) {
-				ps.addAt(m.keyAt(kp), kp, "applies only to inject type file")
-			}
-		}
-		return
-	}
-	if in.Path != "" && !path.IsAbs(in.Path) {
-		ps.addAt(m.at(ip+".path"), ip+".path", "expected an absolute path inside the container, such as /run/secrets, got %q", in.Path)
-	}
-	for _, k := range []string{"uid", "gid"} {
-		kp := join(ip, k)
-		v := in.UID
-		if k == "gid" {
-			v = in.GID
-		}
-		if m.set(kp) && v < 0 {
-			ps.addAt(m.at(kp), kp, "expected a number from 0, got %d", v)
-		}
 	}
 }
 
