@@ -5,19 +5,41 @@ import (
 
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/provider"
+	"github.com/dso-project/dso/internal/provider/awssm"
+	"github.com/dso-project/dso/internal/provider/azurekv"
 	"github.com/dso-project/dso/internal/provider/local"
+	"github.com/dso-project/dso/internal/provider/plugin"
+	"github.com/dso-project/dso/internal/provider/vault"
 )
 
-// Default returns the registry of the providers built into dso.
+// Default returns the registry of the providers built into dso: the local
+// vault, HashiCorp Vault, AWS Secrets Manager, Azure Key Vault and external
+// plugins.
 func Default() *Registry {
 	r := &Registry{}
 	mustRegister(r, config.ProviderLocal, buildLocal)
+	mustRegister(r, config.ProviderVault, typed(vault.FromConfig))
+	mustRegister(r, config.ProviderAWS, typed(awssm.FromConfig))
+	mustRegister(r, config.ProviderAzure, typed(azurekv.FromConfig))
+	mustRegister(r, config.ProviderPlugin, typed(plugin.FromConfig))
 	return r
 }
 
 func mustRegister(r *Registry, t config.ProviderType, b Builder) {
 	if err := r.Register(t, b); err != nil {
 		panic(err)
+	}
+}
+
+// typed adapts a constructor returning a concrete provider type, so that a
+// failed build gives a nil interface and not a typed nil.
+func typed[P provider.Provider](build func(string, config.Provider) (P, error)) Builder {
+	return func(name string, pc config.Provider) (provider.Provider, error) {
+		p, err := build(name, pc)
+		if err != nil {
+			return nil, err
+		}
+		return p, nil
 	}
 }
 
