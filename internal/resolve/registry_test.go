@@ -122,7 +122,7 @@ secrets: []
 		}
 	}
 	want := map[string]string{
-		"dso://app/local":                               "from-local",
+		"dso://app/local": "from-local",
 		"dso://secret/data/app/db?provider=hv#password": "from-vault",
 		"dso://app/api?provider=sm#key":                 "from-aws",
 		"dso://app/plug?provider=ext":                   "from-plugin",
