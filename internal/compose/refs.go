@@ -43,8 +43,36 @@ type LabelSecret struct {
 	Mappings map[string]string // variable -> path in the provider
 }
 
-// Secrets looks up a dso.yaml secret by name for the label form.
-type Secrets func(name string) (LabelSecret, bool)
+// Secrets gives the label form its dso.yaml secrets.
+type Secrets struct {
+	// Lookup finds a secret by name.
+	Lookup func(name string) (LabelSecret, bool)
+	// Targeting names the secrets whose targets.containers lists the
+	// service or its container name.
+	Targeting func(service, containerName string) []string
+}
+
+// secretNames are the dso.yaml secrets a service asks for, with where each
+// request comes from: its dso.secrets label, and the secrets that target it.
+func secretNames(svc types.ServiceConfig, secrets Secrets) [][2]string {
+	var names [][2]string
+	seen := map[string]bool{}
+	add := func(n, origin string) {
+		if n = strings.TrimSpace(n); n != "" && !seen[n] {
+			seen[n] = true
+			names = append(names, [2]string{n, fmt.Sprintf(origin, n)})
+		}
+	}
+	for _, n := range strings.Split(svc.Labels[LabelSecrets], ",") {
+		add(n, "label "+LabelSecrets+" %q")
+	}
+	if secrets.Targeting != nil {
+		for _, n := range secrets.Targeting(svc.Name, svc.ContainerName) {
+			add(n, "dso.yaml secret %q, targets.containers")
+		}
+	}
+	return names
+}
 
 // FindUses returns every secret reference of the given services, sorted by
 // service and variable. All problems are reported at once, each naming the
@@ -68,28 +96,23 @@ func FindUses(p *types.Project, services []string, secrets Secrets) ([]Use, erro
 			}
 			uses = append(uses, Use{Service: name, Var: v, Ref: ref.InProject(p.Name), Origin: "environment"})
 		}
-		if list, ok := svc.Labels[LabelSecrets]; ok {
-			for _, sname := range strings.Split(list, ",") {
-				sname = strings.TrimSpace(sname)
-				if sname == "" {
+		for _, named := range secretNames(svc, secrets) {
+			sname, origin := named[0], named[1]
+			ls, found := LabelSecret{}, false
+			if secrets.Lookup != nil {
+				ls, found = secrets.Lookup(sname)
+			}
+			if !found {
+				errs = append(errs, fmt.Errorf("service %q, %s: secret %q is not defined in dso.yaml (add it under secrets: with its mappings)", name, origin, sname))
+				continue
+			}
+			for v, path := range ls.Mappings {
+				ref := secretref.Ref{File: ls.File, Provider: ls.Provider, Path: path}
+				if _, err := secretref.Parse(ref.String()); err != nil {
+					errs = append(errs, fmt.Errorf("service %q, %s, variable %s: %w", name, origin, v, err))
 					continue
 				}
-				ls, found := LabelSecret{}, false
-				if secrets != nil {
-					ls, found = secrets(sname)
-				}
-				if !found {
-					errs = append(errs, fmt.Errorf("service %q, label %s: secret %q is not defined in dso.yaml (add it under secrets: with its mappings)", name, LabelSecrets, sname))
-					continue
-				}
-				for v, path := range ls.Mappings {
-					ref := secretref.Ref{File: ls.File, Provider: ls.Provider, Path: path}
-					if _, err := secretref.Parse(ref.String()); err != nil {
-						errs = append(errs, fmt.Errorf("service %q, label %s, secret %q, variable %s: %w", name, LabelSecrets, sname, v, err))
-						continue
-					}
-					uses = append(uses, Use{Service: name, Var: v, Ref: ref.InProject(p.Name), Origin: fmt.Sprintf("label %s %q", LabelSecrets, sname)})
-				}
+				uses = append(uses, Use{Service: name, Var: v, Ref: ref.InProject(p.Name), Origin: origin})
 			}
 		}
 	}

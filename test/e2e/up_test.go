@@ -237,3 +237,49 @@ services:
 	}
 	assertNoLeak(t, u, [][]byte{value}, r.output())
 }
+
+// TestLabelFormWithMappings: the seed's form, dso.secrets labels naming
+// dso.yaml secrets whose mappings give the variables, env and file.
+func TestLabelFormWithMappings(t *testing.T) {
+	u := newUser(t)
+	root, app := canary(t, "root"), canary(t, "app")
+	dir := writeProject(t, map[string]string{
+		"compose.yaml": `
+services:
+  mysql:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    labels:
+      dso.reloader: "true"
+      dso.secrets: "database_credentials,tls"
+    environment:
+      MYSQL_ROOT_PASSWORD: ""
+`,
+		"dso.yaml": `
+version: v1.0.0
+mode: local
+providers:
+  local:
+    type: local
+secrets:
+  - name: database_credentials
+    provider: local
+    mappings:
+      MYSQL_ROOT_PASSWORD: prod/mysql/root_password
+  - name: tls
+    inject: {type: file}
+    mappings:
+      MYSQL_APP_PASSWORD_FILE: prod/mysql/app_password
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"prod/mysql/root_password": root, "prod/mysql/app_password": app})
+	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	addr := testbed.HostAddr(t, serviceContainer(t, project, "mysql"), "8080/tcp")
+	if got := get(t, addr, "/env/MYSQL_ROOT_PASSWORD"); got != string(root) {
+		t.Errorf("MYSQL_ROOT_PASSWORD: %d bytes, not the secret", len(got))
+	}
+	if got := get(t, addr, "/file?path="+get(t, addr, "/env/MYSQL_APP_PASSWORD_FILE")); got != string(app) {
+		t.Errorf("the mapped file does not hold the secret (%d bytes)", len(got))
+	}
+	assertNoLeak(t, u, [][]byte{root, app}, up.output())
+}

@@ -138,18 +138,30 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	return dockerCompose(ctx, f, p, inv, override, append([]string{opts.Sub}, inv.rest...)...)
 }
 
-// labelSecrets gives the label form (dso.secrets) its dso.yaml secrets.
+// labelSecrets gives the label form (dso.secrets, targets.containers) its
+// dso.yaml secrets.
 func labelSecrets(cfg *config.Config) compose.Secrets {
-	return func(name string) (compose.LabelSecret, bool) {
-		if cfg == nil {
-			return compose.LabelSecret{}, false
-		}
-		for _, s := range cfg.Secrets {
-			if s.Name == name {
-				return compose.LabelSecret{Provider: s.Provider, File: s.Inject.Type == config.InjectFile, Mappings: s.Mappings}, true
+	if cfg == nil {
+		return compose.Secrets{}
+	}
+	return compose.Secrets{
+		Lookup: func(name string) (compose.LabelSecret, bool) {
+			for _, s := range cfg.Secrets {
+				if s.Name == name {
+					return compose.LabelSecret{Provider: s.Provider, File: s.Inject.Type == config.InjectFile, Mappings: s.Mappings}, true
+				}
 			}
-		}
-		return compose.LabelSecret{}, false
+			return compose.LabelSecret{}, false
+		},
+		Targeting: func(service, containerName string) []string {
+			var names []string
+			for _, s := range cfg.Secrets {
+				if slices.Contains(s.Targets.Containers, service) || containerName != "" && slices.Contains(s.Targets.Containers, containerName) {
+					names = append(names, s.Name)
+				}
+			}
+			return names
+		},
 	}
 }
 
