@@ -79,6 +79,14 @@ type Agent struct {
 	Rotation AgentRotation `yaml:"rotation,omitempty" json:"rotation,omitzero" desc:"Rotation of containers when a secret changes."`
 	API      API           `yaml:"api,omitempty" json:"api,omitzero" desc:"The agent's REST API."`
 	Socket   string        `yaml:"socket,omitempty" json:"socket,omitempty" dso:"path" desc:"Unix socket of the agent (default /run/dso/dso.sock)."`
+	Notify   []Notify      `yaml:"notify,omitempty" json:"notify,omitempty" desc:"Outbound webhooks the agent sends when a rotation succeeds or fails, signed with HMAC-SHA256. They carry names, versions and container ids, never a value."`
+}
+
+// Notify is one endpoint of outbound rotation webhooks.
+type Notify struct {
+	URL    string        `yaml:"url" json:"url" dso:"required" desc:"http or https URL the agent POSTs a JSON notification to."`
+	Secret string        `yaml:"secret" json:"secret" dso:"required,secret" desc:"Key of the HMAC-SHA256 signature sent in X-DSO-Signature (sha256=<hex>); write ${VAR} to take it from the environment."`
+	Events []NotifyEvent `yaml:"events,omitempty" json:"events,omitempty" desc:"Which rotations to report: success, failure (default both)."`
 }
 
 // Watch configures change detection.
@@ -171,6 +179,18 @@ const WatchPolling WatchMode = "polling"
 
 // Values lists the accepted watch modes.
 func (WatchMode) Values() []string { return []string{string(WatchPolling)} }
+
+// NotifyEvent is a kind of rotation outcome a webhook reports.
+type NotifyEvent string
+
+// Notification events.
+const (
+	NotifySuccess NotifyEvent = "success"
+	NotifyFailure NotifyEvent = "failure"
+)
+
+// Values lists the accepted notification events.
+func (NotifyEvent) Values() []string { return []string{string(NotifySuccess), string(NotifyFailure)} }
 
 // InjectType is how values reach a container.
 type InjectType string

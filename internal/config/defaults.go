@@ -87,6 +87,11 @@ func applyDefaults(c *Config) {
 	}
 	a.API.Address = first(a.API.Address, DefaultAPIAddress)
 	a.Socket = first(a.Socket, DefaultSocket)
+	for i := range a.Notify {
+		if len(a.Notify[i].Events) == 0 {
+			a.Notify[i].Events = []NotifyEvent{NotifySuccess, NotifyFailure}
+		}
+	}
 
 	strategy, enabled := c.defaultStrategy(), c.defaultEnabled()
 	d := &c.Defaults

@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -32,6 +33,9 @@ func validate(c *Config, ps *problems) {
 	checkStrategy(c.Agent.Rotation.Strategy, "agent.rotation.strategy", m, ps)
 	if m.set("agent.watch.polling_interval") && c.Agent.Watch.PollingInterval.D().Seconds() < 1 {
 		ps.addAt(m.at("agent.watch.polling_interval"), "agent.watch.polling_interval", "must be at least 1s, got %s", c.Agent.Watch.PollingInterval)
+	}
+	for i, n := range c.Agent.Notify {
+		validateNotify(n, fmt.Sprintf("agent.notify[%d]", i), m, ps)
 	}
 	checkStrategy(c.Defaults.Rotation.Strategy, "defaults.rotation.strategy", m, ps)
 	validateRotation(c.Defaults.Rotation, c.defaultStrategy(), "defaults.rotation", m, ps)
@@ -146,6 +150,22 @@ func joinTypes(types []ProviderType) string {
 func checkStrategy(s Strategy, at string, m *meta, ps *problems) {
 	if s == StrategyRolling {
 		ps.addAt(m.at(at), at, "strategy rolling is not supported yet (use restart, signal or none)")
+	}
+}
+
+// validateNotify checks one webhook endpoint. The URL is not echoed: it
+// may carry a token.
+func validateNotify(n Notify, np string, m *meta, ps *problems) {
+	up := np + ".url"
+	if m.set(up) {
+		u, err := url.Parse(n.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			ps.addAt(m.at(up), up, "expected an http or https URL with a host, such as https://hooks.example.com/dso")
+		}
+	}
+	sp := np + ".secret"
+	if m.set(sp) && n.Secret == "" {
+		ps.addAt(m.at(sp), sp, "the signing secret is empty; set a key (write ${VAR} to take it from the environment)")
 	}
 }
 
