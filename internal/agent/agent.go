@@ -26,6 +26,7 @@ import (
 	"github.com/dso-project/dso/internal/deliver"
 	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/metrics"
+	"github.com/dso-project/dso/internal/notify"
 	"github.com/dso-project/dso/internal/resolve"
 	"github.com/dso-project/dso/internal/rotate"
 	"github.com/dso-project/dso/internal/secretref"
@@ -60,6 +61,9 @@ type Options struct {
 	Store     *state.Store
 	Metrics   *metrics.Metrics
 	Bus       *events.Bus
+	// Notify, when set, gets every finished rotation (the outbound
+	// webhooks); it must not block.
+	Notify func(notify.Notification)
 	// Parallel bounds deliveries and rotations in flight (default 4).
 	Parallel int
 	// PollInterval is the base polling interval of secret versions (30s).

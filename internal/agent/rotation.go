@@ -15,6 +15,7 @@ import (
 	"github.com/dso-project/dso/internal/api/events"
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/metrics"
+	"github.com/dso-project/dso/internal/notify"
 	"github.com/dso-project/dso/internal/rotate"
 	"github.com/dso-project/dso/internal/state"
 )
@@ -116,6 +117,14 @@ func (a *Agent) rotate(ctx context.Context, id string, keys []string) {
 	}
 	a.emit(events.Event{Type: events.TypeRotation, Level: level, Project: project, Service: service, Container: shortID(id), Strategy: strategy, Result: result, Message: msg,
 		Attrs: map[string]string{"new_container": shortID(newID)}})
+	if a.opts.Notify != nil {
+		event := notify.EventRotationSucceeded
+		if err != nil {
+			event = notify.EventRotationFailed
+		}
+		a.opts.Notify(notify.Notification{Event: event, Time: time.Now(), RotationID: journal, Project: project, Service: service, Secrets: names,
+			Strategy: strategy, OldContainer: shortID(id), NewContainer: shortID(newID), Error: errText})
+	}
 }
 
 // apply runs one strategy, with retries for restart.

@@ -19,7 +19,11 @@ import (
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
+	"slices"
+	"sync"
 	"time"
+
+	"github.com/dso-project/dso/internal/config"
 )
 
 // Headers set on every notification.
@@ -58,8 +62,11 @@ type Config struct {
 	Attempts  int           // in all: 5
 	Backoff   time.Duration // before the second attempt, doubling, up to a minute: 1s
 	QueueSize int           // notifications waiting to be sent: 100
-	Client    *http.Client
-	Log       *slog.Logger
+	// Events this endpoint wants (EventRotationSucceeded,
+	// EventRotationFailed); every event when empty.
+	Events []string
+	Client *http.Client
+	Log    *slog.Logger
 }
 
 // Notifier delivers notifications to one endpoint.
@@ -171,6 +178,11 @@ func (nf *Notifier) attempt(ctx context.Context, event, delivery string, body []
 	}
 }
 
+// Wants reports whether the endpoint takes notifications of event.
+func (nf *Notifier) Wants(event string) bool {
+	return len(nf.cfg.Events) == 0 || slices.Contains(nf.cfg.Events, event)
+}
+
 // Enqueue hands n to Run without waiting. It returns false (and the
 // notification is dropped) when the queue is full.
 func (nf *Notifier) Enqueue(n Notification) bool {
@@ -196,4 +208,49 @@ func (nf *Notifier) Run(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// Set is the endpoints of one agent.
+type Set []*Notifier
+
+// FromConfig builds a notifier per agent.notify entry of dso.yaml.
+func FromConfig(entries []config.Notify, log *slog.Logger) (Set, error) {
+	var s Set
+	for i, e := range entries {
+		var events []string
+		for _, ev := range e.Events {
+			switch ev {
+			case config.NotifySuccess:
+				events = append(events, EventRotationSucceeded)
+			case config.NotifyFailure:
+				events = append(events, EventRotationFailed)
+			}
+		}
+		nf, err := New(Config{URL: e.URL, Secret: []byte(e.Secret), Events: events, Log: log})
+		if err != nil {
+			return nil, fmt.Errorf("agent.notify[%d]: %w", i, err)
+		}
+		s = append(s, nf)
+	}
+	return s, nil
+}
+
+// Enqueue hands n to every endpoint that wants its event, without waiting.
+func (s Set) Enqueue(n Notification) {
+	for _, nf := range s {
+		if nf.Wants(n.Event) {
+			nf.Enqueue(n)
+		}
+	}
+}
+
+// Run sends the queued notifications of every endpoint until ctx is
+// cancelled; one slow endpoint does not hold the others back.
+func (s Set) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, nf := range s {
+		wg.Go(func() { nf.Run(ctx) })
+	}
+	wg.Wait()
+	return nil
 }

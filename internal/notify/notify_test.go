@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/dso-project/dso/internal/config"
 )
 
 var secret = []byte("CANARY-notify-signing-key")
@@ -153,5 +155,39 @@ func TestConfigErrors(t *testing.T) {
 		if _, err := New(c); err == nil {
 			t.Errorf("accepted %+v", c.URL)
 		}
+	}
+}
+
+// TestSetFromConfig: each dso.yaml endpoint gets only the events it asked
+// for, signed with its own key.
+func TestSetFromConfig(t *testing.T) {
+	all, failures := &endpoint{}, &endpoint{}
+	srvAll, srvFail := httptest.NewServer(all), httptest.NewServer(failures)
+	defer srvAll.Close()
+	defer srvFail.Close()
+	set, err := FromConfig([]config.Notify{
+		{URL: srvAll.URL, Secret: string(secret), Events: []config.NotifyEvent{config.NotifySuccess, config.NotifyFailure}},
+		{URL: srvFail.URL, Secret: string(secret), Events: []config.NotifyEvent{config.NotifyFailure}},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- set.Run(ctx) }()
+	set.Enqueue(Notification{Event: EventRotationSucceeded, Service: "ok"})
+	set.Enqueue(Notification{Event: EventRotationFailed, Service: "bad"})
+	for deadline := time.Now().Add(5 * time.Second); all.hits.Load() < 2 || failures.hits.Load() < 1; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("hits: all %d, failures %d", all.hits.Load(), failures.hits.Load())
+		}
+	}
+	cancel()
+	<-done
+	if len(all.bodies) != 2 || len(failures.bodies) != 1 || failures.bodies[0].Event != EventRotationFailed {
+		t.Fatalf("all got %+v, failures got %+v", all.bodies, failures.bodies)
+	}
+	if _, err := FromConfig([]config.Notify{{URL: "ftp://x", Secret: "k"}}, nil); err == nil || !strings.Contains(err.Error(), "agent.notify[0]") {
+		t.Fatalf("bad URL: %v", err)
 	}
 }

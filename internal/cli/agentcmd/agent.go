@@ -22,6 +22,7 @@ import (
 	"github.com/dso-project/dso/internal/cmdutil"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/metrics"
+	"github.com/dso-project/dso/internal/notify"
 	"github.com/dso-project/dso/internal/provider/local"
 	"github.com/dso-project/dso/internal/resolve"
 	"github.com/dso-project/dso/internal/state"
@@ -47,7 +48,11 @@ one changes. systemd runs it as the dso-agent service; in local mode
 'docker dso up' starts it for the user with --local when none runs.
 
 Environment: DSO_WEBHOOK_SECRET, when set, lets POST /webhook requests
-signed with HMAC-SHA256 of their body (header X-DSO-Signature) trigger a check.`,
+signed with HMAC-SHA256 of their body (header X-DSO-Signature) trigger a check.
+DSO_API_ADDR overrides the address of the REST API (agent.api.address).
+
+The agent.notify entries of dso.yaml receive a signed JSON POST when a
+rotation succeeds or fails (rotation.succeeded, rotation.failed).`,
 		Args: cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if runF != nil {
@@ -133,6 +138,15 @@ func run(cmd *cobra.Command, opts *Options) error {
 		ao.PollInterval = cfg.Agent.Watch.PollingInterval.D()
 		ao.HealthTimeout = cfg.Agent.Rotation.HealthCheckTimeout.D()
 	}
+	var notifiers notify.Set
+	if cfg != nil {
+		if notifiers, err = notify.FromConfig(cfg.Agent.Notify, log); err != nil {
+			return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+		}
+		if len(notifiers) > 0 {
+			ao.Notify = notifiers.Enqueue
+		}
+	}
 	ag, err := agent.New(ao)
 	if err != nil {
 		return err
@@ -171,6 +185,9 @@ func run(cmd *cobra.Command, opts *Options) error {
 	g, ctx := errgroup.WithContext(cmd.Context())
 	g.Go(func() error { return ag.Run(ctx) })
 	g.Go(func() error { return localAPI.Run(ctx) })
+	if len(notifiers) > 0 {
+		g.Go(func() error { return notifiers.Run(ctx) })
+	}
 	if restUp {
 		g.Go(func() error { return rest.Run(ctx) })
 	}
