@@ -123,6 +123,9 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	}
 	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, ConfigPath: cfgPath, Agent: agentID}, engineImages{docker: docker, project: p})
 	if err != nil {
+		if inv.dryRun {
+			err = fmt.Errorf("%w\n(--dry-run neither builds nor pulls: run `docker dso pull` or `docker dso compose build` first)", err)
+		}
 		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
 	}
 	override, err := plan.Override()
