@@ -19,6 +19,9 @@ import (
 type engineImages struct {
 	docker  client.APIClient
 	project *types.Project
+	// ids caches user lookups by image and user: services sharing an image
+	// need one lookup container, not one each.
+	ids map[[2]string][2]int
 }
 
 var _ compose.Images = engineImages{}
@@ -40,6 +43,9 @@ func (e engineImages) Config(ctx context.Context, svc types.ServiceConfig) (comp
 // for that and never started.
 func (e engineImages) IDs(ctx context.Context, svc types.ServiceConfig, user string) (int, int, error) {
 	name := imageName(e.project, svc)
+	if ids, ok := e.ids[[2]string{name, user}]; ok {
+		return ids[0], ids[1], nil
+	}
 	c, err := e.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Image: name})
 	if err != nil {
 		return 0, 0, fmt.Errorf("read users of image %s: %w", name, err)
@@ -47,7 +53,11 @@ func (e engineImages) IDs(ctx context.Context, svc types.ServiceConfig, user str
 	defer e.docker.ContainerRemove(context.WithoutCancel(ctx), c.ID, client.ContainerRemoveOptions{Force: true})
 	passwd := readImageFile(ctx, e.docker, c.ID, "/etc/passwd")
 	group := readImageFile(ctx, e.docker, c.ID, "/etc/group")
-	return lookupIDs(user, passwd, group)
+	uid, gid, err := lookupIDs(user, passwd, group)
+	if err == nil {
+		e.ids[[2]string{name, user}] = [2]int{uid, gid}
+	}
+	return uid, gid, err
 }
 
 // lookupIDs resolves user as the engine does: a number needs no entry (its

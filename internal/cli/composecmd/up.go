@@ -121,7 +121,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return err
 	}
-	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, ConfigPath: cfgPath, Agent: agentID}, engineImages{docker: docker, project: p})
+	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, ConfigPath: cfgPath, Agent: agentID}, engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}})
 	if err != nil {
 		if inv.dryRun {
 			err = fmt.Errorf("%w\n(--dry-run neither builds nor pulls: run `docker dso pull` or `docker dso compose build` first)", err)
