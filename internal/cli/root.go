@@ -7,6 +7,7 @@ import (
 	"github.com/dso-project/dso/internal/cli/bootstrapcmd"
 	"github.com/dso-project/dso/internal/cli/composecmd"
 	"github.com/dso-project/dso/internal/cli/configcmd"
+	"github.com/dso-project/dso/internal/cli/doctorcmd"
 	"github.com/dso-project/dso/internal/cli/initcmd"
 	"github.com/dso-project/dso/internal/cli/secretcmd"
 	"github.com/dso-project/dso/internal/cli/setupcmd"
@@ -45,6 +46,7 @@ func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 		statuscmd.NewCmdWatch(f),
 		bootstrapcmd.NewCmd(f, nil),
 		systemcmd.NewCmd(f, nil),
+		doctorcmd.NewCmd(f, nil),
 	)
 	return root
 }

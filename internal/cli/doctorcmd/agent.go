@@ -1,0 +1,112 @@
+package doctorcmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/dso-project/dso/internal/agent"
+	"github.com/dso-project/dso/internal/api"
+	"github.com/dso-project/dso/internal/config"
+)
+
+const agentTimeout = 5 * time.Second
+
+// checkAgent finds the agent that serves this host (the system agent when
+// its lock is held, else the user's local agent), asks its socket for its
+// health, and checks the socket's permissions.
+func (d *doctor) checkAgent(ctx context.Context) {
+	const what = "agent running"
+	agentMode := d.cfg != nil && d.cfg.Mode == config.ModeAgent
+	var kind, sock string
+	switch {
+	case agent.Held(agent.SystemLock):
+		kind, sock = "system", api.DefaultSocketPath
+		if d.cfg != nil && d.cfg.Agent.Socket != "" {
+			sock = d.cfg.Agent.Socket
+		}
+	case agentMode:
+		d.add(Finding{Check: what, Status: StatusFail, Detail: "dso.yaml says mode: agent, but the system agent is not running (" + agent.SystemLock + " is not held)",
+			Fix: "sudo systemctl start dso-agent (install it first with sudo docker dso bootstrap agent); docker dso system logs says why it stopped"})
+		return
+	default:
+		dir, err := agent.LocalDir()
+		if err != nil {
+			d.add(Finding{Check: what, Status: StatusFail, Detail: err.Error(), Fix: "set HOME"})
+			return
+		}
+		if !agent.Held(filepath.Join(dir, "agent.lock")) {
+			d.add(Finding{Check: what, Status: StatusWarn, Detail: "no agent runs for this user (local mode): containers started now get no secrets and no rotation",
+				Fix: "docker dso up starts the local agent; docker dso agent --local runs it in the foreground"})
+			return
+		}
+		kind = "local"
+		if sock, err = api.LocalSocketPath(); err != nil {
+			d.add(Finding{Check: what, Status: StatusFail, Detail: err.Error(), Fix: "set HOME or XDG_RUNTIME_DIR"})
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
+	defer cancel()
+	h, err := api.NewClient(sock).Health(ctx)
+	switch {
+	case errors.Is(err, api.ErrForbidden):
+		d.add(Finding{Check: what, Status: StatusFail, Detail: fmt.Sprintf("the %s agent refused this user on %s: %v", kind, sock, err),
+			Fix: "add your user to the dso group (sudo usermod -aG dso $USER) and log in again"})
+	case err != nil:
+		d.add(Finding{Check: what, Status: StatusFail, Detail: fmt.Sprintf("the %s agent holds its lock but its socket %s does not answer: %v", kind, sock, err),
+			Fix: restartFix(kind)})
+	case h.Health != api.HealthOK:
+		d.add(Finding{Check: what, Status: StatusWarn, Detail: fmt.Sprintf("the %s agent (pid %d, version %s) says %s: %v", kind, h.PID, h.Version, h.Health, h.Problems),
+			Fix: "see the problems above; docker dso status shows the secrets that fail"})
+	default:
+		d.add(Finding{Check: what, Status: StatusOK, Detail: fmt.Sprintf("the %s agent (pid %d, version %s, up since %s) answers on %s", kind, h.PID, h.Version, h.StartedAt.Format(time.RFC3339), sock)})
+	}
+	d.checkSocket(kind, sock)
+}
+
+func restartFix(kind string) string {
+	if kind == "system" {
+		return "sudo systemctl restart dso-agent; docker dso system logs says what went wrong"
+	}
+	return "docker dso agent stop, then docker dso up starts it again; see ~/.dso/run/agent.log"
+}
+
+// checkSocket wants the socket to be 0660, and in group dso for the system
+// agent, so that only root, the agent's user and the group may use it.
+func (d *doctor) checkSocket(kind, sock string) {
+	const what = "agent socket permissions"
+	st, err := os.Stat(sock)
+	if err != nil {
+		d.add(Finding{Check: what, Status: StatusFail, Detail: err.Error(), Fix: restartFix(kind)})
+		return
+	}
+	perm := st.Mode().Perm()
+	gid := st.Sys().(*syscall.Stat_t).Gid
+	group := strconv.FormatUint(uint64(gid), 10)
+	if g, err := user.LookupGroupId(group); err == nil {
+		group = g.Name
+	}
+	detail := fmt.Sprintf("%s: mode %04o, group %s", sock, perm, group)
+	switch {
+	case st.Mode().Type() != fs.ModeSocket:
+		d.add(Finding{Check: what, Status: StatusFail, Detail: sock + " is not a socket", Fix: restartFix(kind)})
+	case perm&0o007 != 0:
+		d.add(Finding{Check: what, Status: StatusFail, Detail: detail + ": any user of this host may talk to the agent",
+			Fix: "chmod 0660 " + sock + " (the agent sets 0660 when it starts; restart it)"})
+	case kind == "system" && group != api.GroupName:
+		d.add(Finding{Check: what, Status: StatusFail, Detail: detail + ": members of group " + api.GroupName + " cannot use it",
+			Fix: "sudo docker dso bootstrap agent creates the dso group; then sudo systemctl restart dso-agent"})
+	case perm != 0o660:
+		d.add(Finding{Check: what, Status: StatusWarn, Detail: detail + ", want 0660", Fix: "chmod 0660 " + sock})
+	default:
+		d.add(Finding{Check: what, Status: StatusOK, Detail: detail})
+	}
+}
