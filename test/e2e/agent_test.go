@@ -1,0 +1,476 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dso-project/dso/internal/api"
+	"github.com/dso-project/dso/internal/notify"
+	"github.com/dso-project/dso/internal/testbed"
+)
+
+// agentProc is a `docker dso agent --local` the test started itself, with
+// the test's dso.yaml (which `docker dso up` never passes to the agent it
+// starts) and the REST API on a free port.
+type agentProc struct {
+	addr string // REST API host:port
+	log  string // its stdout and stderr
+}
+
+// startAgent runs the user's plugin binary as `docker-dso -c cfg agent
+// --local` with env added, waits for its REST API, and stops it (SIGTERM,
+// by pid) when the test ends.
+func startAgent(t *testing.T, u *user, cfg string, env ...string) *agentProc {
+	t.Helper()
+	a := &agentProc{addr: "127.0.0.1:" + freePort(t), log: filepath.Join(t.TempDir(), "agent.log")}
+	logf, err := os.Create(a.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(u.home, ".docker", "cli-plugins", "docker-dso"), "-c", cfg, "agent", "--local")
+	cmd.Env = append(append(append([]string{}, u.env...), "DSO_API_ADDR="+a.addr), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); logf.Close(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			t.Errorf("the agent (pid %d) did not stop within 15s of SIGTERM", cmd.Process.Pid)
+			cmd.Process.Kill()
+			<-exited
+		}
+	})
+	waitFor(t, "the agent's REST API", func() bool {
+		select {
+		case <-exited:
+			b, _ := os.ReadFile(a.log)
+			t.Fatalf("the agent stopped at once:\n%s", b)
+		default:
+		}
+		resp, err := http.Get("http://" + a.addr + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
+	return a
+}
+
+func (a *agentProc) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := http.Get("http://" + a.addr + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func (a *agentProc) webhook(t *testing.T, body []byte, signature string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, "http://"+a.addr+"/webhook", bytes.NewReader(body))
+	if signature != "" {
+		req.Header.Set(api.SignatureHeader, signature)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST /webhook: %v", err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func (a *agentProc) logText() string {
+	b, _ := os.ReadFile(a.log)
+	return string(b)
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	_, port, _ := net.SplitHostPort(l.Addr().String())
+	return port
+}
+
+// status is `docker dso status --json`, decoded.
+func status(t *testing.T, u *user) (api.Status, string) {
+	t.Helper()
+	r := u.must("", nil, "dso", "status", "--json")
+	var s api.Status
+	if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+		t.Fatalf("docker dso status --json: %v\n%s", err, r.stdout)
+	}
+	return s, r.stdout
+}
+
+func secretStatus(t *testing.T, s api.Status, name string) api.SecretStatus {
+	t.Helper()
+	for _, sec := range s.Secrets {
+		if sec.Name == name {
+			return sec
+		}
+	}
+	t.Fatalf("the agent does not watch %s: %+v", name, s.Secrets)
+	return api.SecretStatus{}
+}
+
+// filesBackend is a directory served by the example provider plugin: a
+// backend whose changes only polling or a webhook can notice (the agent
+// watches local vault files, not this).
+type filesBackend struct{ dir string }
+
+func newFilesBackend(t *testing.T) *filesBackend {
+	return &filesBackend{dir: filepath.Join(t.TempDir(), "secrets")}
+}
+
+// set replaces the file of secret path atomically, as a backend would.
+func (b *filesBackend) set(t *testing.T, path string, value []byte) {
+	t.Helper()
+	p := filepath.Join(b.dir, filepath.FromSlash(path))
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, value, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// config is a dso.yaml whose only provider is this backend.
+func (b *filesBackend) config(t *testing.T, agentYAML string) string {
+	plugin := filepath.Join(t.TempDir(), "dso-provider-example")
+	copyFile(t, testbed.GoBinary(t, "./cmd/dso-provider-example"), plugin)
+	data, err := os.ReadFile(plugin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return "providers:\n  files:\n    type: plugin\n    plugin: " + plugin + "\n    auth:\n      params:\n        dir: " + b.dir +
+		"\n        sha256: " + hex.EncodeToString(sum[:]) + "\n" +
+		"agent:\n" + agentYAML + "secrets: {}\n"
+}
+
+const apiCompose = `
+services:
+  api:
+    image: %IMAGE%
+    ports: ["127.0.0.1::8080"]
+    labels:
+      dso.update.strategy: restart
+    environment:
+      TOKEN: dso://app/token
+`
+
+func apiProject(t *testing.T, dsoYAML string) (dir, project string) {
+	dir = writeProject(t, map[string]string{
+		"compose.yaml": strings.ReplaceAll(apiCompose, "%IMAGE%", testbed.TestappImage(t)),
+		"dso.yaml":     dsoYAML,
+	})
+	return dir, testbed.Project(t, dir)
+}
+
+// TestAgentWebhook: with polling at 1h and a backend the agent does not
+// watch, a change reaches the app only when a signed POST /webhook asks for
+// a check; a bad signature is refused and checks nothing.
+func TestAgentWebhook(t *testing.T) {
+	u := newUser(t)
+	key := "webhook-key-" + hex.EncodeToString(canary(t, "k")[:8])
+	v1, v2 := canary(t, "w1"), canary(t, "w2")
+	b := newFilesBackend(t)
+	b.set(t, "app/token", v1)
+	dir, project := apiProject(t, b.config(t, "  watch:\n    polling_interval: 1h\n"))
+	ag := startAgent(t, u, filepath.Join(dir, "dso.yaml"), "DSO_WEBHOOK_SECRET="+key)
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	oldID := serviceContainer(t, project, "api")
+	waitFor(t, "the first value", func() bool { _, v, ok := answer(t, project, "api", "/env/TOKEN"); return ok && v == string(v1) })
+
+	before, _ := status(t, u)
+	sec := secretStatus(t, before, "files:app/token")
+	if sec.Interval < time.Hour {
+		t.Fatalf("the secret is polled every %v: the 1h polling interval is not in effect", sec.Interval)
+	}
+	body := []byte(`{}`)
+	for name, sig := range map[string]string{
+		"no signature":    "",
+		"wrong key":       api.Sign([]byte("not-the-key"), body),
+		"other body":      api.Sign([]byte(key), []byte(`{"secrets":[]}`)),
+		"not hex":         "sha256=zz",
+		"no sha256= part": strings.TrimPrefix(api.Sign([]byte(key), body), "sha256="),
+	} {
+		if code := ag.webhook(t, body, sig); code != http.StatusUnauthorized {
+			t.Errorf("webhook with %s: status %d, want 401", name, code)
+		}
+	}
+	b.set(t, "app/token", v2)
+	time.Sleep(3 * time.Second)
+	after, _ := status(t, u)
+	if got := secretStatus(t, after, "files:app/token"); !got.LastCheck.Equal(sec.LastCheck) {
+		t.Errorf("refused webhooks checked the secret (last check %v, was %v)", got.LastCheck, sec.LastCheck)
+	}
+	if id, v, ok := answer(t, project, "api", "/env/TOKEN"); !ok || v != string(v1) || id != oldID {
+		t.Fatalf("the app changed without a check (ok %v, same container %v)", ok, id == oldID)
+	}
+
+	start := time.Now()
+	if code := ag.webhook(t, body, api.Sign([]byte(key), body)); code != http.StatusAccepted {
+		t.Fatalf("signed webhook: status %d, want 202", code)
+	}
+	waitFor(t, "the new value after the webhook", func() bool {
+		id, v, ok := answer(t, project, "api", "/env/TOKEN")
+		return ok && v == string(v2) && id != oldID
+	})
+	t.Logf("signed webhook -> app serving the new value: %v (polling interval 1h)", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(ag.logText(), "webhook refused") {
+		t.Errorf("the agent log does not record the refused webhooks")
+	}
+	for _, c := range []string{string(v1), string(v2), key} {
+		if strings.Contains(ag.logText(), c) {
+			t.Errorf("LEAK: a secret value or the webhook key is in the agent's log")
+		}
+	}
+}
+
+// TestAgentProviderOutage: while the backend is unreachable the status
+// shows the secret failing, nothing rotates and the app keeps serving;
+// once it is back with the same value, still nothing rotates.
+func TestAgentProviderOutage(t *testing.T) {
+	u := newUser(t)
+	v := canary(t, "out")
+	b := newFilesBackend(t)
+	b.set(t, "app/token", v)
+	dir, project := apiProject(t, b.config(t, "  watch:\n    polling_interval: 1s\n"))
+	ag := startAgent(t, u, filepath.Join(dir, "dso.yaml"))
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	id := serviceContainer(t, project, "api")
+	waitFor(t, "the value", func() bool { _, got, ok := answer(t, project, "api", "/env/TOKEN"); return ok && got == string(v) })
+	waitFor(t, "a first successful poll", func() bool {
+		s, _ := status(t, u)
+		return !secretStatus(t, s, "files:app/token").LastCheck.IsZero()
+	})
+
+	away := b.dir + ".away"
+	if err := os.Rename(b.dir, away); err != nil {
+		t.Fatal(err)
+	}
+	var outage api.Status
+	waitFor(t, "the status to show the secret failing", func() bool {
+		outage, _ = status(t, u)
+		return secretStatus(t, outage, "files:app/token").Failing
+	})
+	if outage.Agent.Health != api.HealthDegraded || len(outage.Agent.Problems) == 0 {
+		t.Errorf("agent health during the outage = %q %v, want degraded with the problem named", outage.Agent.Health, outage.Agent.Problems)
+	}
+	if code, _ := ag.get(t, "/health"); code != http.StatusServiceUnavailable {
+		t.Errorf("GET /health during the outage: %d, want 503", code)
+	}
+	time.Sleep(3 * time.Second) // more polls fail
+	if got, v2, ok := answer(t, project, "api", "/env/TOKEN"); got != id || !ok || v2 != string(v) {
+		t.Fatalf("during the outage the app changed (same container %v, serving %v)", got == id, ok)
+	}
+	_, events := ag.get(t, "/events?history=1000&follow=0")
+	if !strings.Contains(events, "event: provider_error") {
+		t.Errorf("no provider_error event during the outage")
+	}
+
+	if err := os.Rename(away, b.dir); err != nil {
+		t.Fatal(err)
+	}
+	var healed api.Status
+	waitFor(t, "the secret to be checked successfully again", func() bool {
+		healed, _ = status(t, u)
+		return !secretStatus(t, healed, "files:app/token").Failing
+	})
+	time.Sleep(5 * time.Second) // several more successful polls
+	healed, raw := status(t, u)
+	if len(healed.Rotations) != 0 {
+		t.Errorf("rotations after an outage with no change:\n%s", raw)
+	}
+	if healed.Agent.Health != api.HealthOK {
+		t.Errorf("agent health after the outage = %q %v", healed.Agent.Health, healed.Agent.Problems)
+	}
+	if got, v2, ok := answer(t, project, "api", "/env/TOKEN"); got != id || !ok || v2 != string(v) {
+		t.Errorf("after the outage the app changed (same container %v, serving %v)", got == id, ok)
+	}
+}
+
+// hookSink is an endpoint for the agent's outbound webhooks that keeps
+// what it got and checks signatures.
+type hookSink struct {
+	key    []byte
+	mu     sync.Mutex
+	bodies [][]byte
+	bad    int
+}
+
+func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	m := hmac.New(sha256.New, h.key)
+	m.Write(body)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r.Header.Get(notify.SignatureHeader) != "sha256="+hex.EncodeToString(m.Sum(nil)) {
+		h.bad++
+		http.Error(w, "bad signature", http.StatusUnauthorized)
+		return
+	}
+	h.bodies = append(h.bodies, body)
+}
+
+func (h *hookSink) received() [][]byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([][]byte(nil), h.bodies...)
+}
+
+// TestAgentCanaryNeverShows: through a full restart rotation from the local
+// vault, neither the old nor the new value shows in the agent's log,
+// /events, `docker dso status --json`, /metrics or the outbound rotation
+// webhook (whose signature checks out), nor anywhere assertNoLeak looks.
+func TestAgentCanaryNeverShows(t *testing.T) {
+	u := newUser(t)
+	v1, v2 := canary(t, "c1"), canary(t, "c2")
+	hookKey := canary(t, "hookkey")
+	sink := &hookSink{key: hookKey}
+	hooks := httptest.NewServer(sink)
+	defer hooks.Close()
+	dir, project := apiProject(t, "providers:\n  local:\n    type: local\nsecrets: {}\n")
+	// The agent's own dso.yaml (as /etc/dso/dso.yaml would be), with the
+	// signing key from its environment.
+	agentCfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nagent:\n  notify:\n    - url: " + hooks.URL + "/dso\n      secret: ${DSO_TEST_HOOK_KEY}\nsecrets: {}\n"})
+	u.initVault(map[string][]byte{"app/token": v1})
+	ag := startAgent(t, u, filepath.Join(agentCfg, "dso.yaml"), "DSO_TEST_HOOK_KEY="+string(hookKey))
+	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	oldID := serviceContainer(t, project, "api")
+	waitFor(t, "the first value", func() bool { _, v, ok := answer(t, project, "api", "/env/TOKEN"); return ok && v == string(v1) })
+
+	set := u.must("", v2, "dso", "secret", "set", "app/token")
+	var newID string
+	waitFor(t, "the new value after rotation", func() bool {
+		id, v, ok := answer(t, project, "api", "/env/TOKEN")
+		newID = id
+		return ok && v == string(v2) && id != oldID
+	})
+	waitFor(t, "the rotation webhook", func() bool { return len(sink.received()) > 0 })
+	var n notify.Notification
+	if err := json.Unmarshal(sink.received()[0], &n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Event != notify.EventRotationSucceeded || n.Service != "api" || n.Project != project || n.Strategy != "restart" ||
+		n.OldContainer != oldID[:12] || n.NewContainer != newID[:12] || len(n.Secrets) != 1 || n.Secrets[0] != "local:app/token" {
+		t.Errorf("notification = %+v, want a successful restart of %s/api from %.12s to %.12s for local:app/token", n, project, oldID, newID)
+	}
+	if sink.bad != 0 {
+		t.Errorf("%d notifications with a bad signature", sink.bad)
+	}
+
+	_, raw := status(t, u)
+	if !strings.Contains(raw, `"result": "success"`) {
+		t.Errorf("the status shows no successful rotation:\n%s", raw)
+	}
+	_, events := ag.get(t, "/events?history=1000&follow=0")
+	if !strings.Contains(events, "event: rotation") {
+		t.Errorf("/events has no rotation event")
+	}
+	_, metrics := ag.get(t, "/metrics")
+	if !strings.Contains(metrics, "dso_rotations_total") {
+		t.Errorf("/metrics has no rotation counter")
+	}
+	texts := []string{ag.logText(), events, raw, metrics, up.output(), set.output()}
+	for _, b := range sink.received() {
+		texts = append(texts, string(b))
+	}
+	assertNoLeak(t, u, [][]byte{v1, v2, hookKey}, texts...)
+}
+
+// TestAgentSocketRefusesOutsider: `docker dso status` run as nobody is
+// refused by the real agent, by the socket's file permissions and, with
+// those opened up, by its check of the caller's kernel credentials.
+func TestAgentSocketRefusesOutsider(t *testing.T) {
+	if os.Getuid() != 0 {
+		if testbed.InCI() {
+			t.Fatal("needs root to run a client as another user")
+		}
+		t.Skip("needs root to run a client as another user")
+	}
+	u := newUser(t)
+	dir := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nsecrets: {}\n"})
+	startAgent(t, u, filepath.Join(dir, "dso.yaml"))
+	if r := u.must("", nil, "dso", "status"); !strings.HasPrefix(r.stdout, "Agent: ok") {
+		t.Fatalf("the agent's own user: %s", r.output())
+	}
+
+	bin, err := os.MkdirTemp("", "dso-e2e-nobody-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(bin, 0o755)
+	t.Cleanup(func() { os.RemoveAll(bin) })
+	exe := filepath.Join(bin, "docker-dso")
+	copyFile(t, filepath.Join(u.home, ".docker", "cli-plugins", "docker-dso"), exe)
+	asNobody := func() (string, int) {
+		cmd := exec.Command(exe, "status")
+		cmd.Env = []string{"HOME=" + u.home, "PATH=/usr/bin:/bin"}
+		cmd.Dir = bin
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		out, err := cmd.CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	out, code := asNobody()
+	if code == 0 {
+		t.Errorf("nobody got the status through the default permissions:\n%s", out)
+	}
+	t.Logf("nobody, default permissions: exit %d: %s", code, strings.TrimSpace(out))
+
+	sock := filepath.Join(u.home, ".dso", "run", "dso.sock")
+	for p := filepath.Dir(sock); p != "/" && p != os.TempDir(); p = filepath.Dir(p) {
+		if err := os.Chmod(p, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chmod(sock, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	out, code = asNobody()
+	t.Logf("nobody, socket open to all: exit %d: %s", code, strings.TrimSpace(out))
+	if code == 0 || !strings.Contains(out, "uid 65534 is not allowed") {
+		t.Errorf("nobody, with the socket open to all: exit %d\n%s\nwant a refusal naming uid 65534", code, out)
+	}
+	if strings.Contains(out, "Watched secrets") {
+		t.Errorf("the refusal shows status data:\n%s", out)
+	}
+}
