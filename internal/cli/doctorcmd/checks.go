@@ -3,7 +3,6 @@ package doctorcmd
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -121,11 +120,18 @@ func firstLine(s string) string {
 func (d *doctor) checkCompose(ctx context.Context) {
 	const what = "Docker Compose v2 present"
 	fix := "install the Compose v2 plugin as ~/.docker/cli-plugins/docker-compose or /usr/local/lib/docker/cli-plugins/docker-compose (scripts/install.sh does); the Python docker-compose 1.x is not enough"
-	v, err := docker(ctx, "compose", "version", "--short")
+	out, err := docker(ctx, "compose", "version")
 	if err != nil {
 		d.add(Finding{Check: what, Status: StatusFail, Detail: err.Error(), Fix: fix})
 		return
 	}
+	// "Docker Compose version v2.29.1"
+	fields := strings.Fields(firstLine(out))
+	if len(fields) == 0 {
+		d.add(Finding{Check: what, Status: StatusFail, Detail: "docker compose version printed nothing", Fix: fix})
+		return
+	}
+	v := fields[len(fields)-1]
 	if major := strings.TrimPrefix(v, "v"); strings.HasPrefix(major, "1.") || strings.HasPrefix(major, "0.") {
 		d.add(Finding{Check: what, Status: StatusFail, Detail: "docker compose is version " + v, Fix: fix})
 		return
@@ -136,16 +142,12 @@ func (d *doctor) checkCompose(ctx context.Context) {
 func (d *doctor) checkPlugin(ctx context.Context) {
 	const what = "docker dso plugin installed"
 	fix := "install this binary as ~/.docker/cli-plugins/docker-dso or /usr/local/lib/docker/cli-plugins/docker-dso (scripts/install.sh does), executable"
-	out, err := docker(ctx, "dso", "version", "--json")
-	var v struct{ Version, Commit string }
-	if err == nil {
-		err = json.Unmarshal([]byte(out), &v)
-	}
+	out, err := docker(ctx, "dso", "version")
 	if err != nil {
 		d.add(Finding{Check: what, Status: StatusFail, Detail: err.Error(), Fix: fix})
 		return
 	}
-	d.add(Finding{Check: what, Status: StatusOK, Detail: fmt.Sprintf("`docker dso` answers: version %s, commit %s", v.Version, v.Commit)})
+	d.add(Finding{Check: what, Status: StatusOK, Detail: "`docker dso` answers: " + strings.ReplaceAll(out, "\n", ", ")})
 }
 
 // findInit finds dso-init as `docker dso up` does: $DSO_INIT, else beside
