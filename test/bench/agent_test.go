@@ -1,0 +1,306 @@
+package bench
+
+// Benchmarks of the agent, on the real engine, with the local agent that
+// `docker dso up` starts (the same binary and code as the system agent):
+//
+//	go test -run '^$' -bench BenchmarkRotateRestart -benchtime 10x -timeout 20m ./test/bench/
+//	go test -run '^$' -bench BenchmarkAgentIdle10k -benchtime 1x -timeout 30m ./test/bench/
+//
+// BenchmarkRotateRestart: one service (the testapp image, dso.update.strategy:
+// restart) holds one secret of the local vault. Each iteration stores a new
+// value with `docker dso secret set` and times until the app answers
+// GET /env/TOKEN with it from a new container: from the start of the
+// command (change-to-serving-s, median; -max too) and from its return, when
+// the vault file has been replaced (set-done-to-serving-s). Target <= 2 s.
+// Between rounds, untimed, it waits for the rotation to finish: a restart
+// rotation keeps the service's lock for a 2 s settle after the new
+// container runs, so a change arriving within it is served ~1 s later.
+//
+// BenchmarkAgentIdle10k: 10 services of the testapp image hold 1,000
+// references each, 10,000 distinct secrets of the local vault in all, so
+// the agent watches 10,000 secrets (dso_secrets_watched). Once every
+// container has its values, the agent is left idle with the default
+// polling (30s, backing off to 2 min while unchanged) for three windows of
+// a minute, and the agent process is measured from /proc/PID: resident
+// memory (VmRSS, sampled every second, the largest reported as
+// agent-rss-max-MB; targets <= 50 MB), CPU time (utime+stime) over the
+// window as a share of one core (agent-cpu-pct, the largest window; target
+// <= 2%), and version checks the agent made per minute, from its own
+// dso_provider_requests_total (provider-calls-per-min, the last window:
+// the first checks are spread over the first 30 s, then the intervals
+// grow to 2 min, so later windows approach 10,000 / 2 min = 5,000/min).
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/dso-project/dso/internal/agent"
+	"github.com/dso-project/dso/internal/api"
+	"github.com/dso-project/dso/internal/provider/local"
+	"github.com/dso-project/dso/internal/testbed"
+	"github.com/dso-project/dso/internal/vaultfile"
+)
+
+// BenchmarkRotateRestart: see the comment at the top of the file.
+func BenchmarkRotateRestart(b *testing.B) {
+	u := newUser(b)
+	port := freePort(b)
+	first := random(b)
+	u.initVault(b, map[string][]byte{"bench/token": first})
+	dir := b.TempDir()
+	compose := fmt.Sprintf(`services:
+  api:
+    image: %s
+    ports: ["127.0.0.1:%d:8080"]
+    labels:
+      dso.update.strategy: restart
+    environment:
+      TOKEN: dso://bench/token
+`, testbed.TestappImage(b), port)
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	project := testbed.Project(b, dir)
+	if r := u.run(dir, "dso", "up", "-p", project, "-d"); r.code != 0 {
+		b.Fatalf("docker dso up: exit %d\n%s", r.code, r.out)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/env/TOKEN", port)
+	hc := &http.Client{Timeout: time.Second}
+	waitValue := func(want []byte) {
+		b.Helper()
+		deadline := time.Now().Add(readyWithin)
+		for {
+			if got, ok := get(b.Context(), hc, url); ok && got == string(want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("the app did not serve the new value within %v", readyWithin)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitValue(first)
+	var total, afterSet []timing
+	for i := 0; b.Loop(); i++ {
+		v := random(b)
+		start := time.Now()
+		if r := u.runIn("", v, "dso", "secret", "set", "bench/token"); r.code != 0 {
+			b.Fatalf("docker dso secret set: exit %d\n%s", r.code, r.out)
+		}
+		setDone := time.Now()
+		waitValue(v)
+		total = append(total, timing{up: time.Since(start)})
+		afterSet = append(afterSet, timing{up: time.Since(setDone)})
+		b.Logf("round %d: change -> serving %v (after set returned %v)", i+1, total[i].up.Round(time.Millisecond), afterSet[i].up.Round(time.Millisecond))
+		// Untimed: the rotation goes on for its settle time (2s) after
+		// the new container serves; the next change would wait for it.
+		waitRotations(b, u, i+1)
+	}
+	b.ReportMetric(median(total, timing.upOf).Seconds(), "change-to-serving-s")
+	b.ReportMetric(slices.MaxFunc(total, func(x, y timing) int { return int(x.up - y.up) }).up.Seconds(), "change-to-serving-max-s")
+	b.ReportMetric(median(afterSet, timing.upOf).Seconds(), "set-done-to-serving-s")
+	b.ReportMetric(0, "ns/op")
+}
+
+// waitRotations waits until the agent's journal holds n finished
+// rotations, all successful.
+func waitRotations(b *testing.B, u *user, n int) {
+	b.Helper()
+	deadline := time.Now().Add(readyWithin)
+	for {
+		r := u.run("", "dso", "status", "--json")
+		var st api.Status
+		if r.code != 0 || json.Unmarshal([]byte(r.out), &st) != nil {
+			b.Fatalf("docker dso status --json: exit %d\n%s", r.code, r.out)
+		}
+		if len(st.Rotations) > 0 && st.Rotations[0].ID >= uint64(n) && st.Rotations[0].Result != "running" {
+			if st.Rotations[0].Result != "success" {
+				b.Fatalf("rotation %d: %s: %s", st.Rotations[0].ID, st.Rotations[0].Result, st.Rotations[0].Error)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("rotation %d did not finish within %v", n, readyWithin)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+const (
+	idleServices = 10
+	idlePerSvc   = 1000
+	idleWindow   = time.Minute
+	idleWindows  = 3
+)
+
+// BenchmarkAgentIdle10k: see the comment at the top of the file.
+func BenchmarkAgentIdle10k(b *testing.B) {
+	u := newUser(b)
+	apiAddr := fmt.Sprintf("127.0.0.1:%d", freePort(b))
+	u.env = append(u.env, "DSO_API_ADDR="+apiAddr)
+	u.initVault(b, nil)
+	fill10k(b, u)
+
+	var y strings.Builder
+	y.WriteString("services:\n")
+	for s := range idleServices {
+		fmt.Fprintf(&y, "  svc%d:\n    image: %s\n    environment:\n", s, testbed.TestappImage(b))
+		for v := range idlePerSvc {
+			fmt.Fprintf(&y, "      S%04d: dso://idle/svc%d/s%04d\n", v, s, v)
+		}
+	}
+	dir := b.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(y.String()), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	project := testbed.Project(b, dir)
+	start := time.Now()
+	if r := u.run(dir, "dso", "up", "-p", project, "-d"); r.code != 0 {
+		b.Fatalf("docker dso up: exit %d\n%s", r.code, r.out)
+	}
+	b.Logf("docker dso up of %d services x %d references: %v", idleServices, idlePerSvc, time.Since(start).Round(time.Millisecond))
+	pid, err := agent.LockHolder(filepath.Join(u.home, ".dso", "run", "agent.lock"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	metrics := func() map[string]float64 {
+		b.Helper()
+		body, ok := get(b.Context(), &http.Client{Timeout: 5 * time.Second}, "http://"+apiAddr+"/metrics")
+		if !ok {
+			b.Fatalf("GET /metrics of the agent failed")
+		}
+		return parseMetrics(body)
+	}
+	deadline := time.Now().Add(readyWithin)
+	for metrics()["dso_secrets_watched"] < idleServices*idlePerSvc {
+		if time.Now().After(deadline) {
+			b.Fatalf("the agent watches %v secrets, want %d", metrics()["dso_secrets_watched"], idleServices*idlePerSvc)
+		}
+		time.Sleep(time.Second)
+	}
+	b.Logf("all %d secrets delivered and watched %v after up started", idleServices*idlePerSvc, time.Since(start).Round(time.Millisecond))
+
+	var rssMax, cpuMax, calls float64
+	for b.Loop() {
+		for w := range idleWindows {
+			m0, cpu0, t0 := metrics(), cpuTicks(b, pid), time.Now()
+			for time.Since(t0) < idleWindow {
+				rssMax = max(rssMax, rssMB(b, pid))
+				time.Sleep(time.Second)
+			}
+			m1, cpu1, elapsed := metrics(), cpuTicks(b, pid), time.Since(t0)
+			cpu := 100 * float64(cpu1-cpu0) / clockTicks / elapsed.Seconds()
+			calls = (m1["dso_provider_requests_total:version"] - m0["dso_provider_requests_total:version"]) / elapsed.Minutes()
+			cpuMax = max(cpuMax, cpu)
+			b.Logf("idle window %d: cpu %.2f%% of a core, version checks %.0f/min, rss %.1f MB (max so far %.1f MB), watched %v",
+				w+1, cpu, calls, rssMB(b, pid), rssMax, m1["dso_secrets_watched"])
+		}
+	}
+	b.ReportMetric(rssMax, "agent-rss-max-MB")
+	b.ReportMetric(cpuMax, "agent-cpu-pct")
+	b.ReportMetric(calls, "provider-calls-per-min")
+	b.ReportMetric(0, "ns/op")
+}
+
+// fill10k stores the 10,000 secrets in the user's vault in one update (the
+// CLI would take one process per secret).
+func fill10k(b *testing.B, u *user) {
+	b.Helper()
+	paths, err := local.DefaultPaths(func(k string) string {
+		if k == "HOME" {
+			return u.home
+		}
+		return ""
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	key, err := vaultfile.ReadKeyFile(paths.KeyFile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	err = vaultfile.Update(paths.Vault, key, func(v *vaultfile.Vault) error {
+		for s := range idleServices {
+			for i := range idlePerSvc {
+				if _, err := v.Set(fmt.Sprintf("idle/svc%d/s%04d", s, i), random(b)); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+// parseMetrics sums the Prometheus text samples by name, and for
+// dso_provider_requests_total also by operation ("name:operation").
+func parseMetrics(body string) map[string]float64 {
+	out := map[string]float64{}
+	sc := bufio.NewScanner(strings.NewReader(body))
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		name, labels, _ := strings.Cut(line[:i], "{")
+		out[name] += v
+		if _, op, ok := strings.Cut(labels, `operation="`); ok {
+			op, _, _ = strings.Cut(op, `"`)
+			out[name+":"+op] += v
+		}
+	}
+	return out
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times (100 on Linux).
+const clockTicks = 100
+
+// cpuTicks returns utime+stime of process pid.
+func cpuTicks(b *testing.B, pid int) uint64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatalf("the agent (pid %d) is gone: %v", pid, err)
+	}
+	// Fields after the command name, which is in parentheses.
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseUint(f[11], 10, 64)
+	st, _ := strconv.ParseUint(f[12], 10, 64)
+	return ut + st
+}
+
+// rssMB returns VmRSS of process pid in MB.
+func rssMB(b *testing.B, pid int) float64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatalf("the agent (pid %d) is gone: %v", pid, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			return kb / 1024
+		}
+	}
+	b.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
