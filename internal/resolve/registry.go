@@ -1,6 +1,7 @@
 package resolve
 
 import (
+	"fmt"
 	"os"
 
 	"github.com/dso-project/dso/internal/config"
@@ -45,10 +46,10 @@ func typed[P provider.Provider](build func(string, config.Provider) (P, error)) 
 
 // buildLocal opens the local vault named by the provider entry, else the
 // default one (~/.dso, or DSO_VAULT_FILE and DSO_MASTER_KEY_FILE).
-func buildLocal(_ string, pc config.Provider) (provider.Provider, error) {
+func buildLocal(name string, pc config.Provider) (provider.Provider, error) {
 	paths, err := local.DefaultPaths(os.Getenv)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("provider %q: %w", name, err)
 	}
 	if pc.VaultFile != "" {
 		paths.Vault = pc.VaultFile
@@ -58,7 +59,7 @@ func buildLocal(_ string, pc config.Provider) (provider.Provider, error) {
 	}
 	key, err := local.KeySource{KeyFile: paths.KeyFile, Getenv: os.Getenv}.Load(paths.Vault)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("provider %q: %w", name, err)
 	}
 	return local.New(paths.Vault, key), nil
 }

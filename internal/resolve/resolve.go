@@ -16,7 +16,8 @@ import (
 	"github.com/dso-project/dso/internal/secretref"
 )
 
-// Builder makes the provider called name from its dso.yaml entry.
+// Builder makes the provider called name from its dso.yaml entry; its
+// errors name the provider.
 type Builder func(name string, p config.Provider) (provider.Provider, error)
 
 // Registry maps provider types to builders.
@@ -76,7 +77,7 @@ func (r *Registry) Build(cfg *config.Config) (*Set, error) {
 		p, err := b(n, pc)
 		if err != nil {
 			s.Close()
-			return nil, fmt.Errorf("provider %q: %w", n, err)
+			return nil, err // builders name the provider
 		}
 		s.byName[n] = p
 		s.types[n] = pc.Type

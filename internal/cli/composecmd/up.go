@@ -113,7 +113,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 			return err
 		}
 	}
-	initBin, err := initBinary()
+	initBin, err := InitBinary()
 	if err != nil {
 		return err
 	}
@@ -256,11 +256,18 @@ func ensureImages(ctx context.Context, f *cmdutil.Factory, docker client.APIClie
 	return nil
 }
 
-// initBinary finds dso-init: $DSO_INIT, else beside this executable, else
+// InitBinary finds dso-init: $DSO_INIT, else beside this executable, else
 // in the system plugin directories.
-func initBinary() (string, error) {
+func InitBinary() (string, error) {
 	if p := os.Getenv("DSO_INIT"); p != "" {
-		return filepath.Abs(p)
+		abs, err := filepath.Abs(p)
+		if err != nil {
+			return "", err
+		}
+		if st, err := os.Stat(abs); err != nil || !st.Mode().IsRegular() {
+			return "", fmt.Errorf("DSO_INIT names %s, which is not a file", abs)
+		}
+		return abs, nil
 	}
 	var tried []string
 	if exe, err := os.Executable(); err == nil {

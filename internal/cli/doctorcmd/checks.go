@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/cli/composecmd"
 	"github.com/dso-project/dso/internal/cmdutil"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/provider"
@@ -150,37 +150,9 @@ func (d *doctor) checkPlugin(ctx context.Context) {
 	d.add(Finding{Check: what, Status: StatusOK, Detail: "`docker dso` answers: " + strings.ReplaceAll(out, "\n", ", ")})
 }
 
-// findInit finds dso-init as `docker dso up` does: $DSO_INIT, else beside
-// this executable, else in the system plugin directories.
-func findInit() (string, error) {
-	if p := os.Getenv("DSO_INIT"); p != "" {
-		abs, err := filepath.Abs(p)
-		if err != nil {
-			return "", err
-		}
-		if st, err := os.Stat(abs); err != nil || !st.Mode().IsRegular() {
-			return "", fmt.Errorf("DSO_INIT names %s, which is not a file", abs)
-		}
-		return abs, nil
-	}
-	var tried []string
-	if exe, err := os.Executable(); err == nil {
-		if real, err := filepath.EvalSymlinks(exe); err == nil {
-			tried = append(tried, filepath.Join(filepath.Dir(real), "dso-init"))
-		}
-	}
-	tried = append(tried, "/usr/local/lib/docker/cli-plugins/dso-init", "/usr/libexec/docker/cli-plugins/dso-init", "/usr/lib/docker/cli-plugins/dso-init")
-	for _, p := range tried {
-		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
-			return p, nil
-		}
-	}
-	return "", fmt.Errorf("dso-init not found (looked in %s)", strings.Join(tried, ", "))
-}
-
 func (d *doctor) checkInit() {
 	const what = "dso-init installed"
-	p, err := findInit()
+	p, err := composecmd.InitBinary()
 	if err != nil {
 		d.add(Finding{Check: what, Status: StatusFail, Detail: err.Error(), Fix: "install dso-init beside docker-dso (scripts/install.sh does), or set DSO_INIT to its path"})
 		return
