@@ -139,8 +139,6 @@ type Resolved struct {
 	Provider string // name of the provider
 }
 
-type fetchKey struct{ provider, path string }
-
 // Errors are the failures of Fetch, by reference.
 type Errors map[secretref.Ref]error
 
@@ -160,47 +158,44 @@ func (e Errors) sorted() []error {
 func (e Errors) Error() string   { return errors.Join(e.sorted()...).Error() }
 func (e Errors) Unwrap() []error { return e.sorted() }
 
-// Fetch resolves refs, fetching each (provider, path) once. Every failure is
-// reported (as Errors), each naming its reference; no value is ever in an
-// error.
+// Fetch resolves refs, fetching each (provider, path) once, in batches where
+// the provider offers them (provider.GetMany). Every failure is reported (as
+// Errors), each naming its reference; no value is ever in an error.
 func (s *Set) Fetch(ctx context.Context, refs []secretref.Ref) (map[secretref.Ref]Resolved, error) {
-	fetched := map[fetchKey]provider.Secret{}
-	failed := map[fetchKey]error{}
-	out := map[secretref.Ref]Resolved{}
 	errs := Errors{}
+	paths := map[string][]string{} // provider name -> paths
 	for _, ref := range refs {
-		if _, done := out[ref]; done {
-			continue
-		}
-		p, name, err := s.Provider(ref)
+		_, name, err := s.Provider(ref)
 		if err != nil {
 			errs[ref] = err
 			continue
 		}
-		k := fetchKey{name, ref.Path}
-		if err := failed[k]; err != nil {
-			errs[ref] = err
+		paths[name] = append(paths[name], ref.Path)
+	}
+	fetched := map[string]map[string]provider.Result{}
+	for name, ps := range paths {
+		fetched[name] = provider.GetMany(ctx, s.byName[name], ps)
+	}
+	out := map[secretref.Ref]Resolved{}
+	for _, ref := range refs {
+		if _, failed := errs[ref]; failed {
 			continue
 		}
-		sec, ok := fetched[k]
-		if !ok {
-			sec, err = p.Get(ctx, ref.Path)
-			if err != nil {
-				failed[k] = fmt.Errorf("%s: %w", ref, err)
-				errs[ref] = failed[k]
-				continue
-			}
-			fetched[k] = sec
+		_, name, _ := s.Provider(ref)
+		r := fetched[name][ref.Path]
+		if r.Err != nil {
+			errs[ref] = fmt.Errorf("%s: %w", ref, r.Err)
+			continue
 		}
-		v := sec.Value
+		v := r.Secret.Value
 		if ref.Key != "" {
-			v, err = provider.Field(sec.Value, ref.Key)
-			if err != nil {
+			var err error
+			if v, err = provider.Field(r.Secret.Value, ref.Key); err != nil {
 				errs[ref] = fmt.Errorf("%s: %w", ref, err)
 				continue
 			}
 		}
-		out[ref] = Resolved{Value: v, Version: sec.Version, Provider: name}
+		out[ref] = Resolved{Value: v, Version: r.Secret.Version, Provider: name}
 	}
 	if len(errs) > 0 {
 		return nil, errs
