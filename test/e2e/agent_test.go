@@ -474,3 +474,50 @@ func TestAgentSocketRefusesOutsider(t *testing.T) {
 		t.Errorf("the refusal shows status data:\n%s", out)
 	}
 }
+
+// TestAgentNotifiesFailedRotation: a restart rotation whose new container
+// cannot start ends in a signed rotation.failed webhook naming the error;
+// an endpoint that asked for failures only gets no success.
+func TestAgentNotifiesFailedRotation(t *testing.T) {
+	u := newUser(t)
+	good := canary(t, "good")
+	key := canary(t, "failkey")
+	failures := &hookSink{key: key}
+	hooks := httptest.NewServer(failures)
+	defer hooks.Close()
+	image := testbed.BuildImage(t, "picky", map[string]string{}, "FROM "+testbed.BusyboxImage(t)+"\n"+
+		`RUN printf '#!/bin/sh\ncase "$TOKEN" in reject*) echo refusing; exit 1;; esac\nmkdir -p /tmp/www && echo ok > /tmp/www/ok\nexec httpd -f -p 8080 -h /tmp/www\n' > /entry.sh && chmod +x /entry.sh`+"\n"+
+		`ENTRYPOINT ["/entry.sh"]`+"\n")
+	dir := writeProject(t, map[string]string{
+		"compose.yaml": "services:\n  picky:\n    image: " + image + "\n    ports: [\"127.0.0.1::8080\"]\n    labels:\n      dso.update.strategy: restart\n    environment:\n      TOKEN: dso://app/token\n",
+		"dso.yaml":     "providers:\n  local:\n    type: local\nsecrets: {}\n",
+	})
+	project := testbed.Project(t, dir)
+	agentCfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nagent:\n  notify:\n    - url: " + hooks.URL + "/failures\n      secret: ${DSO_TEST_HOOK_KEY}\n      events: [failure]\nsecrets: {}\n"})
+	u.initVault(map[string][]byte{"app/token": good})
+	startAgent(t, u, filepath.Join(agentCfg, "dso.yaml"), "DSO_TEST_HOOK_KEY="+string(key))
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	oldID := serviceContainer(t, project, "picky")
+	waitFor(t, "the app", func() bool { _, b, ok := answer(t, project, "picky", "/ok"); return ok && strings.TrimSpace(b) == "ok" })
+
+	u.must("", []byte("reject-this"), "dso", "secret", "set", "app/token")
+	waitFor(t, "the rotation.failed webhook", func() bool { return len(failures.received()) > 0 })
+	var n notify.Notification
+	if err := json.Unmarshal(failures.received()[0], &n); err != nil {
+		t.Fatal(err)
+	}
+	if n.Event != notify.EventRotationFailed || n.Service != "picky" || n.OldContainer != oldID[:12] || n.NewContainer != "" || !strings.Contains(n.Error, "after 3 attempts") {
+		t.Errorf("notification = %+v, want a failed restart of picky from %.12s with its error", n, oldID)
+	}
+	if failures.bad != 0 || len(failures.received()) != 1 {
+		t.Errorf("%d notifications (%d badly signed), want one", len(failures.received()), failures.bad)
+	}
+	if id, _, ok := answer(t, project, "picky", "/ok"); !ok || id != oldID {
+		t.Errorf("after the failed rotation the old container is not serving")
+	}
+	for _, b := range failures.received() {
+		if bytes.Contains(b, good) || bytes.Contains(b, []byte("reject-this")) || bytes.Contains(b, key) {
+			t.Errorf("LEAK: a value or the signing key is in the notification")
+		}
+	}
+}
