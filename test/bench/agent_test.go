@@ -201,8 +201,8 @@ func BenchmarkAgentIdle10k(b *testing.B) {
 			cpu := 100 * float64(cpu1-cpu0) / clockTicks / elapsed.Seconds()
 			calls = (m1["dso_provider_requests_total:version"] - m0["dso_provider_requests_total:version"]) / elapsed.Minutes()
 			cpuMax = max(cpuMax, cpu)
-			b.Logf("idle window %d: cpu %.2f%% of a core, version checks %.0f/min, rss %.1f MB (max so far %.1f MB), watched %v",
-				w+1, cpu, calls, rssMB(b, pid), rssMax, m1["dso_secrets_watched"])
+			b.Logf("idle window %d: cpu %.2f%% of a core, version checks %.0f/min, rss %.1f MB (anonymous %.1f, file-backed %.1f; max so far %.1f MB), Go heap in use %.1f MB, watched %v",
+				w+1, cpu, calls, rssMB(b, pid), procStatusMB(b, pid, "RssAnon"), procStatusMB(b, pid, "RssFile"), rssMax, m1["go_memstats_heap_inuse_bytes"]/(1<<20), m1["dso_secrets_watched"])
 		}
 	}
 	b.ReportMetric(rssMax, "agent-rss-max-MB")
@@ -289,18 +289,21 @@ func cpuTicks(b *testing.B, pid int) uint64 {
 }
 
 // rssMB returns VmRSS of process pid in MB.
-func rssMB(b *testing.B, pid int) float64 {
+func rssMB(b *testing.B, pid int) float64 { return procStatusMB(b, pid, "VmRSS") }
+
+// procStatusMB returns a kB field of /proc/PID/status in MB.
+func procStatusMB(b *testing.B, pid int, field string) float64 {
 	b.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		b.Fatalf("the agent (pid %d) is gone: %v", pid, err)
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			return kb / 1024
 		}
 	}
-	b.Fatalf("no VmRSS in /proc/%d/status", pid)
+	b.Fatalf("no %s in /proc/%d/status", field, pid)
 	return 0
 }
