@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -100,6 +101,13 @@ func run(cmd *cobra.Command, opts *Options) error {
 	p, err := agentPaths(opts.Local, cfg)
 	if err != nil {
 		return err
+	}
+	if os.Getenv("GOGC") == "" {
+		// A daemon with a small live heap that allocates little when idle:
+		// collecting at 50% growth instead of 100% kept an agent watching
+		// 10,000 secrets about 5 MB smaller at no measurable CPU cost
+		// (test/bench BenchmarkAgentIdle10k).
+		debug.SetGCPercent(50)
 	}
 	lock, err := agent.AcquireLock(p.lock)
 	if err != nil {
