@@ -1,0 +1,160 @@
+package initproc
+
+import (
+	"bytes"
+	"encoding/json"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestPayloadValidate(t *testing.T) {
+	good := &Payload{Env: map[string][]byte{"DB_PASSWORD": []byte("x\ny  ")}, Files: map[string][]byte{"TLS_KEY": {0, 1, 2}}, Signal: "HUP"}
+	if err := good.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	bad := []*Payload{
+		{Env: map[string][]byte{"1X": nil}},
+		{Env: map[string][]byte{"X": []byte("a\x00b")}},
+		{Files: map[string][]byte{"../escape": nil}},
+		{Files: map[string][]byte{"a/b": nil}},
+		{Signal: "SIGNOPE"},
+	}
+	for _, p := range bad {
+		err := p.Validate()
+		if err == nil {
+			t.Errorf("%+v accepted", p)
+		} else if strings.Contains(err.Error(), "a\x00b") {
+			t.Errorf("error shows the value: %v", err)
+		}
+	}
+}
+
+func TestDigestIgnoresOrderAndSignal(t *testing.T) {
+	a := &Payload{Env: map[string][]byte{"A": []byte("1"), "B": []byte("2")}, Signal: "SIGHUP"}
+	b := &Payload{Env: map[string][]byte{"B": []byte("2"), "A": []byte("1")}}
+	if a.Digest() != b.Digest() {
+		t.Error("same secrets, different digests")
+	}
+	c := &Payload{Env: map[string][]byte{"A": []byte("1"), "B": []byte("3")}}
+	if a.Digest() == c.Digest() {
+		t.Error("a changed value keeps the digest")
+	}
+	d := &Payload{Files: map[string][]byte{"A": []byte("1"), "B": []byte("2")}}
+	if a.Digest() == d.Digest() {
+		t.Error("env and files with the same content share a digest")
+	}
+}
+
+func TestMergeEnvReplaces(t *testing.T) {
+	got := mergeEnv([]string{"PATH=/bin", "DB=dso://app/db", "X=1"}, map[string][]byte{"DB": []byte("v")})
+	slices.Sort(got)
+	if strings.Join(got, ",") != "DB=v,PATH=/bin,X=1" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestWriteFilesAtomicOwnedAndPruned(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "secrets")
+	if err := writeFiles(dir, map[string][]byte{"A": []byte("one"), "B": []byte("two")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFiles(dir, map[string][]byte{"A": []byte("uno")}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "A"))
+	if err != nil || string(b) != "uno" {
+		t.Errorf("A = %q, %v", b, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "B")); !os.IsNotExist(err) {
+		t.Errorf("B was not removed: %v", err)
+	}
+	st, _ := os.Stat(filepath.Join(dir, "A"))
+	if st.Mode().Perm() != 0o400 {
+		t.Errorf("mode %v, want 0400", st.Mode().Perm())
+	}
+	dst, _ := os.Stat(dir)
+	if dst.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode %v, want 0700", dst.Mode().Perm())
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("left behind: %v", entries)
+	}
+}
+
+func TestCheckTmpfsRefusesDisk(t *testing.T) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(".", &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Type == unix.TMPFS_MAGIC {
+		t.Skip("the source tree is on a tmpfs here")
+	}
+	err := checkTmpfs(".")
+	if err == nil || !strings.Contains(err.Error(), "not a tmpfs") {
+		t.Errorf("a directory on disk: %v, want a refusal", err)
+	}
+	if err := unix.Statfs("/dev/shm", &st); err == nil && st.Type == unix.TMPFS_MAGIC {
+		if err := checkTmpfs("/dev/shm"); err != nil {
+			t.Errorf("/dev/shm refused: %v", err)
+		}
+	}
+}
+
+// TestDeliverProtocol runs both ends of the socket: the answer of the init
+// reaches the deliverer, and a malformed payload is refused.
+func TestDeliverProtocol(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "init.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	got := make(chan delivery, 1)
+	go acceptLoop(ln, got)
+	go func() {
+		d := <-got
+		if string(d.payload.Env["A"]) != "secret-a" {
+			d.reply(errTest)
+			return
+		}
+		d.reply(nil)
+	}()
+	payload, _ := json.Marshal(Payload{Env: map[string][]byte{"A": []byte("secret-a")}})
+	if err := Deliver(bytes.NewReader(payload), sock, time.Second); err != nil {
+		t.Fatalf("deliver: %v", err)
+	}
+	err = Deliver(strings.NewReader("{not json"), sock, time.Second)
+	if err == nil || !strings.Contains(err.Error(), "malformed") {
+		t.Errorf("malformed payload: %v", err)
+	}
+	if err := Deliver(strings.NewReader("{}"), filepath.Join(t.TempDir(), "none.sock"), 100*time.Millisecond); err == nil {
+		t.Error("no init listening, yet delivered")
+	}
+}
+
+var errTest = os.ErrInvalid
+
+func FuzzReadPayload(f *testing.F) {
+	f.Add([]byte(`{"env":{"A":"eA=="},"files":{"F":"AA=="},"signal":"SIGHUP"}`))
+	f.Add([]byte(`{"env":{"1":"AA=="}}`))
+	f.Add([]byte(`{"bogus":1}`))
+	f.Add([]byte(``))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ReadPayload(bytes.NewReader(data))
+		if err != nil {
+			return
+		}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("ReadPayload accepted an invalid payload: %v", err)
+		}
+		p.Digest()
+	})
+}
