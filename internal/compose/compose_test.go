@@ -171,3 +171,22 @@ func TestOverrideIsSecretFreeAndEscaped(t *testing.T) {
 		t.Errorf("labels do not read back: %v %v", refs, err)
 	}
 }
+
+func FuzzRefsFromLabels(f *testing.F) {
+	f.Add(`{"A":"dso://x/y","B":"dsofile://p/q#k"}`)
+	f.Add(`{"A":"nope"}`)
+	f.Add(`[]`)
+	f.Fuzz(func(t *testing.T, label string) {
+		refs, err := RefsFromLabels(map[string]string{LabelRefs: label})
+		if err != nil {
+			return
+		}
+		for v, r := range refs {
+			b, _ := json.Marshal(map[string]string{v: r.String()})
+			back, err := RefsFromLabels(map[string]string{LabelRefs: string(b)})
+			if err != nil || back[v] != r {
+				t.Fatalf("%s=%s does not read back: %v", v, r, err)
+			}
+		}
+	})
+}
