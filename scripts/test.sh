@@ -11,42 +11,56 @@
 # is unreachable. Exits non-zero when vet or any test fails.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-cd "$DSO_ROOT"
-dso_need_go
-# No test may reach a cloud: the AWS SDK would otherwise try the EC2
-# metadata address when it finds no credentials.
-export AWS_EC2_METADATA_DISABLED=true
 
-for script in scripts/tools/*.sh; do
-	name="$(basename "$script" .sh)"
-	say "tool: $name"
-	# shellcheck source=/dev/null
-	source "$script"
-	# Run apart from `||` so that errexit holds inside the tool's function.
-	set +e
-	path="$(
+# install_tools sources each scripts/tools/NAME.sh and runs its dso_build_NAME,
+# exporting the printed path as DSO_NAME_BIN.
+install_tools() {
+	local script name path rc
+	for script in scripts/tools/*.sh; do
+		name="$(basename "$script" .sh)"
+		say "tool: $name"
+		# shellcheck source=/dev/null
+		source "$script"
+		# Run apart from `||` so that errexit holds inside the tool's function.
+		set +e
+		path="$(
+			set -e
+			"dso_build_$name"
+		)"
+		rc=$?
 		set -e
-		"dso_build_$name"
-	)"
-	rc=$?
-	set -e
-	((rc == 0)) || die "installing the test tool $name failed (see above)"
-	export "DSO_${name^^}_BIN=$path"
-	echo "    $path" >&2
-done
+		((rc == 0)) || die "installing the test tool $name failed (see above)"
+		export "DSO_${name^^}_BIN=$path"
+		echo "    $path" >&2
+	done
+}
 
-status=0
-say "go vet ./..."
-go vet ./... || status=1
+main() {
+	local status=0 args=("$@")
+	cd "$DSO_ROOT"
+	dso_need_go
+	# No test may reach a cloud: the AWS SDK would otherwise try the EC2
+	# metadata address when it finds no credentials.
+	export AWS_EC2_METADATA_DISABLED=true
 
-args=("$@")
-((${#args[@]})) || args=(./...)
-say "go test -count=1 -timeout 60m ${args[*]}"
-go test -count=1 -timeout 60m "${args[@]}" || status=1
+	install_tools
 
-if ((status)); then
-	say "FAILED"
-else
-	say "all passed"
-fi
-exit "$status"
+	say "go vet ./..."
+	go vet ./... || status=1
+
+	((${#args[@]})) || args=(./...)
+	say "go test -count=1 -timeout 60m ${args[*]}"
+	go test -count=1 -timeout 60m "${args[@]}" || status=1
+
+	if ((status)); then
+		say "FAILED"
+	else
+		say "all passed"
+	fi
+	return "$status"
+}
+
+# All of the script is read before main runs, so editing it during a run
+# does not change that run.
+main "$@"
+exit $?
