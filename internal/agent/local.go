@@ -112,8 +112,11 @@ func Choose(cfg *config.Config) (string, error) {
 
 // EnsureLocal makes sure the agent chosen by Choose runs: the system agent
 // must run already (mode agent); a user-scope agent is started here in the
-// background when none runs (local mode has no systemd).
-func EnsureLocal(ctx context.Context, cfg *config.Config, log io.Writer) error {
+// background when none runs (local mode has no systemd), with the dso.yaml
+// at cfgPath (if any) as its own configuration: polling interval, API,
+// notifications. An agent already running keeps the configuration it
+// started with.
+func EnsureLocal(ctx context.Context, cfg *config.Config, cfgPath string, log io.Writer) error {
 	id, err := Choose(cfg)
 	if err != nil {
 		return err
@@ -145,7 +148,11 @@ func EnsureLocal(ctx context.Context, cfg *config.Config, log io.Writer) error {
 		return err
 	}
 	defer logf.Close()
-	cmd := exec.Command(exe, "agent", "--local")
+	args := []string{"agent", "--local"}
+	if cfgPath != "" {
+		args = append(args, "--config", cfgPath)
+	}
+	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = agentEnv(os.Environ())
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}

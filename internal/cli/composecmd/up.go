@@ -135,7 +135,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if inv.dryRun {
 		return printPlan(f.IO.Out, p, plan, versions, override)
 	}
-	if err := agent.EnsureLocal(ctx, cfg, f.IO.ErrOut); err != nil {
+	if err := agent.EnsureLocal(ctx, cfg, cfgPath, f.IO.ErrOut); err != nil {
 		return err
 	}
 	return dockerCompose(ctx, f, p, inv, override, append([]string{opts.Sub}, inv.rest...)...)

@@ -33,7 +33,9 @@ func agentClient() (*api.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := os.Stat(sock); err != nil {
+	if _, err := os.Stat(sock); errors.Is(err, os.ErrPermission) {
+		return nil, cmdutil.WithExitCode(cmdutil.ExitBackend, fmt.Errorf("cannot reach the agent socket %s: permission denied (the agent's user, root and members of the dso group may use it)", sock))
+	} else if err != nil {
 		return nil, cmdutil.WithExitCode(cmdutil.ExitBackend, errors.New("no dso agent is running (`docker dso up` starts one in local mode; `sudo systemctl start dso-agent` in agent mode)"))
 	}
 	return api.NewClient(sock), nil
