@@ -112,12 +112,17 @@ func TestClientErrorIsNotRetried(t *testing.T) {
 
 func TestTimeoutIsRetriedAndBounded(t *testing.T) {
 	var hits atomic.Int32
+	release := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
 		io.ReadAll(r.Body) // after the body, the server notices the client hanging up
-		<-r.Context().Done()
+		select {
+		case <-r.Context().Done():
+		case <-release: // never outlive the test, even if the hang-up goes unnoticed
+		}
 	}))
 	defer srv.Close()
+	defer close(release)
 	start := time.Now()
 	err := newNotifier(t, srv.URL, func(c *Config) { c.Timeout = 50 * time.Millisecond; c.Attempts = 2 }).Send(context.Background(), Notification{})
 	if err == nil || hits.Load() != 2 {
