@@ -35,7 +35,7 @@ func TestDemoShowsSecretsReceived(t *testing.T) {
 	// Removed last: the image compose built for the project.
 	var project string
 	t.Cleanup(func() {
-		_, err := docker.ImageRemove(context.Background(), project+"-app", client.ImageRemoveOptions{Force: true})
+		_, err := docker.ImageRemove(context.Background(), project+"-app", client.ImageRemoveOptions{Force: true, PruneChildren: true})
 		if err != nil && !cerrdefs.IsNotFound(err) {
 			t.Logf("removing image %s-app: %v", project, err)
 		}

@@ -112,6 +112,9 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 		if err := ensureImages(ctx, f, docker, p, inv, uses); err != nil {
 			return err
 		}
+		// With --build, every image was just built: compose need not build
+		// them again (a second build would leave the first one dangling).
+		inv.rest = slices.DeleteFunc(inv.rest, func(a string) bool { return a == "--build" })
 	}
 	initBin, err := InitBinary()
 	if err != nil {
@@ -217,10 +220,13 @@ func imageName(p *types.Project, svc types.ServiceConfig) string {
 }
 
 // ensureImages builds or pulls, through compose, the images of wired
-// services that are not there yet (or all built ones, with --build), so that
-// their entrypoint and command can be read.
+// services that are not there yet, so that their entrypoint and command can
+// be read. With --build it builds every image of the project, as
+// `docker compose up --build` would.
 func ensureImages(ctx context.Context, f *cmdutil.Factory, docker client.APIClient, p *types.Project, inv invocation, uses []compose.Use) error {
-	rebuild := slices.Contains(inv.rest, "--build")
+	if slices.Contains(inv.rest, "--build") {
+		return dockerCompose(ctx, f, p, inv, nil, "build")
+	}
 	var build, pull []string
 	seen := map[string]bool{}
 	for _, u := range uses {
@@ -232,12 +238,12 @@ func ensureImages(ctx context.Context, f *cmdutil.Factory, docker client.APIClie
 		if err != nil {
 			return err
 		}
-		if svc.Entrypoint != nil && !(rebuild && svc.Build != nil) {
+		if svc.Entrypoint != nil {
 			continue
 		}
 		_, err = docker.ImageInspect(ctx, imageName(p, svc))
 		switch {
-		case svc.Build != nil && (rebuild || err != nil):
+		case svc.Build != nil && err != nil:
 			build = append(build, svc.Name)
 		case err != nil:
 			pull = append(pull, svc.Name)
