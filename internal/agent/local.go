@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/config"
 )
 
@@ -190,4 +191,22 @@ func agentEnv(env []string) []string {
 		out = append(out, kv)
 	}
 	return out
+}
+
+// Dial returns a client of the running agent's local API: the system
+// agent's socket when it runs, else the user's local agent.
+func Dial() (*api.Client, error) {
+	if Held(SystemLock) {
+		return api.NewClient(api.DefaultSocketPath), nil
+	}
+	sock, err := api.LocalSocketPath()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := os.Stat(sock); errors.Is(err, os.ErrPermission) {
+		return nil, fmt.Errorf("cannot reach the agent socket %s: permission denied (the agent's user, root and members of the dso group may use it)", sock)
+	} else if err != nil {
+		return nil, errors.New("no dso agent is running (`docker dso up` starts one in local mode; `sudo systemctl start dso-agent` in agent mode)")
+	}
+	return api.NewClient(sock), nil
 }

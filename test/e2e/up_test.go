@@ -273,8 +273,13 @@ secrets:
 `})
 	project := testbed.Project(t, dir)
 	u.initVault(map[string][]byte{"prod/mysql/root_password": root, "prod/mysql/app_password": app})
-	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
-	addr := testbed.HostAddr(t, serviceContainer(t, project, "mysql"), "8080/tcp")
+	up := u.must(dir, nil, "dso", "up", "-p", project, "-d", "--wait")
+	id := serviceContainer(t, project, "mysql")
+	// --wait returned: the agent has already delivered to the container.
+	if st := u.must(dir, nil, "dso", "status", "--json"); !strings.Contains(st.stdout, `"id": "`+id[:12]+`"`) {
+		t.Errorf("up --wait returned before the delivery:\n%s", st.stdout)
+	}
+	addr := testbed.HostAddr(t, id, "8080/tcp")
 	if got := get(t, addr, "/env/MYSQL_ROOT_PASSWORD"); got != string(root) {
 		t.Errorf("MYSQL_ROOT_PASSWORD: %d bytes, not the secret", len(got))
 	}

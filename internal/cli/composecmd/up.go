@@ -8,8 +8,10 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/moby/client"
@@ -53,7 +55,9 @@ Takes the flags of 'docker compose ` + sub + `' and the project flags (-f, -p,
       --dry-run       print the plan, values redacted, and change nothing
 
 Every reference of every service is checked before anything is created: a
-missing secret, an unknown provider or a malformed reference stops here.`,
+missing secret, an unknown provider or a malformed reference stops here.
+With --wait, up also waits (--wait-timeout, else 60s) until every
+container has received its secrets, and fails if one has not.`,
 		DisableFlagParsing: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			opts := &UpOptions{Factory: f, Args: args, Sub: sub}
@@ -141,7 +145,70 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err := agent.EnsureLocal(ctx, cfg, cfgPath, f.IO.ErrOut); err != nil {
 		return err
 	}
-	return dockerCompose(ctx, f, p, inv, override, append([]string{opts.Sub}, inv.rest...)...)
+	if err := dockerCompose(ctx, f, p, inv, override, append([]string{opts.Sub}, inv.rest...)...); err != nil {
+		return err
+	}
+	if opts.Sub == "up" && slices.Contains(inv.rest, "--wait") {
+		return waitDelivered(ctx, docker, p.Name, waitTimeout(inv.rest))
+	}
+	return nil
+}
+
+// waitTimeout is compose's --wait-timeout (seconds), else 60s.
+func waitTimeout(args []string) time.Duration {
+	for i, a := range args {
+		v, ok := strings.CutPrefix(a, "--wait-timeout=")
+		if !ok && a == "--wait-timeout" && i+1 < len(args) {
+			v, ok = args[i+1], true
+		}
+		if n, err := strconv.Atoi(v); ok && err == nil && n > 0 {
+			return time.Duration(n) * time.Second
+		}
+	}
+	return 60 * time.Second
+}
+
+// waitDelivered waits, with --wait, until the agent has delivered to every
+// running wired container of the project, so that the exit code says the
+// applications have their secrets, not only that the containers run.
+func waitDelivered(ctx context.Context, docker client.APIClient, project string, timeout time.Duration) error {
+	c, err := agent.Dial()
+	if err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitBackend, err)
+	}
+	f := client.Filters{}.Add("label", "com.docker.compose.project="+project, compose.LabelManaged+"=true").Add("status", "running")
+	deadline := time.Now().Add(timeout)
+	for {
+		list, err := docker.ContainerList(ctx, client.ContainerListOptions{Filters: f})
+		if err != nil {
+			return cmdutil.WithExitCode(cmdutil.ExitBackend, err)
+		}
+		st, err := c.Status(ctx)
+		if err != nil {
+			return cmdutil.WithExitCode(cmdutil.ExitBackend, err)
+		}
+		held := map[string]bool{}
+		for _, h := range st.Containers {
+			held[h.ID] = true
+		}
+		var missing []string
+		for _, ct := range list.Items {
+			if !held[ct.ID[:min(12, len(ct.ID))]] {
+				missing = append(missing, strings.TrimPrefix(strings.Join(ct.Names, ","), "/"))
+			}
+		}
+		if len(missing) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return cmdutil.WithExitCode(cmdutil.ExitBackend, fmt.Errorf("not delivered within %s: %s have not received their secrets (see `docker dso watch` and the agent's log)", timeout, strings.Join(missing, ", ")))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // labelSecrets gives the label form (dso.secrets, targets.containers) its

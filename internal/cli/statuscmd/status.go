@@ -7,10 +7,8 @@ package statuscmd
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -23,22 +21,13 @@ import (
 	"github.com/dso-project/dso/internal/cmdutil"
 )
 
-// agentClient reaches the running agent: the system agent's socket when it
-// runs, else the user's local agent.
+// agentClient reaches the running agent.
 func agentClient() (*api.Client, error) {
-	if agent.Held(agent.SystemLock) {
-		return api.NewClient(api.DefaultSocketPath), nil
-	}
-	sock, err := api.LocalSocketPath()
+	c, err := agent.Dial()
 	if err != nil {
-		return nil, err
+		return nil, cmdutil.WithExitCode(cmdutil.ExitBackend, err)
 	}
-	if _, err := os.Stat(sock); errors.Is(err, os.ErrPermission) {
-		return nil, cmdutil.WithExitCode(cmdutil.ExitBackend, fmt.Errorf("cannot reach the agent socket %s: permission denied (the agent's user, root and members of the dso group may use it)", sock))
-	} else if err != nil {
-		return nil, cmdutil.WithExitCode(cmdutil.ExitBackend, errors.New("no dso agent is running (`docker dso up` starts one in local mode; `sudo systemctl start dso-agent` in agent mode)"))
-	}
-	return api.NewClient(sock), nil
+	return c, nil
 }
 
 // Options are the inputs of `docker dso status`.
