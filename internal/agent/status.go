@@ -56,8 +56,8 @@ func (a *Agent) Status(ctx context.Context) (api.Status, error) {
 		rs, err := a.opts.Store.Rotations(20)
 		if err == nil {
 			for _, r := range rs {
-				s.Rotations = append(s.Rotations, api.RotationStatus{ID: r.ID, Service: r.Service, Secrets: r.Secrets, OldContainer: shortID(r.OldContainer),
-					NewContainer: shortID(r.NewContainer), Strategy: r.Strategy, Started: r.Started, Finished: r.Finished, Result: r.Result, Error: r.Error})
+				r.OldContainer, r.NewContainer = shortID(r.OldContainer), shortID(r.NewContainer)
+				s.Rotations = append(s.Rotations, r)
 			}
 		}
 	}

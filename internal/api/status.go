@@ -12,6 +12,8 @@ package api
 import (
 	"context"
 	"time"
+
+	"github.com/dso-project/dso/internal/state"
 )
 
 // Status is the agent's state as `docker dso status` shows it.
@@ -61,19 +63,9 @@ type ContainerStatus struct {
 	Secrets  map[string]string `json:"secrets"` // secret name -> version held
 }
 
-// RotationStatus is one entry of the rotation journal.
-type RotationStatus struct {
-	ID           uint64    `json:"id"`
-	Service      string    `json:"service"`
-	Secrets      []string  `json:"secrets,omitempty"`
-	OldContainer string    `json:"old_container"`
-	NewContainer string    `json:"new_container,omitempty"`
-	Strategy     string    `json:"strategy"`
-	Started      time.Time `json:"started"`
-	Finished     time.Time `json:"finished,omitzero"`
-	Result       string    `json:"result"`
-	Error        string    `json:"error,omitempty"`
-}
+// RotationStatus is one entry of the rotation journal, as the agent's
+// state store keeps it (names and ids, never a value).
+type RotationStatus = state.Rotation
 
 // StatusSource returns the agent's current status.
 type StatusSource func(ctx context.Context) (Status, error)
