@@ -21,12 +21,6 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			if logs, err := filepath.Glob(filepath.Join(os.TempDir(), "*", "*", ".dso", "run", "agent.log")); err == nil && len(logs) > 0 && testing.Verbose() {
-				for _, l := range logs {
-					b, _ := os.ReadFile(l)
-					t.Logf("%s:\n%s", l, b)
-				}
-			}
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(250 * time.Millisecond)
