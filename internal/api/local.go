@@ -15,8 +15,6 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/dso-project/dso/internal/api/events"
 )
 
@@ -167,14 +165,12 @@ func connPeer(ctx context.Context, c net.Conn) context.Context {
 	if err != nil {
 		return ctx
 	}
-	var cred *unix.Ucred
+	var p Peer
 	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil || credErr != nil {
+	if err := raw.Control(func(fd uintptr) { p, credErr = peerCred(int(fd)) }); err != nil || credErr != nil {
 		return ctx
 	}
-	return context.WithValue(ctx, peerKey{}, Peer{PID: cred.Pid, UID: cred.Uid, GID: cred.Gid})
+	return context.WithValue(ctx, peerKey{}, p)
 }
 
 func (s *Local) authorize(next http.Handler) http.Handler {

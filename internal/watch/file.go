@@ -4,9 +4,9 @@ import (
 	"context"
 	"errors"
 	"io/fs"
-	"os"
-	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultFileInterval is how often WatchFile looks at the file.
@@ -61,17 +61,14 @@ type fileID struct {
 }
 
 func statID(path string) (fileID, error) {
-	fi, err := os.Stat(path)
+	// unix.Stat_t names the times alike on Linux and macOS (syscall's does not).
+	var st unix.Stat_t
+	err := unix.Stat(path, &st)
 	if errors.Is(err, fs.ErrNotExist) {
 		return fileID{}, nil
 	}
 	if err != nil {
-		return fileID{}, err
+		return fileID{}, &fs.PathError{Op: "stat", Path: path, Err: err}
 	}
-	id := fileID{exists: true, size: fi.Size(), mtime: fi.ModTime().UnixNano()}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		id.dev, id.ino = uint64(st.Dev), st.Ino
-		id.ctime = st.Ctim.Nano()
-	}
-	return id, nil
+	return fileID{exists: true, dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}, nil
 }

@@ -73,7 +73,7 @@ func (p *Provider) notFound(path string) error {
 type stamp struct {
 	dev, ino uint64
 	size     int64
-	mtime    syscall.Timespec
+	mtime    int64 // nanoseconds
 }
 
 // current returns the decrypted vault, reading the file again only when its
@@ -96,7 +96,7 @@ func (p *Provider) current(ctx context.Context) (*vaultfile.Vault, error) {
 	}
 	var s stamp
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		s = stamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim}
+		s = stamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: fi.ModTime().UnixNano()}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
