@@ -213,3 +213,44 @@ func BusyboxImage(t testing.TB) string {
 	return buildImage(t, "busybox", entries,
 		"FROM scratch\nCOPY bin /bin\nCOPY tmp /tmp\nENV PATH=/bin\n")
 }
+
+// ImportImage makes an image the way `docker import` does, from a root file
+// system holding only files (path in the image -> content, mode 0644), and
+// removes it at t.Cleanup. Like every imported image it has no CMD and no
+// ENTRYPOINT. The image is tagged dso-test/NAME:<unique>, and the tag is
+// returned.
+func ImportImage(t testing.TB, name string, files map[string]string) string {
+	t.Helper()
+	cli := Docker(t)
+	tag := fmt.Sprintf("dso-test/%s:%s", strings.ToLower(name), uniqueSuffix())
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	paths := make([]string, 0, len(files))
+	for p := range files {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	for _, p := range paths {
+		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: strings.TrimPrefix(path.Clean(p), "/"), Mode: 0o644, Size: int64(len(files[p]))}
+		if err := tw.WriteHeader(hdr); err != nil {
+			t.Fatalf("testbed: image %s: %v", name, err)
+		}
+		if _, err := io.WriteString(tw, files[p]); err != nil {
+			t.Fatalf("testbed: image %s: %v", name, err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatalf("testbed: image %s: %v", name, err)
+	}
+	res, err := cli.ImageImport(t.Context(), client.ImageImportSource{Source: &buf, SourceName: "-"}, tag, client.ImageImportOptions{})
+	if err != nil {
+		t.Fatalf("testbed: importing image %s: %v", name, err)
+	}
+	t.Cleanup(func() { removeImage(t, tag) })
+	log, err := readBuildOutput(res)
+	_ = res.Close()
+	if err != nil {
+		t.Fatalf("testbed: importing image %s: %v\n%s", name, err, log)
+	}
+	return tag
+}
