@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/compose"
@@ -40,13 +41,19 @@ func (e engineImages) Config(ctx context.Context, svc types.ServiceConfig) (comp
 
 // IDs resolves user ("name", "name:group", "uid", "uid:group") against the
 // image's /etc/passwd and /etc/group, read from a container that is created
-// for that and never started.
+// for that and never started. The container gets an entrypoint of its own: an
+// image with neither ENTRYPOINT nor CMD (any `docker import`ed image) cannot
+// be created without one ("No command specified"); it never runs.
 func (e engineImages) IDs(ctx context.Context, svc types.ServiceConfig, user string) (int, int, error) {
 	name := imageName(e.project, svc)
 	if ids, ok := e.ids[[2]string{name, user}]; ok {
 		return ids[0], ids[1], nil
 	}
-	c, err := e.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Image: name})
+	c, err := e.docker.ContainerCreate(ctx, client.ContainerCreateOptions{Config: &container.Config{
+		Image:           name,
+		Entrypoint:      []string{"/.dso/never-started"},
+		NetworkDisabled: true,
+	}})
 	if err != nil {
 		return 0, 0, fmt.Errorf("read users of image %s: %w", name, err)
 	}
