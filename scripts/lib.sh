@@ -26,3 +26,23 @@ dso_ldflags() {
 	commit="$(git -C "$DSO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 	echo "-s -w -X $pkg.Version=$version -X $pkg.Commit=$commit"
 }
+
+# dso_apt_install PACKAGE... installs Debian packages with apt-get, as root or
+# through sudo without a password; it fails with the command to run by hand.
+dso_apt_install() {
+	local sudo=()
+	if ! command -v apt-get >/dev/null; then
+		echo "error: $* missing and there is no apt-get to install it" >&2
+		return 1
+	fi
+	if ((EUID != 0)); then
+		if ! sudo -n true 2>/dev/null; then
+			echo "error: $* missing; install as root: apt-get install $*" >&2
+			return 1
+		fi
+		sudo=(sudo -n)
+	fi
+	echo "installing $* with apt-get" >&2
+	"${sudo[@]}" apt-get update -qq >&2
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >&2
+}
