@@ -1,6 +1,8 @@
 package testbed
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -57,7 +59,10 @@ func buildBinary(pkg string) builtBinary {
 	if err != nil {
 		cache = os.TempDir()
 	}
-	dir := filepath.Join(cache, "dso-testbed", "bin")
+	// One directory per checkout: another checkout's tests (a second
+	// worktree) must not replace these binaries with its own.
+	sum := sha256.Sum256([]byte(root))
+	dir := filepath.Join(cache, "dso-testbed", "bin", hex.EncodeToString(sum[:6]))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return builtBinary{err: err}
 	}
