@@ -2,13 +2,15 @@
 # The project's test command: installs what the tests need (each tool in
 # scripts/tools/NAME.sh, whose function dso_build_NAME installs it idempotently
 # and prints its path, exported to the tests as DSO_NAME_BIN), then runs
-# `go vet ./...` and `go test ./...` against the real Docker engine.
+# `go mod tidy -diff`, `go vet ./...` and `go test ./...` against the real
+# Docker engine.
 #
 #   scripts/test.sh                      everything
 #   scripts/test.sh -run TestX ./pkg/... go test arguments instead of ./...
 #
 # Under CI=true tests that need Docker fail instead of skipping when the engine
-# is unreachable. Exits non-zero when vet or any test fails.
+# is unreachable. Exits non-zero when go.mod is not tidy, or vet or any
+# test fails.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -44,6 +46,12 @@ main() {
 	export AWS_EC2_METADATA_DISABLED=true
 
 	install_tools
+
+	say "go mod tidy -diff"
+	if ! go mod tidy -diff; then
+		say "go.mod or go.sum is not tidy: run go mod tidy and commit the result"
+		status=1
+	fi
 
 	say "go vet ./..."
 	go vet ./... || status=1

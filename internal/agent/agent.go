@@ -21,6 +21,8 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/api/events"
+	"github.com/dso-project/dso/internal/backoff"
+	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/deliver"
@@ -72,6 +74,8 @@ type Options struct {
 	HealthTimeout time.Duration
 	// RetryBackoff is the first wait before retrying a failed rotation (2s).
 	RetryBackoff time.Duration
+	// Clock is the time source of every wait (the system clock when nil).
+	Clock clock.Clock
 }
 
 // Agent delivers secrets to managed containers and rotates them.
@@ -88,6 +92,8 @@ type Agent struct {
 	// pinned containers get their last payload again, not the current
 	// values: the old container of a restart rotation, brought back.
 	pinned map[string]bool
+	// failing are the parts of the daemon that fail, with why.
+	failing parts
 }
 
 // holding is what one running container received.
@@ -112,10 +118,13 @@ func New(opts Options) (*Agent, error) {
 	if opts.Configs == nil {
 		opts.Configs = func(string) (*config.Config, error) { return nil, nil }
 	}
+	if opts.Clock == nil {
+		opts.Clock = clock.RealClock{}
+	}
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 2 * time.Second
 	}
-	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}}
+	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}, failing: parts{}}
 	w, err := watch.New(watch.Config{Check: a.version, Interval: opts.PollInterval, Observe: a.observe})
 	if err != nil {
 		return nil, err
@@ -130,30 +139,29 @@ func (a *Agent) Watcher() *watch.Watcher { return a.watcher }
 // Run serves until ctx is cancelled, reconnecting to the engine with backoff
 // when the connection drops. A cancelled ctx is not an error.
 func (a *Agent) Run(ctx context.Context) error {
-	a.started = time.Now()
+	a.started = a.opts.Clock.Now()
 	ctx, cancel := context.WithCancel(ctx)
 	defer a.wg.Wait()
 	defer cancel()
 	a.wg.Add(2)
 	go func() { defer a.wg.Done(); a.watcher.Run(ctx) }()
 	go func() { defer a.wg.Done(); a.rotations(ctx) }()
-	backoff := 250 * time.Millisecond
+	b := backoff.New(a.opts.Clock, 250*time.Millisecond, 10*time.Second)
 	for {
-		start := time.Now()
+		start := a.opts.Clock.Now()
 		err := a.session(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
-		if time.Since(start) > 30*time.Second {
-			backoff = 250 * time.Millisecond
+		if a.opts.Clock.Now().Sub(start) > 30*time.Second {
+			b.Reset()
 		}
-		a.opts.Log.Warn("lost the Docker engine event stream; reconnecting", "error", err, "in", backoff)
-		select {
-		case <-ctx.Done():
+		wait := b.Next()
+		a.opts.Log.Warn("lost the Docker engine event stream; reconnecting", "error", err, "in", wait)
+		a.degrade("Docker engine", err)
+		if clock.Sleep(ctx, a.opts.Clock, wait) != nil {
 			return nil
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 10*time.Second)
 	}
 }
 
@@ -171,6 +179,7 @@ func (a *Agent) session(ctx context.Context) error {
 		return fmt.Errorf("list managed containers: %w", err)
 	}
 	a.opts.Log.Info("connected to the Docker engine", "running_managed_containers", len(list.Items))
+	a.degrade("Docker engine", nil)
 	for _, c := range list.Items {
 		a.spawn(ctx, func(ctx context.Context) { a.serveRunning(ctx, c.ID) })
 	}

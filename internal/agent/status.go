@@ -17,6 +17,12 @@ func (a *Agent) Health(ctx context.Context) api.AgentStatus {
 	if a.started.IsZero() {
 		st.Health = api.HealthStarting
 	}
+	a.mu.Lock()
+	if len(a.failing) > 0 {
+		st.Health = api.HealthDegraded
+		st.Problems = append(st.Problems, a.failing.problems()...)
+	}
+	a.mu.Unlock()
 	if snap, err := a.watcher.Snapshot(ctx); err == nil {
 		for _, k := range snap {
 			if k.Failing {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strconv"
@@ -43,6 +44,29 @@ func System() Loader {
 // Load reads the configuration named by explicit (the -c/--config flag),
 // else the first of ./dso.yaml and /etc/dso/dso.yaml that exists.
 func Load(explicit string) (*Config, error) { return System().Load(explicit) }
+
+// Find is Load for commands that also work without a dso.yaml: when
+// explicit is "" and no search path exists, it returns a nil Config and no
+// error. path is the absolute path of the file read.
+func Find(explicit string) (cfg *Config, path string, err error) {
+	l := System()
+	path, err = l.Locate(explicit)
+	if err != nil {
+		var fe *fileError
+		if explicit == "" && !errors.As(err, &fe) {
+			return nil, "", nil
+		}
+		return nil, "", err
+	}
+	if cfg, err = l.Load(path); err != nil {
+		return nil, "", err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, "", err
+	}
+	return cfg, abs, nil
+}
 
 // Locate returns the file Load would read.
 func (l Loader) Locate(explicit string) (string, error) {

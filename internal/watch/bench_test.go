@@ -6,6 +6,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"testing"
+
+	"github.com/dso-project/dso/internal/clock"
 )
 
 // BenchmarkWatcher10kKeys measures one polling round over 10,000 watched
@@ -26,7 +28,7 @@ func BenchmarkWatcher10kKeys(b *testing.B) {
 	runtime.ReadMemStats(&m0)
 	w, err := New(Config{
 		Check:   func(context.Context, string) (string, error) { return "v1", nil },
-		Clock:   NewFakeClock(t0),
+		Clock:   clock.NewFakeClock(t0),
 		Observe: observe,
 	})
 	if err != nil {

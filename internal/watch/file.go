@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/dso-project/dso/internal/clock"
 )
 
 // DefaultFileInterval is how often WatchFile looks at the file.
@@ -22,9 +24,9 @@ const DefaultFileInterval = 250 * time.Millisecond
 // filesystem (bind mounts, network and overlay filesystems where inotify
 // misses writes); four stat calls a second cost nothing; and a change is
 // still seen well within a second.
-func WatchFile(ctx context.Context, clock Clock, path string, interval time.Duration, onChange func()) error {
-	if clock == nil {
-		clock = RealClock{}
+func WatchFile(ctx context.Context, clk clock.Clock, path string, interval time.Duration, onChange func()) error {
+	if clk == nil {
+		clk = clock.RealClock{}
 	}
 	if interval <= 0 {
 		interval = DefaultFileInterval
@@ -34,7 +36,7 @@ func WatchFile(ctx context.Context, clock Clock, path string, interval time.Dura
 		return err
 	}
 	for {
-		t := clock.TimerAt(clock.Now().Add(interval))
+		t := clk.TimerAt(clk.Now().Add(interval))
 		select {
 		case <-ctx.Done():
 			t.Stop()

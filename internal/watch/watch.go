@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/dso-project/dso/internal/clock"
 )
 
 // VersionFunc returns the current version of key: the backend's version id,
@@ -59,7 +61,7 @@ type Config struct {
 	Settle       time.Duration // how long to gather changes into one batch: 200ms
 	Concurrency  int           // checks in flight at once: 4
 	CheckTimeout time.Duration // bound on one check: 30s
-	Clock        Clock         // RealClock
+	Clock        clock.Clock   // RealClock
 	Seed         uint64        // jitter seed; random when 0
 	// Observe, when set, is called from the watcher's loop after every
 	// check. It must return quickly.
@@ -121,7 +123,7 @@ func New(cfg Config) (*Watcher, error) {
 		cfg.CheckTimeout = 30 * time.Second
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = RealClock{}
+		cfg.Clock = clock.RealClock{}
 	}
 	seed := cfg.Seed
 	if seed == 0 {
@@ -258,7 +260,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 		now := w.cfg.Clock.Now()
 		l.dispatch(now, jobs)
 		l.flush(now)
-		var t Timer
+		var t clock.Timer
 		var timerC <-chan time.Time
 		if deadline := l.deadline(); !deadline.IsZero() {
 			t = w.cfg.Clock.TimerAt(deadline)

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/dso-project/dso/internal/clock"
 )
 
 var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
@@ -19,7 +21,7 @@ type backend struct {
 	versions map[string]string
 	fail     bool
 	calls    []time.Time
-	clock    Clock
+	clock    clock.Clock
 }
 
 func (b *backend) set(key, v string) {
@@ -40,7 +42,7 @@ func (b *backend) check(ctx context.Context, key string) (string, error) {
 
 type harness struct {
 	t       *testing.T
-	clock   *FakeClock
+	clock   *clock.FakeClock
 	be      *backend
 	w       *Watcher
 	results chan Result
@@ -50,7 +52,7 @@ type harness struct {
 
 func start(t *testing.T, known map[string]string, current map[string]string) *harness {
 	t.Helper()
-	clock := NewFakeClock(t0)
+	clock := clock.NewFakeClock(t0)
 	be := &backend{versions: current, clock: clock}
 	h := &harness{t: t, clock: clock, be: be, results: make(chan Result, 100), done: make(chan error, 1)}
 	w, err := New(Config{Check: be.check, Interval: 30 * time.Second, Clock: clock, Seed: 1, Observe: func(r Result) { h.results <- r }})

@@ -43,7 +43,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dso-project/dso/internal/agent"
+	"github.com/dso-project/dso/internal/agentctl"
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/provider/local"
 	"github.com/dso-project/dso/internal/testbed"
@@ -168,7 +168,7 @@ func BenchmarkAgentIdle10k(b *testing.B) {
 		b.Fatalf("docker dso up: exit %d\n%s", r.code, r.out)
 	}
 	b.Logf("docker dso up of %d services x %d references: %v", idleServices, idlePerSvc, time.Since(start).Round(time.Millisecond))
-	pid, err := agent.LockHolder(filepath.Join(u.home, ".dso", "run", "agent.lock"))
+	pid, err := agentctl.LockHolder(filepath.Join(u.home, ".dso", "run", "agent.lock"))
 	if err != nil {
 		b.Fatal(err)
 	}

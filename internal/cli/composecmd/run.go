@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -80,27 +79,11 @@ func composeEnv(env []string) []string {
 // /etc/dso/dso.yaml when one exists. With none, it returns nil: references
 // then use the local vault at its default place.
 func loadConfig(explicit string) (*config.Config, string, error) {
-	path := explicit
-	if path == "" {
-		for _, p := range config.SearchPaths() {
-			if _, err := os.Stat(p); err == nil {
-				path = p
-				break
-			}
-		}
-	}
-	if path == "" {
-		return nil, "", nil
-	}
-	cfg, err := config.Load(path)
+	cfg, path, err := config.Find(explicit)
 	if err != nil {
 		return nil, "", cmdutil.WithExitCode(cmdutil.ExitConfig, err)
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, "", err
-	}
-	return cfg, abs, nil
+	return cfg, path, nil
 }
 
 // loadProject loads the compose project named by the invocation.

@@ -17,7 +17,8 @@ import (
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
-	"github.com/dso-project/dso/internal/agent"
+	"github.com/dso-project/dso/internal/agentctl"
+	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/cmdutil"
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/config"
@@ -124,11 +125,11 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return err
 	}
-	agentID, err := agent.Choose(cfg)
+	serving, err := agentctl.Serving(cfg)
 	if err != nil {
 		return err
 	}
-	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, ConfigPath: cfgPath, Agent: agentID}, engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}})
+	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, ConfigPath: cfgPath, Agent: serving.ID}, engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}})
 	if err != nil {
 		if inv.dryRun {
 			err = fmt.Errorf("%w\n(--dry-run neither builds nor pulls: run `docker dso pull` or `docker dso compose build` first)", err)
@@ -142,14 +143,14 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if inv.dryRun {
 		return printPlan(f.IO.Out, p, plan, versions, override)
 	}
-	if err := agent.EnsureLocal(ctx, cfg, cfgPath, f.IO.ErrOut); err != nil {
+	if err := agentctl.EnsureLocal(ctx, clock.RealClock{}, cfg, cfgPath, f.IO.ErrOut); err != nil {
 		return err
 	}
 	if err := dockerCompose(ctx, f, p, inv, override, append([]string{opts.Sub}, inv.rest...)...); err != nil {
 		return err
 	}
 	if opts.Sub == "up" && slices.Contains(inv.rest, "--wait") {
-		return waitDelivered(ctx, docker, p.Name, waitTimeout(inv.rest))
+		return waitDelivered(ctx, clock.RealClock{}, docker, cfg, p.Name, waitTimeout(inv.rest))
 	}
 	return nil
 }
@@ -171,13 +172,13 @@ func waitTimeout(args []string) time.Duration {
 // waitDelivered waits, with --wait, until the agent has delivered to every
 // running wired container of the project, so that the exit code says the
 // applications have their secrets, not only that the containers run.
-func waitDelivered(ctx context.Context, docker client.APIClient, project string, timeout time.Duration) error {
-	c, err := agent.Dial()
+func waitDelivered(ctx context.Context, clk clock.Clock, docker client.APIClient, cfg *config.Config, project string, timeout time.Duration) error {
+	c, err := agentctl.Dial(cfg)
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitBackend, err)
 	}
 	f := client.Filters{}.Add("label", "com.docker.compose.project="+project, compose.LabelManaged+"=true").Add("status", "running")
-	deadline := time.Now().Add(timeout)
+	deadline := clk.Now().Add(timeout)
 	for {
 		list, err := docker.ContainerList(ctx, client.ContainerListOptions{Filters: f})
 		if err != nil {
@@ -200,13 +201,11 @@ func waitDelivered(ctx context.Context, docker client.APIClient, project string,
 		if len(missing) == 0 {
 			return nil
 		}
-		if time.Now().After(deadline) {
+		if clk.Now().After(deadline) {
 			return cmdutil.WithExitCode(cmdutil.ExitBackend, fmt.Errorf("not delivered within %s: %s have not received their secrets (see `docker dso watch` and the agent's log)", timeout, strings.Join(missing, ", ")))
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(200 * time.Millisecond):
+		if err := clock.Sleep(ctx, clk, 200*time.Millisecond); err != nil {
+			return err
 		}
 	}
 }

@@ -7,14 +7,12 @@ import (
 	"io/fs"
 	"os"
 	"os/user"
-	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
-	"github.com/dso-project/dso/internal/agent"
+	"github.com/dso-project/dso/internal/agentctl"
 	"github.com/dso-project/dso/internal/api"
-	"github.com/dso-project/dso/internal/config"
 )
 
 const agentTimeout = 5 * time.Second
@@ -24,34 +22,22 @@ const agentTimeout = 5 * time.Second
 // health, and checks the socket's permissions.
 func (d *doctor) checkAgent(ctx context.Context) {
 	const what = "agent running"
-	agentMode := d.cfg != nil && d.cfg.Mode == config.ModeAgent
-	var kind, sock string
+	w, err := agentctl.Serving(d.cfg)
+	if err != nil {
+		d.add(Finding{Check: what, Status: StatusFail, Detail: err.Error(), Fix: "set HOME or XDG_RUNTIME_DIR"})
+		return
+	}
+	kind, sock := w.Kind, w.Socket
 	switch {
-	case agent.Held(agent.SystemLock):
-		kind, sock = "system", api.DefaultSocketPath
-		if d.cfg != nil && d.cfg.Agent.Socket != "" {
-			sock = d.cfg.Agent.Socket
-		}
-	case agentMode:
-		d.add(Finding{Check: what, Status: StatusFail, Detail: "dso.yaml says mode: agent, but the system agent is not running (" + agent.SystemLock + " is not held)",
+	case agentctl.Held(w.Lock):
+	case kind == agentctl.System:
+		d.add(Finding{Check: what, Status: StatusFail, Detail: "dso.yaml says mode: agent, but the system agent is not running (" + w.Lock + " is not held)",
 			Fix: "sudo systemctl start dso-agent (install it first with sudo docker dso bootstrap agent); docker dso system logs says why it stopped"})
 		return
 	default:
-		dir, err := agent.LocalDir()
-		if err != nil {
-			d.add(Finding{Check: what, Status: StatusFail, Detail: err.Error(), Fix: "set HOME"})
-			return
-		}
-		if !agent.Held(filepath.Join(dir, "agent.lock")) {
-			d.add(Finding{Check: what, Status: StatusWarn, Detail: "no agent runs for this user (local mode): containers started now get no secrets and no rotation",
-				Fix: "docker dso up starts the local agent; docker dso agent --local runs it in the foreground"})
-			return
-		}
-		kind = "local"
-		if sock, err = api.LocalSocketPath(); err != nil {
-			d.add(Finding{Check: what, Status: StatusFail, Detail: err.Error(), Fix: "set HOME or XDG_RUNTIME_DIR"})
-			return
-		}
+		d.add(Finding{Check: what, Status: StatusWarn, Detail: "no agent runs for this user (local mode): containers started now get no secrets and no rotation",
+			Fix: "docker dso up starts the local agent; docker dso agent --local runs it in the foreground"})
+		return
 	}
 	ctx, cancel := context.WithTimeout(ctx, agentTimeout)
 	defer cancel()
@@ -73,7 +59,7 @@ func (d *doctor) checkAgent(ctx context.Context) {
 }
 
 func restartFix(kind string) string {
-	if kind == "system" {
+	if kind == agentctl.System {
 		return "sudo systemctl restart dso-agent; docker dso system logs says what went wrong"
 	}
 	return "docker dso agent stop, then docker dso up starts it again; see ~/.dso/run/agent.log"
@@ -101,7 +87,7 @@ func (d *doctor) checkSocket(kind, sock string) {
 	case perm&0o007 != 0:
 		d.add(Finding{Check: what, Status: StatusFail, Detail: detail + ": any user of this host may talk to the agent",
 			Fix: "chmod 0660 " + sock + " (the agent sets 0660 when it starts; restart it)"})
-	case kind == "system" && group != api.GroupName:
+	case kind == agentctl.System && group != api.GroupName:
 		d.add(Finding{Check: what, Status: StatusFail, Detail: detail + ": members of group " + api.GroupName + " cannot use it",
 			Fix: "sudo docker dso bootstrap agent creates the dso group; then sudo systemctl restart dso-agent"})
 	case perm != 0o660:

@@ -14,7 +14,7 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 
-	"github.com/dso-project/dso/internal/agent"
+	"github.com/dso-project/dso/internal/agentctl"
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/cli/doctorcmd"
 	"github.com/dso-project/dso/internal/cmdutil"
@@ -331,7 +331,7 @@ func TestAgentAndSocket(t *testing.T) {
 	lock := filepath.Join(home, ".dso", "run", "agent.lock")
 	sock := filepath.Join(home, ".dso", "run", "dso.sock")
 	for deadline := time.Now().Add(15 * time.Second); ; {
-		if _, err := os.Stat(sock); err == nil && agent.Held(lock) {
+		if _, err := os.Stat(sock); err == nil && agentctl.Held(lock) {
 			if _, err := api.NewClient(sock).Health(t.Context()); err == nil {
 				break
 			}

@@ -15,15 +15,22 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/dso-project/dso/internal/agent"
+	"github.com/dso-project/dso/internal/agentctl"
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/api/events"
+	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/cmdutil"
+	"github.com/dso-project/dso/internal/config"
 )
 
-// agentClient reaches the running agent.
-func agentClient() (*api.Client, error) {
-	c, err := agent.Dial()
+// agentClient reaches the running agent, on the socket dso.yaml's
+// agent.socket names when there is a dso.yaml.
+func agentClient(f *cmdutil.Factory) (*api.Client, error) {
+	cfg, _, err := config.Find(f.ConfigPath)
+	if err != nil {
+		return nil, cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+	}
+	c, err := agentctl.Dial(cfg)
 	if err != nil {
 		return nil, cmdutil.WithExitCode(cmdutil.ExitBackend, err)
 	}
@@ -57,7 +64,7 @@ func NewCmd(f *cmdutil.Factory, runF func(*Options) error) *cobra.Command {
 }
 
 func run(ctx context.Context, opts *Options) error {
-	c, err := agentClient()
+	c, err := agentClient(opts.Factory)
 	if err != nil {
 		return err
 	}
@@ -82,10 +89,8 @@ func run(ctx context.Context, opts *Options) error {
 		if !opts.Watch {
 			return nil
 		}
-		select {
-		case <-ctx.Done():
+		if clock.Sleep(ctx, clock.RealClock{}, 2*time.Second) != nil {
 			return nil
-		case <-time.After(2 * time.Second):
 		}
 	}
 }
@@ -144,7 +149,7 @@ func NewCmdWatch(f *cmdutil.Factory) *cobra.Command {
 		Short: "Stream the agent's events live: deliveries, rotations, provider errors, container events",
 		Args:  cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := agentClient()
+			c, err := agentClient(f)
 			if err != nil {
 				return err
 			}

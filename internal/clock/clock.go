@@ -1,11 +1,14 @@
-package watch
+// Package clock is the time source of code that waits: the system clock, and
+// a fake one that moves only when a test says so.
+package clock
 
 import (
+	"context"
 	"sync"
 	"time"
 )
 
-// Clock is the time source of a Watcher. Timers are set for an absolute
+// Clock is a time source. Timers are set for an absolute
 // deadline, so a fake clock advanced between "now" and "arm" cannot skew them.
 type Clock interface {
 	Now() time.Time
@@ -119,4 +122,16 @@ func (t *fakeTimer) Stop() {
 	t.clock.mu.Lock()
 	defer t.clock.mu.Unlock()
 	delete(t.clock.timers, t)
+}
+
+// Sleep waits d on c, or until ctx ends (then it returns ctx.Err()).
+func Sleep(ctx context.Context, c Clock, d time.Duration) error {
+	t := c.TimerAt(c.Now().Add(d))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C():
+		return nil
+	}
 }
