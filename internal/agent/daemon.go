@@ -131,6 +131,9 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 		WebhookSecret: []byte(o.Getenv("DSO_WEBHOOK_SECRET"))}
 	if cfg != nil {
 		rc.Addr, rc.Token, rc.WebhookToken = cfg.Agent.API.Address, cfg.Agent.API.Token, cfg.Agent.API.Token
+		for _, e := range cfg.Agent.API.Open {
+			rc.Open = append(rc.Open, string(e))
+		}
 	}
 	if addr := o.Getenv("DSO_API_ADDR"); addr != "" {
 		rc.Addr = addr

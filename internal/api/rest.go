@@ -1,17 +1,19 @@
 package api
 
 import (
+	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,24 +21,39 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/dso-project/dso/internal/api/events"
+	"github.com/dso-project/dso/internal/signature"
 )
 
 // DefaultRESTAddr is where the REST API listens by default.
 const DefaultRESTAddr = "127.0.0.1:8471"
 
-// SignatureHeader carries the HMAC-SHA256 of a webhook body:
-// "sha256=" followed by the hex digest.
-const SignatureHeader = "X-DSO-Signature"
+// Endpoints of the REST API that RESTConfig.Open can serve without the
+// token.
+const (
+	EndpointHealth  = "health"
+	EndpointMetrics = "metrics"
+	EndpointEvents  = "events"
+)
+
+// OpenableEndpoints are the values RESTConfig.Open may hold.
+var OpenableEndpoints = []string{EndpointHealth, EndpointMetrics, EndpointEvents}
 
 // RESTConfig sets up the REST API.
 type RESTConfig struct {
 	Addr string // DefaultRESTAddr when empty
-	// Token, when set, is required (Authorization: Bearer) on every
-	// request. It must be set when Addr is not a loopback address.
+	// Token, when set, authenticates callers (Authorization: Bearer). It
+	// must be set when Addr is not a loopback address.
 	Token string
+	// Open lists the endpoints served without the token. GET /health is
+	// open anyway while no token is set: any local user may see that the
+	// agent is up. GET /metrics and GET /events are closed unless listed
+	// here: they show which projects, services and secrets a host runs,
+	// and the agent's socket serves them to the users it trusts.
+	Open []string
 	// WebhookToken and WebhookSecret authenticate POST /webhook: a bearer
-	// token, or an HMAC-SHA256 signature of the body in SignatureHeader.
-	// With neither set, the webhook is off.
+	// token, or a signature (package signature: a timestamp within 5
+	// minutes and an HMAC-SHA256 of it and the body, each used once).
+	// With neither set, and no Token, the webhook is off.
 	WebhookToken  string
 	WebhookSecret []byte
 
@@ -45,20 +62,26 @@ type RESTConfig struct {
 	Bus      *events.Bus          // required: what /events streams
 	Trigger  Trigger              // required: what a webhook calls
 
-	// Rate and Burst limit requests per second over all clients
-	// (20 and 40 when zero).
+	// Rate and Burst limit the requests of each client, after
+	// authentication: an authenticated caller has a bucket per
+	// credential, an anonymous one a bucket per IP address, so that no
+	// flood of anonymous requests refuses an authenticated webhook (20
+	// and 40 when zero).
 	Rate  rate.Limit
 	Burst int
 	Log   *slog.Logger
+	Now   func() time.Time // time.Now when nil
 }
 
 // REST is the REST API server.
 type REST struct {
-	cfg     RESTConfig
-	srv     *http.Server
-	ln      net.Listener
-	limiter *rate.Limiter
-	stop    chan struct{}
+	cfg    RESTConfig
+	open   map[string]bool
+	srv    *http.Server
+	ln     net.Listener
+	limits *clientLimits
+	seen   *seenSignatures
+	stop   chan struct{}
 }
 
 // NewREST checks cfg and returns a server; Listen then Run start it.
@@ -85,7 +108,17 @@ func NewREST(cfg RESTConfig) (*REST, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &REST{cfg: cfg, limiter: rate.NewLimiter(cfg.Rate, cfg.Burst), stop: make(chan struct{})}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	open := map[string]bool{EndpointHealth: cfg.Token == ""}
+	for _, e := range cfg.Open {
+		if !slices.Contains(OpenableEndpoints, e) {
+			return nil, fmt.Errorf("REST API: cannot open %q: the endpoints that can be opened are %s", e, strings.Join(OpenableEndpoints, ", "))
+		}
+		open[e] = true
+	}
+	s := &REST{cfg: cfg, open: open, limits: newClientLimits(cfg.Rate, cfg.Burst, 10000), seen: newSeenSignatures(), stop: make(chan struct{})}
 	mux := http.NewServeMux()
 	mux.Handle("GET /health", healthHandler(cfg.Health))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Registry, promhttp.HandlerOpts{}))
@@ -139,52 +172,124 @@ func (s *REST) Run(ctx context.Context) error {
 	return serveUntil(ctx, s.srv, func() error { return s.srv.Serve(s.ln) }, s.stop, 5*time.Second)
 }
 
-// guard applies the rate limit, then the API token when one is set. The
-// webhook may instead carry its own authentication.
+// caller is who sent a request, as far as the REST API can tell.
+type caller struct {
+	// key names the caller's rate-limit bucket: the credential it proved,
+	// else its IP address.
+	key           string
+	authenticated bool
+	// refused says why a webhook's authentication failed.
+	refused error
+}
+
+// identify authenticates r. A webhook's body is read here (it is signed)
+// and put back for the handler.
+func (s *REST) identify(r *http.Request) (caller, error) {
+	if s.cfg.Token != "" && tokenMatches(r, s.cfg.Token) {
+		return caller{key: "token", authenticated: true}, nil
+	}
+	if r.URL.Path == "/webhook" {
+		if s.cfg.WebhookToken != "" && tokenMatches(r, s.cfg.WebhookToken) {
+			return caller{key: "webhook-token", authenticated: true}, nil
+		}
+		if len(s.cfg.WebhookSecret) > 0 && r.Header.Get(signature.Header) != "" {
+			body, err := io.ReadAll(io.LimitReader(r.Body, maxBody+1))
+			if err != nil {
+				return caller{}, err
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+			if len(body) <= maxBody {
+				err := s.verify(r, body)
+				if err == nil {
+					return caller{key: "webhook-signature", authenticated: true}, nil
+				}
+				return caller{key: clientIP(r), refused: err}, nil
+			}
+		}
+	}
+	return caller{key: clientIP(r)}, nil
+}
+
+// verify checks a webhook's signature, and that it was not used before.
+func (s *REST) verify(r *http.Request, body []byte) error {
+	ts, sig := r.Header.Get(signature.TimestampHeader), r.Header.Get(signature.Header)
+	now := s.cfg.Now()
+	if err := signature.Verify(s.cfg.WebhookSecret, body, ts, sig, now); err != nil {
+		return err
+	}
+	if !s.seen.add(sig, now) {
+		return errReplayed
+	}
+	return nil
+}
+
+var errReplayed = errors.New("this signature was used before (a replay): sign each request anew")
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return "ip:" + r.RemoteAddr
+	}
+	return "ip:" + host
+}
+
+// endpointOf names the endpoint of a path for RESTConfig.Open.
+func endpointOf(path string) string {
+	return strings.TrimPrefix(path, "/")
+}
+
+// guard authenticates each request, then applies its caller's rate limit,
+// then decides: the webhook checks its own credentials; other endpoints
+// need the token unless they are open.
 func (s *REST) guard(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !s.limiter.Allow() {
+		c, err := s.identify(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "reading the request body failed")
+			return
+		}
+		if !s.limits.allow(c.key, s.cfg.Now()) {
 			w.Header().Set("Retry-After", "1")
 			writeError(w, http.StatusTooManyRequests, "too many requests; retry later")
 			return
 		}
-		if s.cfg.Token != "" && !tokenMatches(r, s.cfg.Token) && r.URL.Path != "/webhook" {
+		if c.authenticated {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path == "/webhook" {
+			s.refuseWebhook(w, r, c.refused)
+			return
+		}
+		if s.open[endpointOf(r.URL.Path)] {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if s.cfg.Token != "" {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="dso"`)
 			writeError(w, http.StatusUnauthorized, "an API token is required: send Authorization: Bearer <token>")
 			return
 		}
-		next.ServeHTTP(w, r)
+		writeError(w, http.StatusForbidden, fmt.Sprintf("%s %s is closed: set agent.api.token in dso.yaml and send it as a bearer token, use the agent's socket (docker dso status, docker dso watch), or open it with agent.api.open: [%s]", r.Method, r.URL.Path, endpointOf(r.URL.Path)))
 	})
 }
 
-func (s *REST) webhook(w http.ResponseWriter, r *http.Request) {
+func (s *REST) refuseWebhook(w http.ResponseWriter, r *http.Request, why error) {
 	if s.cfg.WebhookToken == "" && len(s.cfg.WebhookSecret) == 0 && s.cfg.Token == "" {
 		writeError(w, http.StatusNotFound, "the webhook is not configured: set a webhook token or secret in dso.yaml")
 		return
 	}
-	body, ok := readBody(w, r)
-	if !ok {
-		return
+	if why == nil {
+		why = errors.New("send a valid bearer token, or " + signature.TimestampHeader + " and " + signature.Header)
 	}
-	if !s.webhookAuthorized(r, body) {
-		s.cfg.Log.Warn("webhook refused: bad or missing authentication", "remote", r.RemoteAddr)
-		writeError(w, http.StatusUnauthorized, "webhook authentication failed: send a valid bearer token or "+SignatureHeader+": sha256=<hex HMAC of the body>")
-		return
-	}
-	runCheck(w, body, s.cfg.Trigger)
+	s.cfg.Log.Warn("webhook refused", "remote", r.RemoteAddr, "reason", why.Error())
+	writeError(w, http.StatusUnauthorized, "webhook authentication failed: "+why.Error())
 }
 
-func (s *REST) webhookAuthorized(r *http.Request, body []byte) bool {
-	if s.cfg.WebhookToken != "" && tokenMatches(r, s.cfg.WebhookToken) {
-		return true
+func (s *REST) webhook(w http.ResponseWriter, r *http.Request) {
+	if body, ok := readBody(w, r); ok {
+		runCheck(w, body, s.cfg.Trigger)
 	}
-	if s.cfg.Token != "" && tokenMatches(r, s.cfg.Token) {
-		return true
-	}
-	if len(s.cfg.WebhookSecret) > 0 {
-		return SignatureValid(s.cfg.WebhookSecret, body, r.Header.Get(SignatureHeader))
-	}
-	return false
 }
 
 // tokenMatches compares the bearer token in constant time.
@@ -197,24 +302,32 @@ func tokenMatches(r *http.Request, token string) bool {
 	return subtle.ConstantTimeCompare(a[:], b[:]) == 1
 }
 
-// Sign returns the SignatureHeader value for body under secret.
-func Sign(secret, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+// seenSignatures remembers the webhook signatures accepted within the
+// window, so that each is used once. Only authenticated requests are
+// remembered, and those are rate limited, so it stays small.
+type seenSignatures struct {
+	mu        sync.Mutex
+	sigs      map[string]time.Time
+	lastPrune time.Time
 }
 
-// SignatureValid checks a SignatureHeader value in constant time.
-func SignatureValid(secret, body []byte, header string) bool {
-	got, ok := strings.CutPrefix(header, "sha256=")
-	if !ok {
+func newSeenSignatures() *seenSignatures { return &seenSignatures{sigs: map[string]time.Time{}} }
+
+// add records sig at now; false when it was already there.
+func (s *seenSignatures) add(sig string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.lastPrune) > signature.Window {
+		for k, t := range s.sigs {
+			if now.Sub(t) > 2*signature.Window {
+				delete(s.sigs, k)
+			}
+		}
+		s.lastPrune = now
+	}
+	if _, ok := s.sigs[sig]; ok {
 		return false
 	}
-	sig, err := hex.DecodeString(got)
-	if err != nil {
-		return false
-	}
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return hmac.Equal(sig, m.Sum(nil))
+	s.sigs[sig] = now
+	return true
 }

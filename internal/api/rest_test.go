@@ -14,6 +14,7 @@ import (
 
 	"github.com/dso-project/dso/internal/api/events"
 	"github.com/dso-project/dso/internal/metrics"
+	"github.com/dso-project/dso/internal/signature"
 )
 
 const canary = "CANARY-api-52d1c0"
@@ -100,7 +101,7 @@ func request(t *testing.T, method, url string, body []byte, header map[string]st
 }
 
 func TestRESTHealthAndMetrics(t *testing.T) {
-	h := startREST(t, nil)
+	h := startREST(t, func(c *RESTConfig) { c.Open = []string{EndpointMetrics} })
 	h.m.SecretsWatched.Set(3)
 	if code, body := request(t, "GET", h.url+"/health", nil, nil); code != 200 || !strings.Contains(body, `"health":"ok"`) {
 		t.Fatalf("health: %d %s", code, body)
@@ -124,27 +125,40 @@ func TestRESTUnhealthyIs503(t *testing.T) {
 	}
 }
 
+// signed returns the headers of body signed under the test's secret at t.
+func signed(key string, t time.Time, body []byte) map[string]string {
+	ts, sig := signature.Sign([]byte(key), t, body)
+	return map[string]string{signature.TimestampHeader: ts, signature.Header: sig}
+}
+
 func TestWebhookAuthentication(t *testing.T) {
-	h := startREST(t, func(c *RESTConfig) { c.WebhookToken = "hook-token" })
+	now := time.Now()
+	h := startREST(t, func(c *RESTConfig) { c.WebhookToken = "hook-token"; c.Now = func() time.Time { return now } })
 	body := []byte(`{"secrets":["db"]}`)
+	good := signed(canary, now, body)
 	cases := []struct {
 		name   string
 		header map[string]string
 		want   int
+		reason string
 	}{
-		{"none", nil, 401},
-		{"bad signature", map[string]string{SignatureHeader: Sign([]byte("wrong"), body)}, 401},
-		{"garbage signature", map[string]string{SignatureHeader: "sha256=zz"}, 401},
-		{"signature of another body", map[string]string{SignatureHeader: Sign([]byte(canary), []byte(`{}`))}, 401},
-		{"wrong bearer", map[string]string{"Authorization": "Bearer nope"}, 401},
-		{"good signature", map[string]string{SignatureHeader: Sign([]byte(canary), body)}, 202},
-		{"good bearer", map[string]string{"Authorization": "Bearer hook-token"}, 202},
+		{"none", nil, 401, "bearer token"},
+		{"bad signature", signed("wrong", now, body), 401, "does not match"},
+		{"garbage signature", map[string]string{signature.TimestampHeader: good[signature.TimestampHeader], signature.Header: "sha256=zz"}, 401, "malformed"},
+		{"signature of another body", signed(canary, now, []byte(`{}`)), 401, "does not match"},
+		{"signature without timestamp", map[string]string{signature.Header: good[signature.Header]}, 401, "malformed"},
+		{"signed 6 minutes ago", signed(canary, now.Add(-6*time.Minute), body), 401, "window"},
+		{"wrong bearer", map[string]string{"Authorization": "Bearer nope"}, 401, "bearer token"},
+		{"good signature", good, 202, ""},
+		{"the same signature again (a replay)", good, 401, "replay"},
+		{"signed 4 minutes ago", signed(canary, now.Add(-4*time.Minute), body), 202, ""},
+		{"good bearer", map[string]string{"Authorization": "Bearer hook-token"}, 202, ""},
 	}
 	accepted := 0
 	for _, c := range cases {
 		code, resp := request(t, "POST", h.url+"/webhook", body, c.header)
-		if code != c.want {
-			t.Errorf("%s: %d %s, want %d", c.name, code, resp, c.want)
+		if code != c.want || !strings.Contains(resp, c.reason) {
+			t.Errorf("%s: %d %s, want %d saying %q", c.name, code, resp, c.want, c.reason)
 		}
 		if code == 202 {
 			accepted++
@@ -154,11 +168,11 @@ func TestWebhookAuthentication(t *testing.T) {
 		}
 	}
 	unknown := []byte(`{"secrets":["unknown"]}`)
-	if code, resp := request(t, "POST", h.url+"/webhook", unknown, map[string]string{SignatureHeader: Sign([]byte(canary), unknown)}); code != 404 || !strings.Contains(resp, "unknown") {
+	if code, resp := request(t, "POST", h.url+"/webhook", unknown, signed(canary, now, unknown)); code != 404 || !strings.Contains(resp, "unknown") {
 		t.Fatalf("unknown secret: %d %s", code, resp)
 	}
 	bad := []byte(`not json`)
-	if code, _ := request(t, "POST", h.url+"/webhook", bad, map[string]string{SignatureHeader: Sign([]byte(canary), bad)}); code != 400 {
+	if code, _ := request(t, "POST", h.url+"/webhook", bad, signed(canary, now, bad)); code != 400 {
 		t.Fatalf("malformed body: %d", code)
 	}
 }
@@ -182,6 +196,39 @@ func TestTokenRequiredEverywhereWhenSet(t *testing.T) {
 	}
 	if code, _ := request(t, "POST", h.url+"/webhook", []byte(`{}`), map[string]string{"Authorization": "Bearer api-token"}); code != 202 {
 		t.Errorf("webhook with the API token = %d", code)
+	}
+}
+
+func TestMetricsAndEventsClosedUnlessOpened(t *testing.T) {
+	h := startREST(t, nil)
+	for _, p := range []string{"/metrics", "/events?follow=false"} {
+		if code, body := request(t, "GET", h.url+p, nil, nil); code != 403 || !strings.Contains(body, "agent.api.open") {
+			t.Errorf("GET %s without a token configured = %d %s, want 403 naming agent.api.open", p, code, body)
+		}
+	}
+	if code, _ := request(t, "GET", h.url+"/health", nil, nil); code != 200 {
+		t.Errorf("GET /health = %d, want 200 (open while no token is set)", code)
+	}
+
+	h = startREST(t, func(c *RESTConfig) { c.Open = []string{EndpointMetrics} })
+	if code, _ := request(t, "GET", h.url+"/metrics", nil, nil); code != 200 {
+		t.Errorf("GET /metrics opened = %d", code)
+	}
+	if code, _ := request(t, "GET", h.url+"/events?follow=false", nil, nil); code != 403 {
+		t.Errorf("GET /events not opened = %d", code)
+	}
+
+	h = startREST(t, func(c *RESTConfig) { c.Token, c.Open = "api-token", []string{EndpointHealth} })
+	if code, _ := request(t, "GET", h.url+"/health", nil, nil); code != 200 {
+		t.Errorf("GET /health opened beside a token = %d", code)
+	}
+	if code, _ := request(t, "GET", h.url+"/metrics", nil, nil); code != 401 {
+		t.Errorf("GET /metrics with a token set, not sent = %d", code)
+	}
+
+	cfg := RESTConfig{Health: okHealth, Registry: metrics.New().Registry, Bus: events.NewBus(1), Trigger: (&recorder{}).trigger, Open: []string{"webhook"}}
+	if _, err := NewREST(cfg); err == nil || !strings.Contains(err.Error(), `"webhook"`) {
+		t.Errorf("opening the webhook: %v", err)
 	}
 }
 
@@ -217,10 +264,48 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// An anonymous client that spent its budget does not spend an
+// authenticated caller's: each signed webhook still gets through.
+func TestRateLimitIsPerClientAfterAuthentication(t *testing.T) {
+	h := startREST(t, func(c *RESTConfig) { c.Rate, c.Burst, c.Token = 0.001, 3, "api-token" })
+	for range 5 {
+		request(t, "GET", h.url+"/health", nil, nil)
+	}
+	if code, _ := request(t, "GET", h.url+"/health", nil, nil); code != 429 {
+		t.Fatalf("the anonymous flood was not limited: %d", code)
+	}
+	body := []byte(`{}`)
+	for i := range 3 {
+		if code, resp := request(t, "POST", h.url+"/webhook", body, signed(canary, time.Now().Add(time.Duration(i)*time.Second), body)); code != 202 {
+			t.Fatalf("signed webhook %d beside the flood: %d %s", i, code, resp)
+		}
+	}
+	if code, _ := request(t, "GET", h.url+"/metrics", nil, map[string]string{"Authorization": "Bearer api-token"}); code != 200 {
+		t.Fatalf("a caller with the token beside the flood: %d", code)
+	}
+	if code, _ := request(t, "POST", h.url+"/webhook", body, signed("wrong", time.Now(), body)); code != 429 {
+		t.Fatalf("a badly signed webhook spends the anonymous budget: %d, want 429", code)
+	}
+}
+
+func TestClientLimitsForgetIdleClients(t *testing.T) {
+	l := newClientLimits(10, 1, 2)
+	now := time.Unix(0, 0)
+	if !l.allow("a", now) || !l.allow("b", now) {
+		t.Fatal("new clients refused")
+	}
+	if l.allow("c", now) {
+		t.Fatal("a third client was tracked beyond max")
+	}
+	if !l.allow("c", now.Add(time.Second)) {
+		t.Fatal("idle clients were not forgotten")
+	}
+}
+
 func TestEventsStreamAndShutdown(t *testing.T) {
-	h := startREST(t, nil)
+	h := startREST(t, func(c *RESTConfig) { c.Token = "api-token" })
 	h.bus.Publish(events.Event{Type: events.TypeDelivery, Service: "old"})
-	c, err := NewRESTClient(h.url, "")
+	c, err := NewRESTClient(h.url, "api-token")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,31 +347,4 @@ func TestEventsStreamAndShutdown(t *testing.T) {
 	case <-time.After(3 * time.Second):
 		t.Fatal("an open event stream kept the server from shutting down")
 	}
-}
-
-func TestSignature(t *testing.T) {
-	sig := Sign([]byte("k"), []byte("body"))
-	if !SignatureValid([]byte("k"), []byte("body"), sig) {
-		t.Fatal("own signature rejected")
-	}
-	for _, bad := range []string{"", "sha256=", strings.TrimPrefix(sig, "sha256="), "sha1=" + sig[7:], sig[:len(sig)-1] + "0"} {
-		if bad != sig && SignatureValid([]byte("k"), []byte("body"), bad) {
-			t.Errorf("accepted %q", bad)
-		}
-	}
-}
-
-// FuzzSignatureValid: any header is either the exact signature or refused,
-// and nothing panics.
-func FuzzSignatureValid(f *testing.F) {
-	key := []byte("k")
-	f.Add([]byte(`{"secrets":["db"]}`), Sign(key, []byte(`{"secrets":["db"]}`)))
-	f.Add([]byte(""), "sha256=")
-	f.Add([]byte("x"), "sha256=zz")
-	f.Add([]byte("x"), "SHA256="+strings.Repeat("0", 64))
-	f.Fuzz(func(t *testing.T, body []byte, header string) {
-		if SignatureValid(key, body, header) && header != Sign(key, body) && !strings.EqualFold(header, Sign(key, body)) {
-			t.Fatalf("accepted %q for %q", header, body)
-		}
-	})
 }

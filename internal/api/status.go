@@ -1,8 +1,9 @@
 // Package api serves the agent's two APIs and holds the client the CLI
 // uses. The REST API (127.0.0.1:8471 by default) has GET /health,
 // GET /metrics, GET /events (server-sent events) and an authenticated
-// POST /webhook; a token is required for everything when it is bound
-// beyond loopback. The local API is HTTP+JSON on a unix socket whose
+// POST /webhook; /health alone is open to anonymous callers by default,
+// requests are rate limited per client after authentication, and a token
+// is required when it is bound beyond loopback. The local API is HTTP+JSON on a unix socket whose
 // callers are authorized by their kernel credentials (SO_PEERCRED): root,
 // the agent's own user, and members of the dso group. The agent plugs its
 // data in through small functions (StatusSource, Trigger); no response ever

@@ -85,7 +85,7 @@ type Agent struct {
 // Notify is one endpoint of outbound rotation webhooks.
 type Notify struct {
 	URL    string        `yaml:"url" json:"url" dso:"required" desc:"http or https URL the agent POSTs a JSON notification to."`
-	Secret string        `yaml:"secret" json:"secret" dso:"required,secret" desc:"Key of the HMAC-SHA256 signature sent in X-DSO-Signature (sha256=<hex>); write ${VAR} to take it from the environment."`
+	Secret string        `yaml:"secret" json:"secret" dso:"required,secret" desc:"Key of the signature: X-DSO-Timestamp (Unix seconds) and X-DSO-Signature (sha256=<hex HMAC-SHA256 of \"<timestamp>.<body>\">); receivers should refuse timestamps more than 5 minutes off. Write ${VAR} to take it from the environment."`
 	Events []NotifyEvent `yaml:"events,omitempty" json:"events,omitempty" desc:"Which rotations to report: success, failure (default both)."`
 }
 
@@ -104,8 +104,9 @@ type AgentRotation struct {
 
 // API configures the agent's REST API.
 type API struct {
-	Address string `yaml:"address,omitempty" json:"address,omitempty" desc:"host:port to listen on (default 127.0.0.1:8471). A token is required when this is not a loopback address."`
-	Token   string `yaml:"token,omitempty" json:"token,omitempty" dso:"secret" desc:"Bearer token clients must present; write ${VAR} to take it from the environment."`
+	Address string        `yaml:"address,omitempty" json:"address,omitempty" desc:"host:port to listen on (default 127.0.0.1:8471). A token is required when this is not a loopback address."`
+	Token   string        `yaml:"token,omitempty" json:"token,omitempty" dso:"secret" desc:"Bearer token clients must present; write ${VAR} to take it from the environment."`
+	Open    []APIEndpoint `yaml:"open,omitempty" json:"open,omitempty" desc:"Endpoints served without the token: health, metrics, events. /health is open anyway while no token is set; /metrics and /events are closed unless listed here (they show which projects and secrets the host runs; the agent's socket serves them to root and the dso group)."`
 }
 
 // Defaults are used by every secret that does not set its own.
@@ -191,6 +192,21 @@ const (
 
 // Values lists the accepted notification events.
 func (NotifyEvent) Values() []string { return []string{string(NotifySuccess), string(NotifyFailure)} }
+
+// APIEndpoint is an endpoint of the REST API that can be opened.
+type APIEndpoint string
+
+// Endpoints that can be opened.
+const (
+	APIHealth  APIEndpoint = "health"
+	APIMetrics APIEndpoint = "metrics"
+	APIEvents  APIEndpoint = "events"
+)
+
+// Values lists the endpoints that can be opened.
+func (APIEndpoint) Values() []string {
+	return []string{string(APIHealth), string(APIMetrics), string(APIEvents)}
+}
 
 // InjectType is how values reach a container.
 type InjectType string

@@ -1,15 +1,14 @@
 // Package notify sends outbound webhooks when a rotation succeeds or
-// fails: a JSON body signed with HMAC-SHA256, sent with a timeout and
-// retried with backoff. Bodies carry names, versions and ids, never a
+// fails: a JSON body signed like the agent's inbound webhooks (package
+// signature: an HMAC-SHA256 over a timestamp and the body, so a receiver
+// can refuse replays), sent with a timeout and retried with backoff. Bodies carry names, versions and ids, never a
 // secret value.
 package notify
 
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -24,13 +23,13 @@ import (
 	"time"
 
 	"github.com/dso-project/dso/internal/config"
+	"github.com/dso-project/dso/internal/signature"
 )
 
 // Headers set on every notification.
 const (
-	SignatureHeader = "X-DSO-Signature" // sha256=<hex HMAC-SHA256 of the body>
-	EventHeader     = "X-DSO-Event"
-	DeliveryHeader  = "X-DSO-Delivery" // unique per notification, the same on retries
+	EventHeader    = "X-DSO-Event"
+	DeliveryHeader = "X-DSO-Delivery" // unique per notification, the same on retries
 )
 
 // Event names.
@@ -155,11 +154,11 @@ func (nf *Notifier) attempt(ctx context.Context, event, delivery string, body []
 	if err != nil {
 		return false, err
 	}
-	m := hmac.New(sha256.New, nf.cfg.Secret)
-	m.Write(body)
+	ts, sig := signature.Sign(nf.cfg.Secret, time.Now(), body)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "dso-agent")
-	req.Header.Set(SignatureHeader, "sha256="+hex.EncodeToString(m.Sum(nil)))
+	req.Header.Set(signature.TimestampHeader, ts)
+	req.Header.Set(signature.Header, sig)
 	req.Header.Set(EventHeader, event)
 	req.Header.Set(DeliveryHeader, delivery)
 	resp, err := nf.cfg.Client.Do(req)

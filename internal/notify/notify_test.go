@@ -2,9 +2,6 @@ package notify
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -17,6 +14,7 @@ import (
 	"time"
 
 	"github.com/dso-project/dso/internal/config"
+	"github.com/dso-project/dso/internal/signature"
 )
 
 var secret = []byte("CANARY-notify-signing-key")
@@ -33,10 +31,8 @@ type endpoint struct {
 func (e *endpoint) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	n := e.hits.Add(1)
 	body, _ := io.ReadAll(r.Body)
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	if r.Header.Get(SignatureHeader) != "sha256="+hex.EncodeToString(m.Sum(nil)) {
-		http.Error(w, "bad signature", http.StatusUnauthorized)
+	if err := signature.Verify(secret, body, r.Header.Get(signature.TimestampHeader), r.Header.Get(signature.Header), time.Now()); err != nil {
+		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
 	e.mu.Lock()

@@ -162,6 +162,10 @@ func BenchmarkAgentIdle10k(b *testing.B) {
 	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(y.String()), 0o644); err != nil {
 		b.Fatal(err)
 	}
+	// The agent that up starts serves /metrics without a token.
+	if err := os.WriteFile(filepath.Join(dir, "dso.yaml"), []byte("providers:\n  local:\n    type: local\nagent:\n  api:\n    open: [metrics]\nsecrets: {}\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
 	project := testbed.Project(b, dir)
 	start := time.Now()
 	if r := u.run(dir, "dso", "up", "-p", project, "-d"); r.code != 0 {

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/notify"
+	"github.com/dso-project/dso/internal/signature"
 	"github.com/dso-project/dso/internal/testbed"
 )
 
@@ -28,16 +28,22 @@ import (
 // the test's dso.yaml (which `docker dso up` never passes to the agent it
 // starts) and the REST API on a free port.
 type agentProc struct {
-	addr string // REST API host:port
-	log  string // its stdout and stderr
+	addr  string // REST API host:port
+	log   string // its stdout and stderr
+	token string // in its environment as DSO_TEST_API_TOKEN, sent by get
 }
+
+// apiTokenYAML sets the agent's API token (under agent:) to the one
+// startAgent puts in its environment.
+const apiTokenYAML = "  api:\n    token: ${DSO_TEST_API_TOKEN}\n"
 
 // startAgent runs the user's plugin binary as `docker-dso -c cfg agent
 // --local` with env added, waits for its REST API, and stops it (SIGTERM,
 // by pid) when the test ends.
 func startAgent(t *testing.T, u *user, cfg string, env ...string) *agentProc {
 	t.Helper()
-	a := &agentProc{addr: "127.0.0.1:" + freePort(t), log: filepath.Join(t.TempDir(), "agent.log")}
+	a := &agentProc{addr: "127.0.0.1:" + freePort(t), log: filepath.Join(t.TempDir(), "agent.log"), token: hex.EncodeToString(canary(t, "api-token"))}
+	env = append(env, "DSO_TEST_API_TOKEN="+a.token)
 	logf, err := os.Create(a.log)
 	if err != nil {
 		t.Fatal(err)
@@ -77,9 +83,13 @@ func startAgent(t *testing.T, u *user, cfg string, env ...string) *agentProc {
 	return a
 }
 
+// get sends the agent's API token, which its dso.yaml may or may not use
+// (apiTokenYAML).
 func (a *agentProc) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + a.addr + path)
+	req, _ := http.NewRequest(http.MethodGet, "http://"+a.addr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+a.token)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -88,11 +98,11 @@ func (a *agentProc) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-func (a *agentProc) webhook(t *testing.T, body []byte, signature string) int {
+func (a *agentProc) webhook(t *testing.T, body []byte, header map[string]string) int {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, "http://"+a.addr+"/webhook", bytes.NewReader(body))
-	if signature != "" {
-		req.Header.Set(api.SignatureHeader, signature)
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -105,6 +115,12 @@ func (a *agentProc) webhook(t *testing.T, body []byte, signature string) int {
 func (a *agentProc) logText() string {
 	b, _ := os.ReadFile(a.log)
 	return string(b)
+}
+
+// signedHeaders signs body at t as a webhook sender would.
+func signedHeaders(key []byte, t time.Time, body []byte) map[string]string {
+	ts, sig := signature.Sign(key, t, body)
+	return map[string]string{signature.TimestampHeader: ts, signature.Header: sig}
 }
 
 func freePort(t *testing.T) string {
@@ -219,14 +235,18 @@ func TestAgentWebhook(t *testing.T) {
 		t.Fatalf("the secret is polled every %v: the 1h polling interval is not in effect", sec.Interval)
 	}
 	body := []byte(`{}`)
-	for name, sig := range map[string]string{
-		"no signature":    "",
-		"wrong key":       api.Sign([]byte("not-the-key"), body),
-		"other body":      api.Sign([]byte(key), []byte(`{"secrets":[]}`)),
-		"not hex":         "sha256=zz",
-		"no sha256= part": strings.TrimPrefix(api.Sign([]byte(key), body), "sha256="),
+	now := time.Now()
+	good := signedHeaders([]byte(key), now, body)
+	for name, h := range map[string]map[string]string{
+		"no signature":         nil,
+		"wrong key":            signedHeaders([]byte("not-the-key"), now, body),
+		"other body":           signedHeaders([]byte(key), now, []byte(`{"secrets":[]}`)),
+		"not hex":              {signature.TimestampHeader: good[signature.TimestampHeader], signature.Header: "sha256=zz"},
+		"no sha256= part":      {signature.TimestampHeader: good[signature.TimestampHeader], signature.Header: strings.TrimPrefix(good[signature.Header], "sha256=")},
+		"no timestamp":         {signature.Header: good[signature.Header]},
+		"signed 6 minutes ago": signedHeaders([]byte(key), now.Add(-6*time.Minute), body),
 	} {
-		if code := ag.webhook(t, body, sig); code != http.StatusUnauthorized {
+		if code := ag.webhook(t, body, h); code != http.StatusUnauthorized {
 			t.Errorf("webhook with %s: status %d, want 401", name, code)
 		}
 	}
@@ -241,8 +261,11 @@ func TestAgentWebhook(t *testing.T) {
 	}
 
 	start := time.Now()
-	if code := ag.webhook(t, body, api.Sign([]byte(key), body)); code != http.StatusAccepted {
+	if code := ag.webhook(t, body, good); code != http.StatusAccepted {
 		t.Fatalf("signed webhook: status %d, want 202", code)
+	}
+	if code := ag.webhook(t, body, good); code != http.StatusUnauthorized {
+		t.Errorf("the same signed webhook replayed: status %d, want 401", code)
 	}
 	waitFor(t, "the new value after the webhook", func() bool {
 		id, v, ok := answer(t, project, "api", "/env/TOKEN")
@@ -267,7 +290,7 @@ func TestAgentProviderOutage(t *testing.T) {
 	v := canary(t, "out")
 	b := newFilesBackend(t)
 	b.set(t, "app/token", v)
-	dir, project := apiProject(t, b.config(t, "  watch:\n    polling_interval: 1s\n"))
+	dir, project := apiProject(t, b.config(t, "  watch:\n    polling_interval: 1s\n"+apiTokenYAML))
 	ag := startAgent(t, u, filepath.Join(dir, "dso.yaml"))
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")
 	id := serviceContainer(t, project, "api")
@@ -333,11 +356,9 @@ type hookSink struct {
 
 func (h *hookSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
-	m := hmac.New(sha256.New, h.key)
-	m.Write(body)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if r.Header.Get(notify.SignatureHeader) != "sha256="+hex.EncodeToString(m.Sum(nil)) {
+	if signature.Verify(h.key, body, r.Header.Get(signature.TimestampHeader), r.Header.Get(signature.Header), time.Now()) != nil {
 		h.bad++
 		http.Error(w, "bad signature", http.StatusUnauthorized)
 		return
@@ -365,7 +386,7 @@ func TestAgentCanaryNeverShows(t *testing.T) {
 	dir, project := apiProject(t, "providers:\n  local:\n    type: local\nsecrets: {}\n")
 	// The agent's own dso.yaml (as /etc/dso/dso.yaml would be), with the
 	// signing key from its environment.
-	agentCfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nagent:\n  notify:\n    - url: " + hooks.URL + "/dso\n      secret: ${DSO_TEST_HOOK_KEY}\nsecrets: {}\n"})
+	agentCfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nagent:\n" + apiTokenYAML + "  notify:\n    - url: " + hooks.URL + "/dso\n      secret: ${DSO_TEST_HOOK_KEY}\nsecrets: {}\n"})
 	u.initVault(map[string][]byte{"app/token": v1})
 	ag := startAgent(t, u, filepath.Join(agentCfg, "dso.yaml"), "DSO_TEST_HOOK_KEY="+string(hookKey))
 	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
@@ -493,7 +514,7 @@ func TestAgentNotifiesFailedRotation(t *testing.T) {
 		"dso.yaml":     "providers:\n  local:\n    type: local\nsecrets: {}\n",
 	})
 	project := testbed.Project(t, dir)
-	agentCfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nagent:\n  notify:\n    - url: " + hooks.URL + "/failures\n      secret: ${DSO_TEST_HOOK_KEY}\n      events: [failure]\nsecrets: {}\n"})
+	agentCfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nagent:\n" + apiTokenYAML + "  notify:\n    - url: " + hooks.URL + "/failures\n      secret: ${DSO_TEST_HOOK_KEY}\n      events: [failure]\nsecrets: {}\n"})
 	u.initVault(map[string][]byte{"app/token": good})
 	startAgent(t, u, filepath.Join(agentCfg, "dso.yaml"), "DSO_TEST_HOOK_KEY="+string(key))
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")

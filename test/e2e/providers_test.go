@@ -12,9 +12,9 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 	"github.com/moby/moby/client"
 
-	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/provider/awssm/awssmtest"
 	"github.com/dso-project/dso/internal/provider/providertest"
+	"github.com/dso-project/dso/internal/signature"
 	"github.com/dso-project/dso/internal/testbed"
 )
 
@@ -67,7 +67,9 @@ func freeLoopback(t *testing.T) string {
 func webhook(t *testing.T, addr string, secret []byte) {
 	t.Helper()
 	req, _ := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+addr+"/webhook", nil)
-	req.Header.Set(api.SignatureHeader, api.Sign(secret, nil))
+	ts, sig := signature.Sign(secret, time.Now(), nil)
+	req.Header.Set(signature.TimestampHeader, ts)
+	req.Header.Set(signature.Header, sig)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatalf("webhook: %v", err)

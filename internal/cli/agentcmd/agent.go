@@ -34,8 +34,10 @@ restart), polls the versions of the secrets they hold and rotates them when
 one changes. systemd runs it as the dso-agent service; in local mode
 'docker dso up' starts it for the user with --local when none runs.
 
-Environment: DSO_WEBHOOK_SECRET, when set, lets POST /webhook requests
-signed with HMAC-SHA256 of their body (header X-DSO-Signature) trigger a check.
+Environment: DSO_WEBHOOK_SECRET, when set, lets signed POST /webhook requests
+trigger a check: X-DSO-Timestamp (Unix seconds, within 5 minutes) and
+X-DSO-Signature (sha256=<hex HMAC-SHA256 of "<timestamp>.<body>">), each
+signature used once.
 DSO_API_ADDR overrides the address of the REST API (agent.api.address).
 
 The agent.notify entries of dso.yaml receive a signed JSON POST when a
