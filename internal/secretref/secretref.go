@@ -46,7 +46,7 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	return fmt.Sprintf("invalid reference %q: %s (at character %d)", e.Input, e.Reason, e.Offset+1)
+	return fmt.Sprintf("invalid reference %s: %s (at character %d)", quoteShort(e.Input), e.Reason, e.Offset+1)
 }
 
 // IsRef reports whether s uses one of the reference schemes, so that callers
@@ -160,16 +160,34 @@ func (r Ref) InProject(project string) Ref {
 	return r
 }
 
+// MaxPath bounds the path of a reference, and so a secret name (the local
+// vault stores names of at most this many bytes).
+const MaxPath = 4096
+
 // ValidateName checks a secret name as used by `docker dso secret set NAME`:
-// the path part of a reference, "project/path".
+// the path part of a reference, "project/path". A name is valid only when
+// a reference reaches it: dso://NAME must parse back to exactly NAME (so no
+// '#' or '?', which start a key or a query).
 func ValidateName(name string) error {
+	quoted := quoteShort(name)
 	if err := checkPath(name); err != nil {
-		return fmt.Errorf("invalid secret name %q: %s (at character %d)", name, err.reason, err.offset+1)
+		return fmt.Errorf("invalid secret name %s: %s (at character %d)", quoted, err.reason, err.offset+1)
+	}
+	if i := strings.IndexAny(name, "#?"); i >= 0 {
+		return fmt.Errorf("invalid secret name %s: %q would start a %s in a reference, so no reference could reach this name (at character %d)", quoted, name[i], map[byte]string{'#': "key", '?': "query"}[name[i]], i+1)
 	}
 	if !strings.Contains(name, "/") {
-		return fmt.Errorf("invalid secret name %q: want project/path, as in dso://project/path", name)
+		return fmt.Errorf("invalid secret name %s: want project/path, as in dso://project/path", quoted)
 	}
 	return nil
+}
+
+// quoteShort quotes s for a message, cut to its first 64 bytes when longer.
+func quoteShort(s string) string {
+	if len(s) <= 64 {
+		return fmt.Sprintf("%q", s)
+	}
+	return fmt.Sprintf("%q... (%d bytes)", s[:64], len(s))
 }
 
 type pathError struct {
@@ -180,6 +198,9 @@ type pathError struct {
 func checkPath(p string) *pathError {
 	if p == "" {
 		return &pathError{0, "empty secret path"}
+	}
+	if len(p) > MaxPath {
+		return &pathError{MaxPath, fmt.Sprintf("path is longer than %d bytes", MaxPath)}
 	}
 	if !utf8.ValidString(p) {
 		return &pathError{0, "path is not valid UTF-8"}

@@ -83,11 +83,32 @@ func TestValidateName(t *testing.T) {
 			t.Errorf("ValidateName(%q) = %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "nopath", "/a", "a/", "a b/c", "a//b", "a/\x00"} {
-		if err := ValidateName(bad); err == nil {
-			t.Errorf("ValidateName(%q) = nil, want error", bad)
+	for _, bad := range []string{"", "nopath", "/a", "a/", "a b/c", "a//b", "a/\x00", "a/b#", "a/b#k", "a/b?x", "a/" + strings.Repeat("x", MaxPath)} {
+		err := ValidateName(bad)
+		if err == nil {
+			t.Errorf("ValidateName(%.80q) = nil, want error", bad)
+			continue
+		}
+		if len(err.Error()) > 300 {
+			t.Errorf("ValidateName of a %d-byte name: a %d-byte message", len(bad), len(err.Error()))
 		}
 	}
+}
+
+// FuzzValidateName: a name is valid exactly when a reference reaches it:
+// dso://NAME parses back to that name, with no key or query.
+func FuzzValidateName(f *testing.F) {
+	for _, s := range []string{"app/db", "a/b#", "a/b?provider=x", "a", "a/../b"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, name string) {
+		err := ValidateName(name)
+		r, perr := Parse("dso://" + name)
+		reachable := perr == nil && r.Path == name && r.Key == "" && r.Provider == "" && strings.Contains(name, "/")
+		if (err == nil) != reachable {
+			t.Fatalf("ValidateName(%q) = %v, but reachable by a reference = %v", name, err, reachable)
+		}
+	})
 }
 
 func FuzzParse(f *testing.F) {
