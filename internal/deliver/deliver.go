@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"strings"
 	"time"
 
 	"github.com/moby/moby/api/pkg/stdcopy"
@@ -55,12 +54,34 @@ func NewPayload(values []Value, signal string) *initproc.Payload {
 	return p
 }
 
-// Send delivers p to the init of container and waits for its answer.
-func Send(ctx context.Context, d Docker, container string, p *initproc.Payload) error {
+// Check applies the checks of delivery to p: names, values (no NUL in an
+// env value) and size. `docker dso up` runs it before anything is created,
+// so that what it accepts is what the agent can deliver.
+func Check(p *initproc.Payload) error {
+	data, err := encode(p)
+	clear(data)
+	return err
+}
+
+// encode checks p and returns its encoding, which the caller clears.
+func encode(p *initproc.Payload) ([]byte, error) {
 	if err := p.Validate(); err != nil {
-		return err
+		return nil, err
 	}
 	data, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > initproc.MaxPayload {
+		clear(data)
+		return nil, fmt.Errorf("the secrets of one container take %d bytes encoded, over the limit of %d", len(data), initproc.MaxPayload)
+	}
+	return data, nil
+}
+
+// Send delivers p to the init of container and waits for its answer.
+func Send(ctx context.Context, d Docker, container string, p *initproc.Payload) error {
+	data, err := encode(p)
 	if err != nil {
 		return err
 	}
@@ -92,6 +113,7 @@ func Send(ctx context.Context, d Docker, container string, p *initproc.Payload) 
 		writeErr <- err
 	}()
 	var out bytes.Buffer
+	defer func() { clear(out.Bytes()) }()
 	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(att.Reader, 1<<16)); err != nil && ctx.Err() == nil {
 		return fmt.Errorf("container %s: read delivery answer: %w", short(container), err)
 	}
@@ -106,11 +128,11 @@ func Send(ctx context.Context, d Docker, container string, p *initproc.Payload) 
 		return fmt.Errorf("container %s: delivery: %w", short(container), err)
 	}
 	if code != 0 {
-		msg := strings.TrimSpace(out.String())
+		msg := ReplyText(out.Bytes(), p)
 		if msg == "" {
-			msg = fmt.Sprintf("exit code %d", code)
+			return fmt.Errorf("container %s: delivery refused (exit code %d)", short(container), code)
 		}
-		return fmt.Errorf("container %s: delivery refused: %s", short(container), msg)
+		return fmt.Errorf("container %s: delivery refused (exit code %d); the container answered: %s", short(container), code, msg)
 	}
 	return nil
 }

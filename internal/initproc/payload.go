@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -49,30 +50,34 @@ type Payload struct {
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 var fileName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 
-// Validate checks names and values; errors name the variable or file, never
-// a value.
+// Validate checks names and values, and reports every problem, sorted;
+// errors name the variable or file, never a value.
 func (p *Payload) Validate() error {
+	var errs []string
 	for k, v := range p.Env {
 		if !envName.MatchString(k) {
-			return fmt.Errorf("env name %q is not a valid variable name", k)
+			errs = append(errs, fmt.Sprintf("env name %q is not a valid variable name (letters, digits and '_', not starting with a digit)", k))
+			continue
 		}
-		for _, b := range v {
-			if b == 0 {
-				return fmt.Errorf("env %s: the value has a NUL byte, which an environment cannot hold (deliver it as a file with dsofile://)", k)
-			}
+		if slices.Contains(v, 0) {
+			errs = append(errs, fmt.Sprintf("env %s: the value has a NUL byte, which an environment cannot hold (deliver it as a file with dsofile://)", k))
 		}
 	}
 	for k := range p.Files {
 		if !fileName.MatchString(k) {
-			return fmt.Errorf("file name %q must be letters, digits, '.', '-' or '_'", k)
+			errs = append(errs, fmt.Sprintf("file name %q must be letters, digits, '.', '-' or '_'", k))
 		}
 	}
 	if p.Signal != "" {
 		if _, err := ParseSignal(p.Signal); err != nil {
-			return err
+			errs = append(errs, err.Error())
 		}
 	}
-	return nil
+	if len(errs) == 0 {
+		return nil
+	}
+	sort.Strings(errs)
+	return errors.New(strings.Join(errs, "\n"))
 }
 
 // Digest identifies the content of the payload (env and files), so that a

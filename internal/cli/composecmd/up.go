@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -260,12 +261,37 @@ func check(ctx context.Context, set *resolve.Set, uses []compose.Use) (map[secre
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		for _, v := range got {
+			clear(v.Value)
+		}
+	}()
+	if err := checkPayloads(uses, got); err != nil {
+		return nil, cmdutil.WithExitCode(cmdutil.ExitSecret, err)
+	}
 	versions := map[secretref.Ref]string{}
 	for r, v := range got {
-		clear(v.Value)
 		versions[r] = v.Version
 	}
 	return versions, nil
+}
+
+// checkPayloads builds, for each service, the payload the agent would
+// deliver to its containers and applies delivery's own checks (variable
+// names, NUL bytes in env values, size), so that `up` refuses what the
+// agent could not deliver instead of creating containers that wait for it.
+func checkPayloads(uses []compose.Use, got map[secretref.Ref]resolve.Resolved) error {
+	values := map[string][]deliver.Value{}
+	for _, u := range uses {
+		values[u.Service] = append(values[u.Service], deliver.Value{Var: u.Var, File: u.Ref.File, Data: got[u.Ref].Value})
+	}
+	var errs []error
+	for _, svc := range slices.Sorted(maps.Keys(values)) {
+		if err := deliver.Check(deliver.NewPayload(values[svc], "")); err != nil {
+			errs = append(errs, fmt.Errorf("service %q cannot take its secrets:\n%w", svc, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // fix suggests the command that repairs a missing secret of the local vault.
