@@ -22,9 +22,9 @@ func projectContainers(t *testing.T, project string) int {
 
 // TestUpRefusesWhatDeliveryWould: `up` applies the checks of delivery
 // before anything is created: a NUL byte in an env value and variable names
-// no environment can hold (in the environment and in the seed's mapping
-// form) stop it with exit code 4, each named, no value shown, no container
-// created.
+// no environment can hold stop it with exit code 4, each named, no value
+// shown, no container created. (In the seed's mapping form such names are
+// refused earlier, by dso.yaml's validation, with exit code 3.)
 func TestUpRefusesWhatDeliveryWould(t *testing.T) {
 	u := newUser(t)
 	image := testbed.TestappImage(t)
@@ -36,21 +36,12 @@ func TestUpRefusesWhatDeliveryWould(t *testing.T) {
 services:
   api:
     image: ` + image + `
-    labels:
-      dso.secrets: mapped
     environment:
       WITH_NUL: dso://app/nul
       NUL_AS_FILE: dsofile://app/nul
       X-Y: dso://app/plain
-`,
-		"dso.yaml": `providers:
-  local:
-    type: local
-secrets:
-  - name: mapped
-    mappings:
-      "..": app/plain
-      A.B: app/plain
+      A.B: dso://app/plain
+      "..": dso://app/plain
 `,
 	})
 	project := testbed.Project(t, dir)
