@@ -1,8 +1,17 @@
 package e2e
 
 import (
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net/http"
+	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/moby/moby/client"
 
@@ -63,6 +72,124 @@ services:
 	for _, c := range [][]byte{nul[:len(nul)-2], plain} {
 		if strings.Contains(r.output(), string(c)) {
 			t.Errorf("LEAK: a value is in the output of the refused up")
+		}
+	}
+}
+
+// TestAnonymousFloodDoesNotStarveSignedWebhooks: while anonymous clients
+// flood the REST API, a signed webhook sent every 200 ms is never refused;
+// the flood is (429), and a replayed webhook is refused (401).
+func TestAnonymousFloodDoesNotStarveSignedWebhooks(t *testing.T) {
+	u := newUser(t)
+	key := []byte(hex.EncodeToString(canary(t, "hook")))
+	cfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nsecrets: {}\n"})
+	ag := startAgent(t, u, filepath.Join(cfg, "dso.yaml"), "DSO_WEBHOOK_SECRET="+string(key))
+
+	var answered, limited atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			hc := &http.Client{Timeout: 5 * time.Second}
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				resp, err := hc.Get("http://" + ag.addr + "/health")
+				if err != nil {
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				answered.Add(1)
+				if resp.StatusCode == http.StatusTooManyRequests {
+					limited.Add(1)
+				}
+			}
+		})
+	}
+	var refused []int
+	var last map[string]string
+	var lastBody []byte
+	for i := range 25 {
+		time.Sleep(200 * time.Millisecond)
+		// Each delivery is unique, as a sender's event id makes it.
+		lastBody = fmt.Appendf(nil, `{"id":%d}`, i)
+		last = signedHeaders(key, time.Now(), lastBody)
+		if code := ag.webhook(t, lastBody, last); code != http.StatusAccepted {
+			refused = append(refused, code)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("anonymous flood: %d requests answered, %d of them 429", answered.Load(), limited.Load())
+	if len(refused) > 0 {
+		t.Errorf("%d of 25 signed webhooks were refused beside the flood: %v", len(refused), refused)
+	}
+	if limited.Load() == 0 {
+		t.Errorf("the flood of %d anonymous requests was never limited", answered.Load())
+	}
+	// A refused webhook counts against its sender's anonymous budget, which
+	// the flood (from the same address) spent: ask until it is not 429.
+	code := 0
+	waitFor(t, "an answer to the replayed webhook", func() bool {
+		code = ag.webhook(t, lastBody, last)
+		return code != http.StatusTooManyRequests
+	})
+	if code != http.StatusUnauthorized {
+		t.Errorf("a replayed webhook: status %d, want 401", code)
+	}
+	if !strings.Contains(ag.logText(), "webhook refused") || strings.Contains(ag.logText(), string(key)) {
+		t.Errorf("the agent's log does not record the replay, or holds the webhook key")
+	}
+}
+
+// TestHijackedInitSocketWritesNothing: a workload replaces the init's
+// socket in its tmpfs with its own listener, which answers the next
+// delivery with a canary text and the base64 of the payload it got. The
+// delivery fails, and neither that text nor any value shows in the agent's
+// log, /events or `docker dso status --json`.
+func TestHijackedInitSocketWritesNothing(t *testing.T) {
+	u := newUser(t)
+	v1, v2, said := canary(t, "h1"), canary(t, "h2"), canary(t, "said")
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  api:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    labels:
+      dso.update.strategy: signal
+    environment:
+      TOKEN_FILE: dsofile://app/token
+`})
+	project := testbed.Project(t, dir)
+	agentCfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nagent:\n" + apiTokenYAML + "secrets: {}\n"})
+	u.initVault(map[string][]byte{"app/token": v1})
+	ag := startAgent(t, u, filepath.Join(agentCfg, "dso.yaml"))
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	waitFor(t, "the first value", func() bool {
+		_, v, ok := answer(t, project, "api", "/file?path=/run/dso/secrets/TOKEN_FILE")
+		return ok && v == string(v1)
+	})
+	if _, got, ok := answer(t, project, "api", "/hijack?socket=/run/dso/init.sock&reply="+string(said)); !ok || got != "listening" {
+		t.Fatalf("the workload could not replace the init's socket: %q", got)
+	}
+	u.must("", v2, "dso", "secret", "set", "app/token")
+	waitFor(t, "the agent to report the refused delivery", func() bool {
+		return strings.Contains(ag.logText(), "the container answered")
+	})
+	_, events := ag.get(t, "/events?history=1000&follow=0")
+	_, st := status(t, u)
+	for where, text := range map[string]string{"the agent's log": ag.logText(), "/events": events, "status --json": st} {
+		for name, c := range map[string]string{
+			"the workload's text": string(said), "the old value": string(v1), "the new value": string(v2),
+			"the old value in base64": base64.StdEncoding.EncodeToString(v1), "the new value in base64": base64.StdEncoding.EncodeToString(v2),
+		} {
+			if strings.Contains(text, c) {
+				t.Errorf("%s holds %s", where, name)
+			}
 		}
 	}
 }

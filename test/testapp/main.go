@@ -12,6 +12,10 @@
 //	GET /args           os.Args as JSON
 //	GET /hup            number of SIGHUPs received so far
 //	GET /exit?code=N    answers, then exits with status N
+//	GET /hijack?socket=P&reply=TEXT
+//	                    plays a hostile workload: replaces the unix socket P
+//	                    (the init's) with its own listener, which answers each
+//	                    connection with "error: TEXT <base64 of what it read>"
 //	GET /healthz        "ok"
 //
 // It never logs the values it serves.
@@ -19,10 +23,13 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -145,6 +152,27 @@ func newHandler(env map[string]string, hups *atomic.Int64, exitCode chan<- int) 
 		case exitCode <- code:
 		default: // already exiting
 		}
+	})
+	mux.HandleFunc("GET /hijack", func(w http.ResponseWriter, r *http.Request) {
+		path, reply := r.URL.Query().Get("socket"), r.URL.Query().Get("reply")
+		os.Remove(path)
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				got, _ := io.ReadAll(c)
+				fmt.Fprintf(c, "error: %s %s\n", reply, base64.StdEncoding.EncodeToString(got))
+				c.Close()
+			}
+		}()
+		fmt.Fprint(w, "listening")
 	})
 	return mux
 }
