@@ -34,8 +34,9 @@ type agentProc struct {
 }
 
 // apiTokenYAML sets the agent's API token (under agent:) to the one
-// startAgent puts in its environment.
-const apiTokenYAML = "  api:\n    token: ${DSO_TEST_API_TOKEN}\n"
+// startAgent puts in its environment (`up`, reading the same file without
+// it, gets a placeholder).
+const apiTokenYAML = "  api:\n    token: ${DSO_TEST_API_TOKEN:-not-the-agent}\n"
 
 // startAgent runs the user's plugin binary as `docker-dso -c cfg agent
 // --local` with env added, waits for its REST API, and stops it (SIGTERM,
