@@ -1,9 +1,12 @@
 // Command dso-init is the static init DSO runs as PID 1 in front of a
-// service's entrypoint (see internal/initproc). It takes no secrets on its
-// command line:
+// service's entrypoint (see internal/initproc), and the TCP proxy that owns
+// a rolling service's host ports (see internal/proxy). It takes no secrets
+// on its command line:
 //
 //	dso-init [--timeout 60s] -- ENTRYPOINT [ARG...]   supervise the application
 //	dso-init deliver                                 hand a payload from stdin to PID 1
+//	dso-init proxy --port LISTEN[:TARGET]... --backend HOST [--hold-timeout 60s] [--control PATH]
+//	dso-init proxy-ctl [--control PATH]              pass a request from stdin to the proxy
 package main
 
 import (
@@ -19,12 +22,19 @@ func main() {
 }
 
 func run(args []string) int {
-	if len(args) > 0 && args[0] == "deliver" {
-		if err := initproc.Deliver(os.Stdin, initproc.SocketPath, 10*time.Second); err != nil {
-			fmt.Fprintf(os.Stderr, "dso-init deliver: %v\n", err)
-			return 1
+	if len(args) > 0 {
+		switch args[0] {
+		case "deliver":
+			if err := initproc.Deliver(os.Stdin, initproc.SocketPath, 10*time.Second); err != nil {
+				fmt.Fprintf(os.Stderr, "dso-init deliver: %v\n", err)
+				return 1
+			}
+			return 0
+		case "proxy":
+			return runProxy(args[1:])
+		case "proxy-ctl":
+			return runProxyCtl(args[1:])
 		}
-		return 0
 	}
 	timeout := 60 * time.Second
 	for len(args) > 0 && args[0] != "--" {

@@ -6,25 +6,17 @@
 package deliver
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"time"
+	"slices"
 
-	"github.com/moby/moby/api/pkg/stdcopy"
-	"github.com/moby/moby/client"
-
+	"github.com/dso-project/dso/internal/dockerexec"
 	"github.com/dso-project/dso/internal/initproc"
 )
 
 // Docker is the part of the engine client that delivery uses.
-type Docker interface {
-	ExecCreate(ctx context.Context, container string, opts client.ExecCreateOptions) (client.ExecCreateResult, error)
-	ExecAttach(ctx context.Context, execID string, opts client.ExecAttachOptions) (client.ExecAttachResult, error)
-	ExecInspect(ctx context.Context, execID string, opts client.ExecInspectOptions) (client.ExecInspectResult, error)
-}
+type Docker = dockerexec.Docker
 
 // Value is one resolved variable of a container.
 type Value struct {
@@ -87,76 +79,21 @@ func Send(ctx context.Context, d Docker, container string, p *initproc.Payload) 
 	}
 	defer clear(data)
 
-	ex, err := d.ExecCreate(ctx, container, client.ExecCreateOptions{
-		Cmd:          []string{initproc.InitPath, "deliver"},
-		AttachStdin:  true,
-		AttachStdout: true,
-		AttachStderr: true,
-	})
+	res, err := dockerexec.Run(ctx, d, container, []string{initproc.InitPath, "deliver"}, data, 1<<16)
 	if err != nil {
-		return fmt.Errorf("container %s: start delivery: %w", short(container), err)
+		return fmt.Errorf("delivery: %w", err)
 	}
-	att, err := d.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
-	if err != nil {
-		return fmt.Errorf("container %s: attach delivery: %w", short(container), err)
-	}
-	defer att.Close()
-	stop := context.AfterFunc(ctx, func() { att.Conn.Close() })
-	defer stop()
-
-	writeErr := make(chan error, 1)
-	go func() {
-		_, err := att.Conn.Write(data)
-		if cw, ok := att.Conn.(interface{ CloseWrite() error }); ok {
-			cw.CloseWrite()
-		}
-		writeErr <- err
-	}()
-	var out bytes.Buffer
-	defer func() { clear(out.Bytes()) }()
-	if _, err := stdcopy.StdCopy(&out, &out, io.LimitReader(att.Reader, 1<<16)); err != nil && ctx.Err() == nil {
-		return fmt.Errorf("container %s: read delivery answer: %w", short(container), err)
-	}
-	if err := <-writeErr; err != nil && ctx.Err() == nil {
-		return fmt.Errorf("container %s: send payload: %w", short(container), err)
-	}
-	if ctx.Err() != nil {
-		return fmt.Errorf("container %s: delivery: %w", short(container), ctx.Err())
-	}
-	code, err := exitCode(ctx, d, ex.ID)
-	if err != nil {
-		return fmt.Errorf("container %s: delivery: %w", short(container), err)
-	}
-	if code != 0 {
-		msg := ReplyText(out.Bytes(), p)
+	// The answer comes from the workload: it may echo what it got.
+	defer clear(res.Stdout)
+	defer clear(res.Stderr)
+	if res.ExitCode != 0 {
+		out := slices.Concat(res.Stdout, res.Stderr)
+		defer clear(out)
+		msg := ReplyText(out, p)
 		if msg == "" {
-			return fmt.Errorf("container %s: delivery refused (exit code %d)", short(container), code)
+			return fmt.Errorf("container %s: delivery refused (exit code %d)", dockerexec.Short(container), res.ExitCode)
 		}
-		return fmt.Errorf("container %s: delivery refused (exit code %d); the container answered: %s", short(container), code, msg)
+		return fmt.Errorf("container %s: delivery refused (exit code %d); the container answered: %s", dockerexec.Short(container), res.ExitCode, msg)
 	}
 	return nil
-}
-
-func exitCode(ctx context.Context, d Docker, execID string) (int, error) {
-	for {
-		r, err := d.ExecInspect(ctx, execID, client.ExecInspectOptions{})
-		if err != nil {
-			return 0, err
-		}
-		if !r.Running {
-			return r.ExitCode, nil
-		}
-		select {
-		case <-ctx.Done():
-			return 0, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-func short(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

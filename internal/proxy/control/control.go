@@ -1,0 +1,48 @@
+// Package control is the agent's side of the proxy's control: it runs
+// `dso-init proxy-ctl` in the proxy container with `docker exec`, the
+// request on stdin and the reply on stdout. It is apart from package proxy
+// so that dso-init, which holds the proxy, does not link the engine client.
+package control
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+
+	"github.com/dso-project/dso/internal/dockerexec"
+	"github.com/dso-project/dso/internal/initproc"
+	"github.com/dso-project/dso/internal/proxy"
+)
+
+// Docker is the part of the engine client the control uses.
+type Docker = dockerexec.Docker
+
+// Send passes req to the proxy running in container and returns its reply.
+// The proxy's own errors (bad input, a probe that failed, a drain of a
+// backend still in use) come back as the error, with the op and container.
+func Send(ctx context.Context, d Docker, container string, req proxy.Request) (proxy.Reply, error) {
+	if err := req.Validate(); err != nil {
+		return proxy.Reply{}, err
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return proxy.Reply{}, err
+	}
+	res, err := dockerexec.Run(ctx, d, container, []string{initproc.InitPath, "proxy-ctl"}, data, proxy.MaxReply+4096)
+	if err != nil {
+		return proxy.Reply{}, fmt.Errorf("proxy %s: %w", req.Op, err)
+	}
+	if res.ExitCode != 0 {
+		msg := strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(string(res.Stderr)), "dso-init proxy-ctl:"))
+		if msg == "" {
+			msg = fmt.Sprintf("exit code %d", res.ExitCode)
+		}
+		return proxy.Reply{}, fmt.Errorf("proxy %s in container %s: %s", req.Op, dockerexec.Short(container), msg)
+	}
+	var reply proxy.Reply
+	if err := json.Unmarshal(res.Stdout, &reply); err != nil {
+		return proxy.Reply{}, fmt.Errorf("proxy %s in container %s: no valid reply", req.Op, dockerexec.Short(container))
+	}
+	return reply, nil
+}

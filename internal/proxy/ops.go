@@ -1,0 +1,228 @@
+package proxy
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"time"
+)
+
+// Set makes new connections go to backends (round-robin), ends a hold and
+// lets the held connections go to them. Connections already forwarded stay
+// where they are. It returns when the switch took effect.
+func (p *Proxy) Set(backends []string) (time.Time, error) {
+	if err := validBackends(backends); err != nil {
+		return time.Time{}, err
+	}
+	p.mu.Lock()
+	p.backends = slices.Clone(backends)
+	p.next = 0
+	p.switchedAt = time.Now()
+	at := p.switchedAt
+	held := 0
+	if h := p.hold; h != nil {
+		held = int(h.held.Load())
+		p.endHold(h, false)
+	}
+	p.mu.Unlock()
+	p.log.Info("backends set", "backends", backends, "released_held", held)
+	return at, nil
+}
+
+// Hold makes new connections wait, accepted but not forwarded, until the
+// next Set. The hold ends by itself after timeout (Options.HoldTimeout when
+// 0): the clients still waiting are closed and new connections go to the
+// backends again. A Hold during a hold restarts its timeout.
+func (p *Proxy) Hold(timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = p.opts.HoldTimeout
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h := p.hold; h != nil {
+		h.timer.Reset(timeout)
+		p.log.Info("hold extended", "timeout", timeout)
+		return
+	}
+	h := &hold{release: make(chan struct{})}
+	h.timer = time.AfterFunc(timeout, func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if p.hold == h {
+			p.log.Warn("hold timed out; waiting clients closed", "timeout", timeout, "closed", h.held.Load())
+			p.endHold(h, true)
+		}
+	})
+	p.hold = h
+	p.log.Info("holding new connections", "timeout", timeout)
+}
+
+// endHold releases the connections waiting on h; expired closes them
+// instead of forwarding them. p.mu must be held.
+func (p *Proxy) endHold(h *hold, expired bool) {
+	h.timer.Stop()
+	h.expired = expired
+	close(h.release)
+	p.hold = nil
+}
+
+// DrainResult says how a drain ended.
+type DrainResult struct {
+	// Drained connections ended by themselves within the timeout.
+	Drained int `json:"drained"`
+	// Closed connections were still open at the timeout and were closed.
+	Closed int `json:"closed"`
+}
+
+// Drain waits until no connection to host remains, for up to timeout, then
+// closes the rest. host must no longer take new connections (Set others
+// first, or Hold).
+func (p *Proxy) Drain(ctx context.Context, host string, timeout time.Duration) (DrainResult, error) {
+	if err := ValidHost(host); err != nil {
+		return DrainResult{}, fmt.Errorf("backend: %w", err)
+	}
+	p.mu.Lock()
+	if p.hold == nil && slices.Contains(p.backends, host) {
+		p.mu.Unlock()
+		return DrainResult{}, fmt.Errorf("backend %q still takes new connections: set other backends (or hold) before draining it", host)
+	}
+	p.draining[host]++
+	pending := p.connsToLocked(host)
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		if p.draining[host]--; p.draining[host] == 0 {
+			delete(p.draining, host)
+		}
+		p.mu.Unlock()
+	}()
+
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	seen := map[*conn]bool{}
+	var res DrainResult
+wait:
+	for len(pending) > 0 {
+		for _, c := range pending {
+			seen[c] = true
+		}
+		for _, c := range pending {
+			select {
+			case <-c.done:
+			case <-deadline.C:
+				break wait
+			case <-ctx.Done():
+				break wait
+			}
+		}
+		pending = p.connsTo(host)
+	}
+	for _, c := range p.connsTo(host) {
+		seen[c] = true
+		c.close()
+		<-c.done
+		res.Closed++
+	}
+	res.Drained = len(seen) - res.Closed
+	p.log.Info("backend drained", "backend", host, "drained", res.Drained, "closed", res.Closed)
+	return res, nil
+}
+
+// connsTo lists the live connections forwarded to host.
+func (p *Proxy) connsTo(host string) []*conn {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.connsToLocked(host)
+}
+
+func (p *Proxy) connsToLocked(host string) []*conn {
+	var out []*conn
+	for c := range p.conns {
+		if c.host == host {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Probe connects to every target port at host from the proxy's network
+// namespace, within timeout in all; the error names the first port that
+// does not answer.
+func (p *Proxy) Probe(ctx context.Context, host string, timeout time.Duration) error {
+	if err := ValidHost(host); err != nil {
+		return fmt.Errorf("backend: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	for _, pp := range p.ports {
+		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(pp.Target)))
+		if err != nil {
+			return fmt.Errorf("port %d: %s:%d does not answer: %s", pp.Listen, host, pp.Target, dialReason(err))
+		}
+		c.Close()
+	}
+	return nil
+}
+
+// PortStats are the counters of one port.
+type PortStats struct {
+	Port
+	Active         int64  `json:"active"`
+	Accepted       uint64 `json:"accepted"`
+	BytesToBackend uint64 `json:"bytes_to_backend"`
+	BytesToClient  uint64 `json:"bytes_to_client"`
+	// DialFailures counts failed connection attempts to a backend
+	// (retried ones included); Dropped counts clients closed because no
+	// backend answered in time or a hold timed out.
+	DialFailures uint64 `json:"dial_failures"`
+	Dropped      uint64 `json:"dropped"`
+}
+
+// Stats is a snapshot of the proxy's state and counters.
+type Stats struct {
+	Ports    []PortStats `json:"ports"`
+	Backends []string    `json:"backends"`
+	// Connections counts the live forwarded connections by backend host.
+	Connections map[string]int `json:"connections"`
+	// Draining lists the backends a Drain is waiting for.
+	Draining []string `json:"draining,omitempty"`
+	Holding  bool     `json:"holding"`
+	Held     int64    `json:"held"`
+	// SwitchedAt is when the current backends took effect.
+	SwitchedAt time.Time `json:"switched_at"`
+}
+
+// Stats returns the current state and counters.
+func (p *Proxy) Stats() Stats {
+	s := Stats{Connections: map[string]int{}}
+	for _, pp := range p.ports {
+		s.Ports = append(s.Ports, PortStats{
+			Port:           pp.Port,
+			Active:         pp.active.Load(),
+			Accepted:       pp.accepted.Load(),
+			BytesToBackend: pp.toBackend.Load(),
+			BytesToClient:  pp.toClient.Load(),
+			DialFailures:   pp.dialFailures.Load(),
+			Dropped:        pp.dropped.Load(),
+		})
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s.Backends = slices.Clone(p.backends)
+	s.SwitchedAt = p.switchedAt
+	if p.hold != nil {
+		s.Holding = true
+		s.Held = p.hold.held.Load()
+	}
+	for c := range p.conns {
+		s.Connections[c.host]++
+	}
+	for h := range p.draining {
+		s.Draining = append(s.Draining, h)
+	}
+	slices.Sort(s.Draining)
+	return s
+}

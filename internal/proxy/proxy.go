@@ -1,0 +1,374 @@
+// Package proxy is the TCP proxy that owns the host ports of a rolling
+// service. It runs as `dso-init proxy` in a small container of its own on the
+// project network, so it outlives the agent: Docker publishes the service's
+// host ports onto it and it forwards each port to the current backend
+// container. The agent steers it over a unix socket in the container's tmpfs
+// (see control.go), reached with `docker exec dso-init proxy-ctl`
+// (internal/proxy/control); between two orders the proxy keeps its backends
+// on its own.
+//
+// Each port has its own listener and forwards only to its own target port,
+// so a port's traffic never reaches another port. Bytes are copied with
+// io.Copy between two *net.TCPConn (splice(2) on Linux), half-closes are
+// passed on, and nothing of the traffic is ever logged.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults of Options.
+const (
+	DefaultHoldTimeout = 60 * time.Second
+	DefaultDialRetry   = 5 * time.Second
+	DefaultGrace       = 5 * time.Second
+)
+
+// Port is one forwarded port: the proxy listens on Listen (all addresses of
+// its network namespace, IPv4 and IPv6 when available) and forwards to
+// Target on the backend.
+type Port struct {
+	Listen int `json:"listen"`
+	Target int `json:"target"`
+}
+
+func (p Port) String() string { return fmt.Sprintf("%d->%d", p.Listen, p.Target) }
+
+// Options configure a proxy.
+type Options struct {
+	// Ports to forward; Listen 0 lets the kernel pick a port (tests).
+	Ports []Port
+	// Backend is the host (IP or DNS name, such as the compose service name)
+	// new connections go to until a Set.
+	Backend string
+	// HoldTimeout bounds how long a Hold keeps new connections waiting.
+	HoldTimeout time.Duration
+	// DialRetry bounds how long a new connection retries a backend that
+	// does not answer, before the client is closed.
+	DialRetry time.Duration
+	// Grace is how long live connections may go on after Serve's context
+	// ends, before they are closed.
+	Grace time.Duration
+	// ListenHost is the address listeners bind ("" for all addresses).
+	ListenHost string
+	Log        *slog.Logger
+}
+
+// Proxy forwards the ports of one service to its current backends.
+type Proxy struct {
+	opts  Options
+	log   *slog.Logger
+	ports []*port
+
+	mu         sync.Mutex
+	backends   []string
+	next       int
+	hold       *hold
+	switchedAt time.Time
+	conns      map[*conn]struct{}
+	draining   map[string]int // hosts being drained, by drains in progress
+	wg         sync.WaitGroup // connection handlers
+}
+
+// port is one listener with its counters.
+type port struct {
+	Port
+	ln           *net.TCPListener
+	active       atomic.Int64
+	accepted     atomic.Uint64
+	toBackend    atomic.Uint64
+	toClient     atomic.Uint64
+	dialFailures atomic.Uint64
+	dropped      atomic.Uint64
+}
+
+// hold is an ongoing Hold: new connections wait for release.
+type hold struct {
+	release chan struct{} // closed by Set or at the deadline
+	expired bool          // set before release is closed at the deadline
+	timer   *time.Timer
+	held    atomic.Int64
+}
+
+// Listen checks opts and binds every port; the proxy serves once Serve runs.
+func Listen(opts Options) (*Proxy, error) {
+	if len(opts.Ports) == 0 {
+		return nil, errors.New("no port to forward")
+	}
+	if err := ValidHost(opts.Backend); err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
+	seen := map[int]bool{}
+	for _, p := range opts.Ports {
+		if p.Listen < 0 || p.Listen > 65535 || p.Target < 1 || p.Target > 65535 {
+			return nil, fmt.Errorf("port %s: ports must be within 1-65535", p)
+		}
+		if p.Listen != 0 && seen[p.Listen] {
+			return nil, fmt.Errorf("port %d is listed twice", p.Listen)
+		}
+		seen[p.Listen] = true
+	}
+	if opts.HoldTimeout <= 0 {
+		opts.HoldTimeout = DefaultHoldTimeout
+	}
+	if opts.DialRetry <= 0 {
+		opts.DialRetry = DefaultDialRetry
+	}
+	if opts.Grace <= 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	p := &Proxy{
+		opts:       opts,
+		log:        opts.Log,
+		backends:   []string{opts.Backend},
+		switchedAt: time.Now(),
+		conns:      map[*conn]struct{}{},
+		draining:   map[string]int{},
+	}
+	for _, pp := range opts.Ports {
+		ln, err := net.Listen("tcp", net.JoinHostPort(opts.ListenHost, strconv.Itoa(pp.Listen)))
+		if err != nil {
+			p.closeListeners()
+			return nil, fmt.Errorf("port %d: %w", pp.Listen, err)
+		}
+		pp.Listen = ln.Addr().(*net.TCPAddr).Port
+		p.ports = append(p.ports, &port{Port: pp, ln: ln.(*net.TCPListener)})
+	}
+	return p, nil
+}
+
+// Ports returns the forwarded ports, with the listen ports the kernel picked.
+func (p *Proxy) Ports() []Port {
+	out := make([]Port, len(p.ports))
+	for i, pp := range p.ports {
+		out[i] = pp.Port
+	}
+	return out
+}
+
+func (p *Proxy) closeListeners() {
+	for _, pp := range p.ports {
+		pp.ln.Close()
+	}
+}
+
+// Serve accepts and forwards connections until ctx ends; then it stops
+// accepting, closes the connections still held, gives the live ones
+// Options.Grace to end, closes the rest and returns.
+func (p *Proxy) Serve(ctx context.Context) error {
+	p.log.Info("proxy serving", "ports", p.Ports(), "backend", p.opts.Backend)
+	var accepters sync.WaitGroup
+	for _, pp := range p.ports {
+		accepters.Go(func() { p.accept(ctx, pp) })
+	}
+	<-ctx.Done()
+	p.closeListeners()
+	accepters.Wait()
+
+	p.mu.Lock()
+	if h := p.hold; h != nil {
+		p.endHold(h, true)
+	}
+	live := len(p.conns)
+	p.mu.Unlock()
+	p.log.Info("proxy stopping", "live_connections", live, "grace", p.opts.Grace)
+
+	done := make(chan struct{})
+	go func() { p.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(p.opts.Grace):
+	}
+	p.mu.Lock()
+	closed := len(p.conns)
+	for c := range p.conns {
+		c.close()
+	}
+	p.mu.Unlock()
+	<-done
+	p.log.Info("proxy stopped", "closed_connections", closed)
+	return nil
+}
+
+func (p *Proxy) accept(ctx context.Context, pp *port) {
+	var delay time.Duration
+	for {
+		c, err := pp.ln.AcceptTCP()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, as
+			// net/http does, instead of spinning.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			p.log.Warn("accept failed", "port", pp.Listen, "error", err, "retry_in", delay)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(delay):
+			}
+			continue
+		}
+		delay = 0
+		pp.accepted.Add(1)
+		pp.active.Add(1)
+		p.wg.Go(func() {
+			defer pp.active.Add(-1)
+			p.handle(ctx, pp, c)
+		})
+	}
+}
+
+// conn is one forwarded connection, registered once its backend answered.
+type conn struct {
+	client, backend *net.TCPConn
+	host            string
+	done            chan struct{} // closed when both directions ended
+	once            sync.Once
+}
+
+func (c *conn) close() {
+	c.once.Do(func() {
+		c.client.Close()
+		c.backend.Close()
+	})
+}
+
+// handle waits out a hold, dials a backend and copies both ways.
+func (p *Proxy) handle(ctx context.Context, pp *port, client *net.TCPConn) {
+	backend, host, ok := p.dial(ctx, pp)
+	if !ok {
+		client.Close()
+		return
+	}
+	c := &conn{client: client, backend: backend, host: host, done: make(chan struct{})}
+	p.mu.Lock()
+	p.conns[c] = struct{}{}
+	p.mu.Unlock()
+	defer func() {
+		c.close()
+		p.mu.Lock()
+		delete(p.conns, c)
+		p.mu.Unlock()
+		close(c.done)
+	}()
+
+	var wg sync.WaitGroup
+	wg.Go(func() { copyHalf(c, backend, client, &pp.toBackend) })
+	copyHalf(c, client, backend, &pp.toClient)
+	wg.Wait()
+}
+
+// chunk is how much one io.Copy moves before the byte counters are updated,
+// so that Stats shows the bytes of long connections while they run.
+const chunk = 4 << 20
+
+// copyHalf copies src to dst until src's end, then half-closes dst so the
+// peer sees the end too. An error on either side closes the whole
+// connection: it cannot go on.
+func copyHalf(c *conn, dst, src *net.TCPConn, count *atomic.Uint64) {
+	lr := &io.LimitedReader{R: src}
+	for {
+		lr.N = chunk
+		n, err := io.Copy(dst, lr) // splice(2) on Linux: TCPConn.ReadFrom takes a LimitedReader of a TCPConn
+		count.Add(uint64(n))
+		if err != nil {
+			c.close()
+			return
+		}
+		if lr.N > 0 { // src ended
+			if err := dst.CloseWrite(); err != nil {
+				c.close()
+			}
+			return
+		}
+	}
+}
+
+// dial finds a backend for a new connection: it waits while a hold lasts,
+// then tries the backends round-robin, retrying with a short backoff for
+// up to Options.DialRetry so that a backend still starting (or a switch
+// under way) shows as a delay to the client, not a refusal.
+func (p *Proxy) dial(ctx context.Context, pp *port) (*net.TCPConn, string, bool) {
+	var d net.Dialer
+	var deadline time.Time
+	wait := 20 * time.Millisecond
+	var lastHost string
+	var lastErr error
+	for {
+		host, h := p.pick()
+		if h != nil {
+			h.held.Add(1)
+			select {
+			case <-h.release:
+			case <-ctx.Done():
+			}
+			h.held.Add(-1)
+			if ctx.Err() != nil || h.expired {
+				pp.dropped.Add(1)
+				return nil, "", false
+			}
+			continue
+		}
+		if deadline.IsZero() {
+			deadline = time.Now().Add(p.opts.DialRetry)
+		}
+		dctx, cancel := context.WithDeadline(ctx, deadline)
+		c, err := d.DialContext(dctx, "tcp", net.JoinHostPort(host, strconv.Itoa(pp.Target)))
+		cancel()
+		if err == nil {
+			return c.(*net.TCPConn), host, true
+		}
+		pp.dialFailures.Add(1)
+		lastHost, lastErr = host, err
+		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
+	pp.dropped.Add(1)
+	if ctx.Err() == nil {
+		p.log.Warn("no backend answered; client closed", "port", pp.Listen, "target", pp.Target,
+			"backend", lastHost, "retried_for", p.opts.DialRetry, "error", dialReason(lastErr))
+	}
+	return nil, "", false
+}
+
+// dialReason is the cause of a failed dial without the addresses, which the
+// log line names apart.
+func dialReason(err error) string {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err.Error()
+	}
+	return err.Error()
+}
+
+// pick returns the next backend round-robin, or the hold to wait for.
+func (p *Proxy) pick() (string, *hold) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.hold != nil {
+		return "", p.hold
+	}
+	host := p.backends[p.next%len(p.backends)]
+	p.next++
+	return host, nil
+}
