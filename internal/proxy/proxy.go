@@ -41,8 +41,6 @@ type Port struct {
 	Target int `json:"target"`
 }
 
-func (p Port) String() string { return fmt.Sprintf("%d->%d", p.Listen, p.Target) }
-
 // Options configure a proxy.
 type Options struct {
 	// Ports to forward; Listen 0 lets the kernel pick a port (tests).
@@ -110,7 +108,7 @@ func Listen(opts Options) (*Proxy, error) {
 	seen := map[int]bool{}
 	for _, p := range opts.Ports {
 		if p.Listen < 0 || p.Listen > 65535 || p.Target < 1 || p.Target > 65535 {
-			return nil, fmt.Errorf("port %s: ports must be within 1-65535", p)
+			return nil, fmt.Errorf("port %d:%d: ports must be within 1-65535", p.Listen, p.Target)
 		}
 		if p.Listen != 0 && seen[p.Listen] {
 			return nil, fmt.Errorf("port %d is listed twice", p.Listen)
