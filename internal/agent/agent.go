@@ -284,7 +284,7 @@ func (a *Agent) deliver(ctx context.Context, id, signal string) error {
 			return err
 		}
 		payload = deliver.NewPayload(values, signal)
-		h.payload = &initproc.Payload{Env: payload.Env, Files: payload.Files}
+		h.payload = &initproc.Payload{Env: payload.Env, Files: payload.Files, Perms: payload.Perms}
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -339,7 +339,7 @@ func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deli
 		if !r.File {
 			h.envKeys[key] = true
 		}
-		values = append(values, deliver.Value{Var: v, File: r.File, Data: res.Value})
+		values = append(values, deliver.Value{Var: v, File: r.File, Perm: r.Perm, Data: res.Value})
 	}
 	return values, h, nil
 }

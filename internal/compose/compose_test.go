@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/dso-project/dso/internal/secretref"
 )
 
 func load(t *testing.T, yaml string) *types.Project {
@@ -189,4 +191,73 @@ func FuzzRefsFromLabels(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPlanFilePerms(t *testing.T) {
+	tests := []struct {
+		user, ref string
+		tmpfs     string // mode of the tmpfs, "" when up must refuse
+	}{
+		{"0:0", "dsofile://x/y?uid=0&gid=70&mode=0440", "0711"}, // root may give files away
+		{"", "dsofile://x/y?gid=70", "0711"},
+		{"1000:1000", "dsofile://x/y?mode=0440", "0711"},
+		{"1000:1000", "dsofile://x/y?uid=1000&gid=1000", "0711"},
+		{"1000:1000", "dsofile://x/y", "0700"},
+		{"1000:1000", "dso://x/y", "0700"},
+		{"1000:1000", "dsofile://x/y?uid=0", ""},
+		{"1000:1000", "dsofile://x/y?gid=70", ""},
+	}
+	for _, tt := range tests {
+		yaml := "services:\n  s:\n    image: x\n    environment: {A: \"" + tt.ref + "\"}\n"
+		if tt.user != "" {
+			yaml += "    user: \"" + tt.user + "\"\n"
+		}
+		p := load(t, yaml)
+		uses, err := FindUses(p, p.ServiceNames(), Secrets{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := NewPlan(context.Background(), p, uses, Wiring{InitBinary: "/opt/dso/dso-init", Agent: "a"}, fakeImages{Image{Entrypoint: []string{"/e"}}})
+		if tt.tmpfs == "" {
+			if err == nil || !strings.Contains(err.Error(), "needs the service to run as root") || !strings.Contains(err.Error(), `service "s", variable A`) {
+				t.Errorf("user %q, %s: error %v, want a refusal naming the service and variable", tt.user, tt.ref, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("user %q, %s: %v", tt.user, tt.ref, err)
+			continue
+		}
+		out, err := plan.Override()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(out), "mode="+tt.tmpfs+",") {
+			t.Errorf("user %q, %s: tmpfs not mode %s:\n%s", tt.user, tt.ref, tt.tmpfs, out)
+		}
+		var doc struct {
+			Services map[string]struct{ Labels map[string]string }
+		}
+		if err := json.Unmarshal(out, &doc); err != nil {
+			t.Fatal(err)
+		}
+		refs, err := RefsFromLabels(doc.Services["s"].Labels)
+		if err != nil || refs["A"] != secretref.MustParse(tt.ref) {
+			t.Errorf("user %q: the dso.refs label carries %v (%v), want %s", tt.user, refs, err, tt.ref)
+		}
+	}
+}
+
+func TestLabelFormCarriesPerm(t *testing.T) {
+	p := load(t, "services:\n  s:\n    image: x\n    labels: {dso.secrets: tls}\n")
+	perm := secretref.Perm{GID: 101, Mode: 0o440, HasGID: true, HasMode: true}
+	uses, err := FindUses(p, p.ServiceNames(), Secrets{Lookup: func(string) (LabelSecret, bool) {
+		return LabelSecret{File: true, Perm: perm, Mappings: map[string]string{"KEY": "certs/key"}}, true
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(uses) != 1 || uses[0].Ref.Perm != perm || uses[0].Ref.String() != "dsofile://certs/key?gid=101&mode=0440" {
+		t.Errorf("uses %+v", uses)
+	}
 }

@@ -40,6 +40,7 @@ func (u Use) String() string {
 type LabelSecret struct {
 	Provider string
 	File     bool              // inject.type file
+	Perm     secretref.Perm    // inject uid, gid and mode, for files
 	Mappings map[string]string // variable -> path in the provider
 }
 
@@ -107,7 +108,7 @@ func FindUses(p *types.Project, services []string, secrets Secrets) ([]Use, erro
 				continue
 			}
 			for v, path := range ls.Mappings {
-				ref := secretref.Ref{File: ls.File, Provider: ls.Provider, Path: path}
+				ref := secretref.Ref{File: ls.File, Provider: ls.Provider, Path: path, Perm: ls.Perm}
 				if _, err := secretref.Parse(ref.String()); err != nil {
 					errs = append(errs, fmt.Errorf("service %q, %s, variable %s: %w", name, origin, v, err))
 					continue

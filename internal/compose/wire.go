@@ -3,6 +3,7 @@ package compose
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -11,14 +12,59 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/dso-project/dso/internal/initproc"
+	"github.com/dso-project/dso/internal/secretref"
 )
 
 // tmpfsSpec is the tmpfs that holds the init's socket and the secret files:
-// owned by the user the service runs as, and closed to everyone else. (The
-// engine keeps uid and gid across restarts but not a mode alone, so the
-// owner must be numeric and right.)
-func tmpfsSpec(uid, gid int) string {
-	return fmt.Sprintf("%s:uid=%d,gid=%d,mode=0700,size=64m", initproc.RunDir, uid, gid)
+// owned by the user the service runs as, and closed to everyone else. When a
+// file secret has an owner or mode of its own, others may pass through it
+// (0711: not list it) to reach the files their owner and mode let them read;
+// the init's socket stays 0600. (The engine keeps uid and gid across
+// restarts but not a mode alone, so the owner must be numeric and right.)
+func tmpfsSpec(uid, gid int, uses []Use) string {
+	mode := "0700"
+	if hasPerm(uses) {
+		mode = "0711"
+	}
+	return fmt.Sprintf("%s:uid=%d,gid=%d,mode=%s,size=64m", initproc.RunDir, uid, gid, mode)
+}
+
+// hasPerm reports whether a file secret of uses sets its own owner or mode.
+func hasPerm(uses []Use) bool {
+	for _, u := range uses {
+		if u.Ref.File && !u.Ref.Perm.IsZero() {
+			return true
+		}
+	}
+	return false
+}
+
+// checkPerms refuses owners that the service's user cannot give: only root
+// can give a file to another user or group (the init writes the files as
+// the service's user).
+func checkPerms(sp ServicePlan) error {
+	if sp.UID == 0 {
+		return nil
+	}
+	var errs []error
+	for _, u := range sp.Uses {
+		p := u.Ref.Perm
+		if p.HasUID && int(p.UID) != sp.UID || p.HasGID && int(p.GID) != sp.GID {
+			errs = append(errs, fmt.Errorf("%s: the file's owner %s needs the service to run as root, but it runs as %d:%d (only root can give a file to another user or group; drop uid and gid, or run as root and drop privileges in the entrypoint)", u, ownerText(p, sp), sp.UID, sp.GID))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func ownerText(p secretref.Perm, sp ServicePlan) string {
+	uid, gid := strconv.Itoa(sp.UID), strconv.Itoa(sp.GID)
+	if p.HasUID {
+		uid = strconv.FormatUint(uint64(p.UID), 10)
+	}
+	if p.HasGID {
+		gid = strconv.FormatUint(uint64(p.GID), 10)
+	}
+	return uid + ":" + gid
 }
 
 // Wiring is what the override needs besides the project.
@@ -99,6 +145,9 @@ func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, images
 		if sp.UID, sp.GID, err = userIDs(ctx, images, svc, sp.User); err != nil {
 			return nil, fmt.Errorf("service %q: user %q: %w", n, sp.User, err)
 		}
+		if err := checkPerms(sp); err != nil {
+			return nil, err
+		}
 		plan.Services = append(plan.Services, sp)
 	}
 	return plan, nil
@@ -139,7 +188,7 @@ func (pl *Plan) Override() ([]byte, error) {
 			Entrypoint: append([]string{initproc.InitPath, "--"}, sp.Entrypoint...),
 			Command:    sp.Command,
 			Volumes:    []volume{{Type: "bind", Source: pl.Wiring.InitBinary, Target: initproc.InitPath, ReadOnly: true}},
-			Tmpfs:      []string{tmpfsSpec(sp.UID, sp.GID)},
+			Tmpfs:      []string{tmpfsSpec(sp.UID, sp.GID, sp.Uses)},
 			Labels:     labels,
 		}
 		escapeAll(s.Entrypoint)

@@ -21,6 +21,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/dso-project/dso/internal/secretref"
 )
 
 // Config is the whole of dso.yaml.
@@ -128,8 +130,32 @@ type Secret struct {
 
 // Inject says how values are delivered into a container.
 type Inject struct {
-	Type InjectType `yaml:"type,omitempty" json:"type,omitempty" desc:"env: environment variables of the application process; file: one file per mapping at /run/dso/secrets/NAME on a tmpfs inside the container, owned by the container's user, mode 0400, with the variable NAME holding its path (default env)."`
+	Type InjectType `yaml:"type,omitempty" json:"type,omitempty" desc:"env: environment variables of the application process; file: one file per mapping at /run/dso/secrets/NAME on a tmpfs inside the container, owned by the container's user, mode 0400 (unless uid, gid or mode say otherwise), with the variable NAME holding its path (default env)."`
+	UID  *int       `yaml:"uid,omitempty" json:"uid,omitempty" desc:"For file: numeric owner of the files (default: the container's user). Another owner than the container's user needs a service running as root, such as an entrypoint that reads its secrets as root and then drops privileges."`
+	GID  *int       `yaml:"gid,omitempty" json:"gid,omitempty" desc:"For file: numeric group of the files (default: the container's group). Another group than the container's needs a service running as root."`
+	Mode *FileMode  `yaml:"mode,omitempty" json:"mode,omitempty" desc:"For file: permission bits of the files in octal, from \"0000\" to \"0777\", such as \"0440\" (default \"0400\")."`
 }
+
+// Perm returns the owner and mode that i sets, for a file reference.
+func (i Inject) Perm() secretref.Perm {
+	var p secretref.Perm
+	if i.UID != nil {
+		p.UID, p.HasUID = uint32(*i.UID), true
+	}
+	if i.GID != nil {
+		p.GID, p.HasGID = uint32(*i.GID), true
+	}
+	if i.Mode != nil {
+		p.Mode, p.HasMode = uint32(*i.Mode), true
+	}
+	return p
+}
+
+// FileMode is permission bits written in octal, such as "0440".
+type FileMode uint32
+
+// MarshalText writes m as "0440".
+func (m FileMode) MarshalText() ([]byte, error) { return []byte(fmt.Sprintf("%04o", uint32(m))), nil }
 
 // Rotation says what happens to containers when a value changes.
 type Rotation struct {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dso-project/dso/internal/secretref"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of testdata/invalid and schema/dso.schema.json")
@@ -339,6 +341,37 @@ func BenchmarkParse(b *testing.B) {
 	for b.Loop() {
 		if _, err := l.Parse("dso.yaml", data); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+func TestInjectPermInherits(t *testing.T) {
+	c, err := testLoader().Parse("dso.yaml", []byte(`
+providers:
+  a: {type: local}
+defaults:
+  inject: {gid: 70, mode: "0440"}
+secrets:
+  - name: file
+    inject: {type: file, uid: 0}
+    mappings: {K: p/k}
+  - name: own-mode
+    inject: {type: file, mode: 0600}
+    mappings: {L: p/l}
+  - name: env
+    mappings: {M: p/m}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []secretref.Perm{
+		{UID: 0, GID: 70, Mode: 0o440, HasUID: true, HasGID: true, HasMode: true},
+		{GID: 70, Mode: 0o600, HasGID: true, HasMode: true},
+		{}, // an env secret has no file
+	}
+	for i, w := range want {
+		if got := c.Secrets[i].Inject.Perm(); got != w {
+			t.Errorf("secret %s: perm %+v, want %+v", c.Secrets[i].Name, got, w)
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/dso-project/dso/internal/secretref"
 )
 
 // pos is a 1-based line and column in the file.
@@ -119,6 +121,7 @@ type enumerated interface{ Values() []string }
 
 var (
 	durationType = reflect.TypeOf(Duration(0))
+	fileModeType = reflect.TypeOf(FileMode(0))
 	enumType     = reflect.TypeOf((*enumerated)(nil)).Elem()
 )
 
@@ -153,6 +156,8 @@ func expected(t reflect.Type, keys string) string {
 	switch {
 	case t == durationType:
 		return `a duration such as "30s"`
+	case t == fileModeType:
+		return `an octal mode such as "0440"`
 	}
 	switch t.Kind() {
 	case reflect.Struct:
@@ -199,6 +204,26 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, tag fieldTa
 	d.meta.values[path] = pos{n.Line, n.Column}
 	t := v.Type()
 	switch {
+	case t.Kind() == reflect.Pointer:
+		// An optional value: set only when present and valid.
+		elem := reflect.New(t.Elem())
+		d.decode(n, elem.Elem(), path, tag)
+		if !d.meta.bad[path] {
+			v.Set(elem)
+		}
+		return
+	case t == fileModeType:
+		s, ok := d.scalar(n, path, t)
+		if !ok {
+			return
+		}
+		mode, err := secretref.ParseMode(strings.TrimSpace(s))
+		if err != nil {
+			d.fail(n, path, "expected an octal mode from \"0000\" to \"0777\", such as \"0440\", got %s", d.shown(path, s))
+			return
+		}
+		v.Set(reflect.ValueOf(FileMode(mode)))
+		return
 	case t == durationType:
 		s, ok := d.scalar(n, path, t)
 		if !ok {

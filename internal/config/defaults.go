@@ -108,6 +108,11 @@ func applyDefaults(c *Config) {
 		sp := "secrets[" + strconv.Itoa(i) + "]"
 		s.Provider = first(s.Provider, d.Provider)
 		s.Inject.Type = first(s.Inject.Type, d.Inject.Type)
+		if s.Inject.Type == InjectFile {
+			s.Inject.UID = first(s.Inject.UID, d.Inject.UID)
+			s.Inject.GID = first(s.Inject.GID, d.Inject.GID)
+			s.Inject.Mode = first(s.Inject.Mode, d.Inject.Mode)
+		}
 		if !m.set(sp + ".rotation.enabled") {
 			s.Rotation.Enabled = enabled
 		}

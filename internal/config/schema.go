@@ -40,6 +40,10 @@ func (g *schemaGen) schema(t reflect.Type, tag fieldTag) map[string]any {
 	switch {
 	case t == durationType:
 		return map[string]any{"type": "string", "pattern": `^(\$\{.*\}|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+|0)$`, "examples": []string{"30s", "5m"}}
+	case t == fileModeType:
+		return map[string]any{"anyOf": []any{map[string]any{"type": "string", "pattern": `^0?[0-7]{3}$`, "examples": []string{"0440"}}, interpolated}}
+	case t.Kind() == reflect.Pointer:
+		return g.schema(t.Elem(), tag)
 	case t.Implements(enumType):
 		return map[string]any{"type": "string", "enum": reflect.Zero(t).Interface().(enumerated).Values()}
 	}

@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/dso-project/dso/internal/secretref"
 )
 
 var (
@@ -37,6 +39,7 @@ func validate(c *Config, ps *problems) {
 	for i, n := range c.Agent.Notify {
 		validateNotify(n, fmt.Sprintf("agent.notify[%d]", i), m, ps)
 	}
+	validateInject(c.Defaults.Inject, c.Defaults.Inject.Type, "defaults.inject", m, ps)
 	checkStrategy(c.Defaults.Rotation.Strategy, "defaults.rotation.strategy", m, ps)
 	validateRotation(c.Defaults.Rotation, c.defaultStrategy(), "defaults.rotation", m, ps)
 	if p := c.Defaults.Provider; p != "" {
@@ -60,6 +63,7 @@ func validate(c *Config, ps *problems) {
 			}
 		}
 		validateSecretProvider(c, s, sp, names, ps)
+		validateInject(s.Inject, first(s.Inject.Type, c.Defaults.Inject.Type, InjectEnv), sp+".inject", m, ps)
 		checkStrategy(s.Rotation.Strategy, sp+".rotation.strategy", m, ps)
 		validateRotation(s.Rotation, first(s.Rotation.Strategy, c.defaultStrategy()), sp+".rotation", m, ps)
 		for j, ct := range s.Targets.Containers {
@@ -166,6 +170,32 @@ func validateNotify(n Notify, np string, m *meta, ps *problems) {
 	sp := np + ".secret"
 	if m.set(sp) && n.Secret == "" {
 		ps.addAt(m.at(sp), sp, "the signing secret is empty; set a key (write ${VAR} to take it from the environment)")
+	}
+}
+
+// validateInject checks the owner and mode of i, whose type in effect is
+// typ ("" when it is not known yet: defaults.inject without a type).
+func validateInject(i Inject, typ InjectType, ip string, m *meta, ps *problems) {
+	for _, id := range []struct {
+		key string
+		v   *int
+	}{{"uid", i.UID}, {"gid", i.GID}} {
+		if id.v != nil && (*id.v < 0 || *id.v > secretref.MaxID) {
+			kp := join(ip, id.key)
+			ps.addAt(m.at(kp), kp, "expected a numeric id from 0 to %d, got %d", secretref.MaxID, *id.v)
+		}
+	}
+	if typ != InjectEnv {
+		return
+	}
+	for _, k := range []struct {
+		key string
+		set bool
+	}{{"uid", i.UID != nil}, {"gid", i.GID != nil}, {"mode", i.Mode != nil}} {
+		if k.set {
+			kp := join(ip, k.key)
+			ps.addAt(m.keyAt(kp), kp, "applies only to inject type file (the owner and mode of the files), not env")
+		}
 	}
 }
 

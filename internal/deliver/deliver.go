@@ -13,6 +13,7 @@ import (
 
 	"github.com/dso-project/dso/internal/dockerexec"
 	"github.com/dso-project/dso/internal/initproc"
+	"github.com/dso-project/dso/internal/secretref"
 )
 
 // Docker is the part of the engine client that delivery uses.
@@ -21,7 +22,8 @@ type Docker = dockerexec.Docker
 // Value is one resolved variable of a container.
 type Value struct {
 	Var  string
-	File bool // deliver as a file on tmpfs; the variable holds its path
+	File bool           // deliver as a file on tmpfs; the variable holds its path
+	Perm secretref.Perm // the file's owner and mode, when not the defaults
 	Data []byte
 }
 
@@ -39,11 +41,33 @@ func NewPayload(values []Value, signal string) *initproc.Payload {
 			}
 			p.Files[v.Var] = v.Data
 			p.Env[v.Var] = []byte(FilePath(v.Var))
+			if !v.Perm.IsZero() {
+				if p.Perms == nil {
+					p.Perms = map[string]initproc.FilePerm{}
+				}
+				p.Perms[v.Var] = filePerm(v.Perm)
+			}
 		} else {
 			p.Env[v.Var] = v.Data
 		}
 	}
 	return p
+}
+
+// filePerm turns the owner and mode a reference asks for into the init's
+// terms: the parts not set keep the init's own user and group, and 0400.
+func filePerm(p secretref.Perm) initproc.FilePerm {
+	fp := initproc.DefaultPerm
+	if p.HasUID {
+		fp.UID = int(p.UID)
+	}
+	if p.HasGID {
+		fp.GID = int(p.GID)
+	}
+	if p.HasMode {
+		fp.Mode = p.Mode
+	}
+	return fp
 }
 
 // Check applies the checks of delivery to p: names, values (no NUL in an

@@ -122,7 +122,7 @@ type supervisor struct {
 // first applies the first delivery and starts the application.
 func (s *supervisor) first(p *Payload) error {
 	s.exitCode = -1
-	if err := writeFiles(s.dir, p.Files); err != nil {
+	if err := writeFiles(s.dir, p.Files, p.Perms); err != nil {
 		return err
 	}
 	path, err := exec.LookPath(s.opts.Argv[0])
@@ -154,7 +154,7 @@ func (s *supervisor) rotate(p *Payload) error {
 	if d == s.digest {
 		return nil
 	}
-	if err := writeFiles(s.dir, p.Files); err != nil {
+	if err := writeFiles(s.dir, p.Files, p.Perms); err != nil {
 		return err
 	}
 	s.digest = d
@@ -193,23 +193,43 @@ func reapAll() {
 	}
 }
 
-// writeFiles makes dir hold exactly files: each written to a temporary name
-// and renamed over the old one, so readers see the old or the new content.
-func writeFiles(dir string, files map[string][]byte) error {
+// writeFiles makes dir hold exactly files: each written to a temporary name,
+// given its owner and mode (perms, else DefaultPerm), and renamed over the
+// old one, so readers see the old or the new content. The directory is
+// closed to others (0700) unless a file has an owner or mode of its own:
+// then others may pass through it (0711), not list it.
+func writeFiles(dir string, files map[string][]byte, perms map[string]FilePerm) error {
 	if len(files) == 0 {
 		return nil
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create %s: %v", dir, err)
 	}
+	dirMode := os.FileMode(0o700)
+	if len(perms) > 0 {
+		dirMode = 0o711
+	}
+	if err := os.Chmod(dir, dirMode); err != nil {
+		return fmt.Errorf("chmod %s: %v", dir, err)
+	}
 	for name, data := range files {
+		perm, ok := perms[name]
+		if !ok {
+			perm = DefaultPerm
+		}
 		tmp, err := os.CreateTemp(dir, ".tmp-"+name+"-")
 		if err != nil {
 			return fmt.Errorf("write %s: %v", name, err)
 		}
 		_, werr := tmp.Write(data)
-		cerr := tmp.Chmod(0o400)
-		if err := errors.Join(werr, cerr, tmp.Close()); err != nil {
+		var oerr error
+		if perm.UID != -1 || perm.GID != -1 {
+			if err := tmp.Chown(perm.UID, perm.GID); err != nil {
+				oerr = fmt.Errorf("give it to %s: %v (only a container running as root can give a file to another user or group)", owner(perm), errors.Unwrap(err))
+			}
+		}
+		cerr := tmp.Chmod(os.FileMode(perm.Mode))
+		if err := errors.Join(werr, oerr, cerr, tmp.Close()); err != nil {
 			os.Remove(tmp.Name())
 			return fmt.Errorf("write %s: %v", name, err)
 		}
@@ -225,6 +245,17 @@ func writeFiles(dir string, files map[string][]byte) error {
 		}
 	}
 	return nil
+}
+
+// owner shows a file's owner as uid:gid, "-" for the init's own.
+func owner(p FilePerm) string {
+	id := func(n int) string {
+		if n < 0 {
+			return "-"
+		}
+		return fmt.Sprint(n)
+	}
+	return id(p.UID) + ":" + id(p.GID)
 }
 
 // mergeEnv returns base with the variables of add set (replacing any there).

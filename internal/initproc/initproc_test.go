@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +26,10 @@ func TestPayloadValidate(t *testing.T) {
 		{Files: map[string][]byte{"../escape": nil}},
 		{Files: map[string][]byte{"a/b": nil}},
 		{Signal: "SIGNOPE"},
+		{Files: map[string][]byte{"A": nil}, Perms: map[string]FilePerm{"B": DefaultPerm}},
+		{Files: map[string][]byte{"A": nil}, Perms: map[string]FilePerm{"A": {UID: -2, GID: 0, Mode: 0o400}}},
+		{Files: map[string][]byte{"A": nil}, Perms: map[string]FilePerm{"A": {UID: 0, GID: 1 << 31, Mode: 0o400}}},
+		{Files: map[string][]byte{"A": nil}, Perms: map[string]FilePerm{"A": {UID: 0, GID: 0, Mode: 0o4755}}},
 	}
 	for _, p := range bad {
 		err := p.Validate()
@@ -50,6 +55,10 @@ func TestDigestIgnoresOrderAndSignal(t *testing.T) {
 	if a.Digest() == d.Digest() {
 		t.Error("env and files with the same content share a digest")
 	}
+	e := &Payload{Files: d.Files, Perms: map[string]FilePerm{"A": {UID: -1, GID: 70, Mode: 0o440}}}
+	if d.Digest() == e.Digest() {
+		t.Error("a new owner or mode keeps the digest: the rotation would not apply it")
+	}
 }
 
 func TestMergeEnvReplaces(t *testing.T) {
@@ -62,10 +71,10 @@ func TestMergeEnvReplaces(t *testing.T) {
 
 func TestWriteFilesAtomicOwnedAndPruned(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "secrets")
-	if err := writeFiles(dir, map[string][]byte{"A": []byte("one"), "B": []byte("two")}); err != nil {
+	if err := writeFiles(dir, map[string][]byte{"A": []byte("one"), "B": []byte("two")}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeFiles(dir, map[string][]byte{"A": []byte("uno")}); err != nil {
+	if err := writeFiles(dir, map[string][]byte{"A": []byte("uno")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "A"))
@@ -86,6 +95,48 @@ func TestWriteFilesAtomicOwnedAndPruned(t *testing.T) {
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 1 {
 		t.Errorf("left behind: %v", entries)
+	}
+}
+
+func TestWriteFilesOwnerAndMode(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "secrets")
+	gid := os.Getgid()
+	if os.Geteuid() == 0 {
+		gid = 70 // root may give a file to any group
+	}
+	perms := map[string]FilePerm{"KEY": {UID: -1, GID: gid, Mode: 0o440}}
+	if err := writeFiles(dir, map[string][]byte{"KEY": []byte("k"), "OTHER": []byte("o")}, perms); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name     string
+		uid, gid int
+		mode     os.FileMode
+	}{
+		{"KEY", os.Geteuid(), gid, 0o440},
+		{"OTHER", os.Geteuid(), os.Getegid(), 0o400},
+	} {
+		fi, err := os.Stat(filepath.Join(dir, tt.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if int(st.Uid) != tt.uid || int(st.Gid) != tt.gid || fi.Mode().Perm() != tt.mode {
+			t.Errorf("%s: %d:%d %v, want %d:%d %v", tt.name, st.Uid, st.Gid, fi.Mode().Perm(), tt.uid, tt.gid, tt.mode)
+		}
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o711 {
+		t.Errorf("dir mode %v, want 0711: the owner of a file must be able to reach it", fi.Mode().Perm())
+	}
+	// Back to the defaults: the directory closes again.
+	if err := writeFiles(dir, map[string][]byte{"KEY": []byte("k2")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(filepath.Join(dir, "KEY")); fi.Mode().Perm() != 0o400 {
+		t.Errorf("KEY mode %v after a delivery with no perms, want 0400", fi.Mode().Perm())
+	}
+	if fi, _ := os.Stat(dir); fi.Mode().Perm() != 0o700 {
+		t.Errorf("dir mode %v, want 0700", fi.Mode().Perm())
 	}
 }
 

@@ -42,10 +42,27 @@ type Payload struct {
 	Env map[string][]byte `json:"env,omitempty"`
 	// Files are written under SecretsDir, named by the key.
 	Files map[string][]byte `json:"files,omitempty"`
+	// Perms are the owner and mode of the files that do not keep the
+	// defaults (the init's own user and group, mode 0400), by file name.
+	Perms map[string]FilePerm `json:"perms,omitempty"`
 	// Signal, on a delivery to a running application, is sent to it after
 	// the files are rewritten ("" sends nothing). Names like "SIGHUP".
 	Signal string `json:"signal,omitempty"`
 }
+
+// FilePerm is the owner and mode of one file. A UID or GID of -1 keeps the
+// init's own, as with chown(2).
+type FilePerm struct {
+	UID  int    `json:"uid"`
+	GID  int    `json:"gid"`
+	Mode uint32 `json:"mode"`
+}
+
+// DefaultPerm is the owner and mode of a file that sets none.
+var DefaultPerm = FilePerm{UID: -1, GID: -1, Mode: 0o400}
+
+// maxID is the largest uid or gid a file may be given.
+const maxID = 1<<31 - 1
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 var fileName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
@@ -66,6 +83,17 @@ func (p *Payload) Validate() error {
 	for k := range p.Files {
 		if !fileName.MatchString(k) {
 			errs = append(errs, fmt.Sprintf("file name %q must be letters, digits, '.', '-' or '_'", k))
+		}
+	}
+	for k, perm := range p.Perms {
+		if _, ok := p.Files[k]; !ok {
+			errs = append(errs, fmt.Sprintf("owner and mode for %q, which is not a delivered file", k))
+		}
+		if perm.UID < -1 || perm.UID > maxID || perm.GID < -1 || perm.GID > maxID {
+			errs = append(errs, fmt.Sprintf("file %s: owner %d:%d is not a pair of ids from 0 to %d", k, perm.UID, perm.GID, maxID))
+		}
+		if perm.Mode > 0o777 {
+			errs = append(errs, fmt.Sprintf("file %s: mode %#o has bits beyond 0777", k, perm.Mode))
 		}
 	}
 	if p.Signal != "" {
@@ -97,6 +125,14 @@ func (p *Payload) Digest() [32]byte {
 	}
 	write("env", p.Env)
 	write("file", p.Files)
+	names := make([]string, 0, len(p.Perms))
+	for k := range p.Perms {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		fmt.Fprintf(h, "perm %d:%s %d %d %o;", len(k), k, p.Perms[k].UID, p.Perms[k].GID, p.Perms[k].Mode)
+	}
 	var d [32]byte
 	copy(d[:], h.Sum(nil))
 	return d

@@ -2,10 +2,11 @@
 // or dso.yaml:
 //
 //	dso://[project/]path[?provider=NAME][#key]
-//	dsofile://[project/]path[?provider=NAME][#key]
+//	dsofile://[project/]path[?provider=NAME][&uid=N][&gid=N][&mode=0440][#key]
 //
 // dso:// gives a variable the secret's value; dsofile:// gives it the path of
-// a file (on tmpfs inside the container) holding the value. "#key" selects a
+// a file (on tmpfs inside the container) holding the value, owned by the
+// container's user with mode 0400 unless uid, gid or mode say otherwise. "#key" selects a
 // field of a JSON secret. "?provider=NAME" picks a provider from dso.yaml;
 // without it the default provider is used. A path with no "/" is a name inside
 // the compose project ("dso://db_password" in project "app" is
@@ -14,6 +15,7 @@ package secretref
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -36,6 +38,60 @@ type Ref struct {
 	Path string
 	// Key selects a field of a JSON secret; empty means the whole value.
 	Key string
+	// Perm is the owner and mode of the file of a dsofile:// reference; its
+	// zero value keeps the defaults (the container's user, mode 0400).
+	Perm Perm
+}
+
+// Perm is the owner and mode asked for a file secret, like the uid, gid and
+// mode of a Swarm secret. Each part applies only when its Has flag is set.
+type Perm struct {
+	UID, GID                uint32
+	Mode                    uint32 // permission bits, 0 to 0777
+	HasUID, HasGID, HasMode bool
+}
+
+// MaxID is the largest uid or gid a reference may name.
+const MaxID = 1<<31 - 1
+
+// IsZero reports whether p keeps every default.
+func (p Perm) IsZero() bool { return p == Perm{} }
+
+// Query returns p as the parameters of a reference: "uid=0&gid=70&mode=0440",
+// with the parts that are set, in that order.
+func (p Perm) Query() string {
+	var parts []string
+	if p.HasUID {
+		parts = append(parts, "uid="+strconv.FormatUint(uint64(p.UID), 10))
+	}
+	if p.HasGID {
+		parts = append(parts, "gid="+strconv.FormatUint(uint64(p.GID), 10))
+	}
+	if p.HasMode {
+		parts = append(parts, fmt.Sprintf("mode=%04o", p.Mode))
+	}
+	return strings.Join(parts, "&")
+}
+
+// ParseID reads a uid or gid: a decimal number from 0 to MaxID.
+func ParseID(s string) (uint32, error) {
+	n, err := strconv.ParseUint(s, 10, 32)
+	if err != nil || n > MaxID || s == "" || s[0] == '+' || len(s) > 1 && s[0] == '0' {
+		return 0, fmt.Errorf("%q is not a number from 0 to %d", s, MaxID)
+	}
+	return uint32(n), nil
+}
+
+// ParseMode reads permission bits in octal: "0440" or "440", from 0000 to
+// 0777 (no setuid, setgid or sticky bit).
+func ParseMode(s string) (uint32, error) {
+	t := strings.TrimPrefix(s, "0")
+	if len(s) == 4 && len(t) == 3 || len(s) == 3 {
+		if n, err := strconv.ParseUint(s, 8, 32); err == nil && n <= 0o777 {
+			return uint32(n), nil
+		}
+	}
+	return 0, fmt.Errorf("%q is not an octal mode from 0000 to 0777, such as 0440", s)
 }
 
 // Error says what is wrong in a reference string, and where.
@@ -87,19 +143,40 @@ func Parse(s string) (Ref, error) {
 		if query == "" {
 			return bad(qoff, "empty query after '?'")
 		}
+		seen := map[string]bool{}
 		for _, kv := range strings.Split(query, "&") {
 			name, value, _ := strings.Cut(kv, "=")
+			if seen[name] {
+				return bad(qoff, "%s given twice", name)
+			}
+			seen[name] = true
+			var err error
 			switch name {
 			case "provider":
 				if !validName(value) {
 					return bad(qoff, "provider name %q must be letters, digits, '-' or '_'", value)
 				}
-				if r.Provider != "" {
-					return bad(qoff, "provider given twice")
-				}
 				r.Provider = value
+			case "uid", "gid", "mode":
+				if !r.File {
+					return bad(qoff, "%s applies to dsofile:// references only (the owner and mode of the file)", name)
+				}
+				switch name {
+				case "uid":
+					r.Perm.UID, err = ParseID(value)
+					r.Perm.HasUID = true
+				case "gid":
+					r.Perm.GID, err = ParseID(value)
+					r.Perm.HasGID = true
+				default:
+					r.Perm.Mode, err = ParseMode(value)
+					r.Perm.HasMode = true
+				}
+				if err != nil {
+					return bad(qoff, "%s: %v", name, err)
+				}
 			default:
-				return bad(qoff, "unknown parameter %q (known: provider)", name)
+				return bad(qoff, "unknown parameter %q (known: provider, uid, gid, mode)", name)
 			}
 			qoff += len(kv) + 1
 		}
@@ -139,9 +216,16 @@ func (r Ref) String() string {
 	}
 	b.WriteString("://")
 	b.WriteString(r.Path)
+	var query []string
 	if r.Provider != "" {
-		b.WriteString("?provider=")
-		b.WriteString(r.Provider)
+		query = append(query, "provider="+r.Provider)
+	}
+	if r.File && !r.Perm.IsZero() {
+		query = append(query, r.Perm.Query())
+	}
+	if len(query) > 0 {
+		b.WriteString("?")
+		b.WriteString(strings.Join(query, "&"))
 	}
 	if r.Key != "" {
 		b.WriteString("#")

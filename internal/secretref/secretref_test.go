@@ -17,6 +17,9 @@ func TestParse(t *testing.T) {
 		{"dso://secret/data/prod/database?provider=vault#password", Ref{Provider: "vault", Path: "secret/data/prod/database", Key: "password"}},
 		{"dsofile://prod/mysql/root_password?provider=aws", Ref{File: true, Provider: "aws", Path: "prod/mysql/root_password"}},
 		{"dso://arn:aws:secretsmanager:us-east-1:1:secret:x?provider=aws", Ref{Provider: "aws", Path: "arn:aws:secretsmanager:us-east-1:1:secret:x"}},
+		{"dsofile://app/key?uid=0&gid=70&mode=0440", Ref{File: true, Path: "app/key", Perm: Perm{UID: 0, GID: 70, Mode: 0o440, HasUID: true, HasGID: true, HasMode: true}}},
+		{"dsofile://app/key?mode=640&provider=v#k", Ref{File: true, Provider: "v", Path: "app/key", Key: "k", Perm: Perm{Mode: 0o640, HasMode: true}}},
+		{"dsofile://app/key?gid=2147483647", Ref{File: true, Path: "app/key", Perm: Perm{GID: MaxID, HasGID: true}}},
 	}
 	for _, tt := range tests {
 		got, err := Parse(tt.in)
@@ -51,6 +54,18 @@ func TestParseErrors(t *testing.T) {
 		{"dso://a/b?region=x", `unknown parameter "region"`, 10},
 		{"dso://a/b?provider=a b", "provider name", 10},
 		{"dso://a/b?provider=x&provider=y", "provider given twice", 21},
+		{"dso://a/b?uid=0", "dsofile:// references only", 10},
+		{"dsofile://a/b?uid=root", `uid: "root" is not a number`, 14},
+		{"dsofile://a/b?uid=-1", "uid: ", 14},
+		{"dsofile://a/b?gid=2147483648", "gid: ", 14},
+		{"dsofile://a/b?gid=", "gid: ", 14},
+		{"dsofile://a/b?uid=01", "uid: ", 14},
+		{"dsofile://a/b?mode=0440&mode=0400", "mode given twice", 24},
+		{"dsofile://a/b?mode=4755", "octal mode from 0000 to 0777", 14},
+		{"dsofile://a/b?mode=0o440", "octal mode", 14},
+		{"dsofile://a/b?mode=448", "octal mode", 14},
+		{"dsofile://a/b?mode=40", "octal mode", 14},
+		{"dsofile://a/b?provider=v&owner=x", `unknown parameter "owner"`, 25},
 	}
 	for _, tt := range tests {
 		_, err := Parse(tt.in)
@@ -112,7 +127,8 @@ func FuzzValidateName(f *testing.F) {
 }
 
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"dso://a/b", "dsofile://a/b#k", "dso://a/b?provider=v#k", "dso://", "dso://a//b", "x://y"} {
+	for _, s := range []string{"dso://a/b", "dsofile://a/b#k", "dso://a/b?provider=v#k", "dso://", "dso://a//b", "x://y",
+		"dsofile://a/b?uid=0&gid=70&mode=0440", "dsofile://a/b?mode=440&uid=1", "dso://a/b?gid=1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
@@ -128,4 +144,11 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("round trip of %q: %+v -> %q -> %+v, %v", s, r, r.String(), back, err)
 		}
 	})
+}
+
+func TestPermCanonicalForm(t *testing.T) {
+	got := MustParse("dsofile://app/key?mode=640&gid=5&provider=v#k").String()
+	if want := "dsofile://app/key?provider=v&gid=5&mode=0640#k"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
 }

@@ -105,3 +105,42 @@ func Logs(t testing.TB, containerID string) (stdout, stderr string) {
 	}
 	return out.String(), errOut.String()
 }
+
+// ExecOptions are the optional settings of Exec.
+type ExecOptions struct {
+	User string   // as in `docker exec -u`; "" is the container's user
+	Env  []string // added to the container's environment
+}
+
+// Exec runs cmd in the running container, as `docker exec` does, and returns
+// its combined stdout and stderr and its exit code. It fails the test only
+// when the command cannot be run at all.
+func Exec(t testing.TB, containerID string, opts ExecOptions, cmd ...string) (output string, code int) {
+	t.Helper()
+	cli := Docker(t)
+	ex, err := cli.ExecCreate(t.Context(), containerID, client.ExecCreateOptions{
+		User: opts.User, Env: opts.Env, Cmd: cmd, AttachStdout: true, AttachStderr: true,
+	})
+	if err != nil {
+		t.Fatalf("testbed: exec %q in container %s: %v", cmd, containerID[:12], err)
+	}
+	att, err := cli.ExecAttach(t.Context(), ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		t.Fatalf("testbed: exec %q in container %s: %v", cmd, containerID[:12], err)
+	}
+	defer att.Close()
+	var out strings.Builder
+	if _, err := stdcopy.StdCopy(&out, &out, att.Reader); err != nil {
+		t.Fatalf("testbed: exec %q in container %s: reading output: %v", cmd, containerID[:12], err)
+	}
+	for {
+		res, err := cli.ExecInspect(t.Context(), ex.ID, client.ExecInspectOptions{})
+		if err != nil {
+			t.Fatalf("testbed: exec %q in container %s: %v", cmd, containerID[:12], err)
+		}
+		if !res.Running {
+			return out.String(), res.ExitCode
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

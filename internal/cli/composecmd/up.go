@@ -221,7 +221,11 @@ func labelSecrets(cfg *config.Config) compose.Secrets {
 		Lookup: func(name string) (compose.LabelSecret, bool) {
 			for _, s := range cfg.Secrets {
 				if s.Name == name {
-					return compose.LabelSecret{Provider: s.Provider, File: s.Inject.Type == config.InjectFile, Mappings: s.Mappings}, true
+					ls := compose.LabelSecret{Provider: s.Provider, File: s.Inject.Type == config.InjectFile, Mappings: s.Mappings}
+					if ls.File {
+						ls.Perm = s.Inject.Perm()
+					}
+					return ls, true
 				}
 			}
 			return compose.LabelSecret{}, false
@@ -283,7 +287,7 @@ func check(ctx context.Context, set *resolve.Set, uses []compose.Use) (map[secre
 func checkPayloads(uses []compose.Use, got map[secretref.Ref]resolve.Resolved) error {
 	values := map[string][]deliver.Value{}
 	for _, u := range uses {
-		values[u.Service] = append(values[u.Service], deliver.Value{Var: u.Var, File: u.Ref.File, Data: got[u.Ref].Value})
+		values[u.Service] = append(values[u.Service], deliver.Value{Var: u.Var, File: u.Ref.File, Perm: u.Ref.Perm, Data: got[u.Ref].Value})
 	}
 	var errs []error
 	for _, svc := range slices.Sorted(maps.Keys(values)) {
