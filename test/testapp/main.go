@@ -17,6 +17,7 @@
 //	                    (the init's) with its own listener, which answers each
 //	                    connection with "error: TEXT <base64 of what it read>"
 //	GET /healthz        "ok"
+//	GET /bytes?n=N      N zero bytes (benchmarks: bulk transfer)
 //
 // It never logs the values it serves.
 package main
@@ -98,6 +99,22 @@ func newHandler(env map[string]string, hups *atomic.Int64, exitCode chan<- int) 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, "ok")
+	})
+	mux.HandleFunc("GET /bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 {
+			http.Error(w, "n must be a byte count", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		zeros := make([]byte, 1<<20)
+		for n > 0 {
+			k, err := w.Write(zeros[:min(n, int64(len(zeros)))])
+			if err != nil {
+				return
+			}
+			n -= int64(k)
+		}
 	})
 	mux.HandleFunc("GET /env/{name}", func(w http.ResponseWriter, r *http.Request) {
 		v, ok := env[r.PathValue("name")]

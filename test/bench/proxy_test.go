@@ -1,0 +1,282 @@
+package bench
+
+// BenchmarkProxy measures the proxy that owns a rolling service's host
+// ports (internal/proxy, run as `dso-init proxy` in its own container)
+// side by side with what it competes with, in one run, against one backend
+// container (the testapp image) on a user network:
+//
+//	go test -run '^$' -bench BenchmarkProxy -benchtime 1x -timeout 20m ./test/bench/
+//
+// Paths, each measured from the host:
+//   - direct: the container's IP, no proxy (the baseline of every ratio);
+//   - docker-proxy: the container's port published on 127.0.0.1, which
+//     Docker's userland proxy serves here;
+//   - haproxy: HAProxy 2.6 (Debian's haproxy, scripts/tools/haproxy.sh) in
+//     mode tcp on the host, forwarding to the container's IP;
+//   - dso: our proxy container's IP, as clients from other hosts reach it
+//     (the engine's DNAT leads them to the proxy container, with no
+//     userland hop);
+//   - dso+docker-proxy: our proxy container's port published on 127.0.0.1,
+//     as a client on the host's loopback reaches it (docker-proxy, then ours).
+//
+// Figures: one bulk stream of 1 GiB (GET /bytes, MB/s, the best of 3 runs
+// per path, runs interleaved); 64 concurrent keep-alive connections doing
+// small request/response pairs (GET /healthz) for 3 s (requests/s); and the
+// latency of one connection doing 2,000 sequential pairs (p50, p99). Each
+// throughput is printed as a ratio to direct (-x), each latency as the time
+// added to direct's. Targets: dso >= docker-proxy, dso >= haproxy, and dso
+// >= 0.5x direct. The machine is shared: compare figures of one run only.
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/network"
+	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/testbed"
+)
+
+const (
+	bulkBytes   = 1 << 30
+	bulkRuns    = 3
+	rrConns     = 64
+	rrDuration  = 3 * time.Second
+	latencyReqs = 2000
+)
+
+// proxyPath is one way to the backend and what was measured through it.
+type proxyPath struct {
+	name, addr string
+	bulk       float64 // MB/s, best run
+	rps        float64
+	p50, p99   time.Duration
+}
+
+// BenchmarkProxy: see above.
+func BenchmarkProxy(b *testing.B) {
+	image := testbed.TestappImage(b)
+	net := testbed.Network(b)
+	app := testbed.RunContainer(b, client.ContainerCreateOptions{
+		Config:           &container.Config{Image: image, ExposedPorts: network.PortSet{network.MustParsePort("8080/tcp"): {}}},
+		HostConfig:       &container.HostConfig{PortBindings: testbed.PublishLocal("8080/tcp")},
+		NetworkingConfig: testbed.OnNetwork(net, "app"),
+	})
+	appAddr := testbed.ContainerIP(b, app, net).String() + ":8080"
+	proxy := testbed.RunProxy(b, image, net, "app", "80:8080")
+	paths := []*proxyPath{
+		{name: "direct", addr: appAddr},
+		{name: "docker-proxy", addr: testbed.HostAddr(b, app, "8080/tcp")},
+		{name: "haproxy", addr: startHAProxy(b, appAddr)},
+		{name: "dso", addr: testbed.ContainerIP(b, proxy, net).String() + ":80"},
+		{name: "dso+docker-proxy", addr: testbed.HostAddr(b, proxy, "80/tcp")},
+	}
+	for _, p := range paths {
+		testbed.HTTPGet(b, "http://"+p.addr+"/healthz") // waits until it answers
+	}
+
+	for b.Loop() {
+		for run := range bulkRuns {
+			for i := range paths {
+				p := paths[(i+run)%len(paths)]
+				p.bulk = max(p.bulk, bulk(b, p.addr))
+			}
+		}
+		for _, p := range paths {
+			p.rps = requestsPerSecond(b, p.addr)
+		}
+		for _, p := range paths {
+			p.p50, p.p99 = latency(b, p.addr)
+		}
+	}
+
+	direct := paths[0]
+	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "p50", "p99", "p50 added", "p99 added")
+	for _, p := range paths {
+		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %9v %9v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
+			p.p50.Round(time.Microsecond), p.p99.Round(time.Microsecond),
+			(p.p50 - direct.p50).Round(time.Microsecond), (p.p99 - direct.p99).Round(time.Microsecond))
+		if p == direct {
+			b.ReportMetric(p.bulk, "direct-bulk-MB/s")
+			b.ReportMetric(p.rps, "direct-req/s")
+			continue
+		}
+		b.ReportMetric(p.bulk/direct.bulk, p.name+"-bulk-x")
+		b.ReportMetric(p.rps/direct.rps, p.name+"-req-x")
+		b.ReportMetric(float64((p.p50-direct.p50).Microseconds()), p.name+"-p50-added-us")
+		b.ReportMetric(float64((p.p99-direct.p99).Microseconds()), p.name+"-p99-added-us")
+	}
+	b.ReportMetric(0, "ns/op")
+}
+
+// startHAProxy runs HAProxy in mode tcp on 127.0.0.1, forwarding to
+// backend, until the benchmark ends, and returns its address.
+func startHAProxy(b *testing.B, backend string) string {
+	b.Helper()
+	bin := os.Getenv("DSO_HAPROXY_BIN")
+	if bin == "" {
+		bin = "/usr/sbin/haproxy"
+	}
+	if _, err := os.Stat(bin); err != nil {
+		msg := fmt.Sprintf("HAProxy is missing (%v); scripts/test.sh installs it (scripts/tools/haproxy.sh)", err)
+		if testbed.InCI() {
+			b.Fatal(msg)
+		}
+		b.Skip(msg)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(b))
+	cfg := filepath.Join(b.TempDir(), "haproxy.cfg")
+	conf := fmt.Sprintf(`global
+	maxconn 4096
+defaults
+	mode tcp
+	timeout connect 5s
+	timeout client 1m
+	timeout server 1m
+frontend bench
+	bind %s
+	default_backend app
+backend app
+	server app %s
+`, addr, backend)
+	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-db", "-f", cfg)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatalf("starting HAProxy: %v", err)
+	}
+	b.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return addr
+}
+
+// bulk downloads bulkBytes on a new connection and returns MB/s.
+func bulk(b *testing.B, addr string) float64 {
+	b.Helper()
+	c := dialBench(b, addr)
+	defer c.Close()
+	start := time.Now()
+	fmt.Fprintf(c, "GET /bytes?n=%d HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n", bulkBytes)
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		b.Fatalf("bulk through %s: %v", addr, err)
+	}
+	buf := make([]byte, 1<<20)
+	var n int64
+	for {
+		k, err := resp.Body.Read(buf)
+		n += int64(k)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			b.Fatalf("bulk through %s after %d bytes: %v", addr, n, err)
+		}
+	}
+	if n != bulkBytes {
+		b.Fatalf("bulk through %s: got %d bytes, want %d", addr, n, bulkBytes)
+	}
+	return float64(n) / 1e6 / time.Since(start).Seconds()
+}
+
+const healthz = "GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+// roundTrip sends one small request on a keep-alive connection and reads
+// the answer.
+func roundTrip(r *bufio.Reader, c net.Conn) error {
+	if _, err := io.WriteString(c, healthz); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(r, nil)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return err
+}
+
+// requestsPerSecond runs rrConns keep-alive connections doing small
+// request/response pairs for rrDuration.
+func requestsPerSecond(b *testing.B, addr string) float64 {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(b.Context(), rrDuration)
+	defer cancel()
+	var wg sync.WaitGroup
+	counts := make([]int, rrConns)
+	errs := make([]error, rrConns)
+	start := time.Now()
+	for i := range rrConns {
+		c := dialBench(b, addr)
+		defer c.Close()
+		wg.Go(func() {
+			r := bufio.NewReader(c)
+			for ctx.Err() == nil {
+				if err := roundTrip(r, c); err != nil {
+					errs[i] = err
+					return
+				}
+				counts[i]++
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	for _, err := range errs {
+		if err != nil {
+			b.Fatalf("requests through %s: %v", addr, err)
+		}
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	return float64(total) / elapsed.Seconds()
+}
+
+// latency times latencyReqs sequential pairs on one connection.
+func latency(b *testing.B, addr string) (p50, p99 time.Duration) {
+	b.Helper()
+	c := dialBench(b, addr)
+	defer c.Close()
+	r := bufio.NewReader(c)
+	times := make([]time.Duration, 0, latencyReqs)
+	for i := range latencyReqs + 100 {
+		start := time.Now()
+		if err := roundTrip(r, c); err != nil {
+			b.Fatalf("latency through %s: %v", addr, err)
+		}
+		if i >= 100 { // the first ones warm up
+			times = append(times, time.Since(start))
+		}
+	}
+	slices.Sort(times)
+	return times[len(times)/2], times[len(times)*99/100]
+}
+
+func dialBench(b *testing.B, addr string) net.Conn {
+	b.Helper()
+	c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		b.Fatalf("dial %s: %v", addr, err)
+	}
+	c.SetDeadline(time.Now().Add(5 * time.Minute))
+	return c
+}
