@@ -42,15 +42,18 @@ func (p *Proxy) Hold(timeout time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if h := p.hold; h != nil {
+		h.deadline = time.Now().Add(timeout)
 		h.timer.Reset(timeout)
 		p.log.Info("hold extended", "timeout", timeout)
 		return
 	}
-	h := &hold{release: make(chan struct{})}
+	h := &hold{release: make(chan struct{}), deadline: time.Now().Add(timeout)}
 	h.timer = time.AfterFunc(timeout, func() {
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if p.hold == h {
+		// A timer that fired while a Hold extended it finds a later
+		// deadline: the reset timer fires again then.
+		if p.hold == h && !time.Now().Before(h.deadline) {
 			p.log.Warn("hold timed out; waiting clients closed", "timeout", timeout, "closed", h.held.Load())
 			p.endHold(h, true)
 		}
@@ -170,6 +173,8 @@ func (p *Proxy) Probe(ctx context.Context, host string, timeout time.Duration) e
 // PortStats are the counters of one port.
 type PortStats struct {
 	Port
+	// Active counts the connections accepted and not yet closed, held and
+	// dialing ones included.
 	Active         int64  `json:"active"`
 	Accepted       uint64 `json:"accepted"`
 	BytesToBackend uint64 `json:"bytes_to_backend"`

@@ -91,10 +91,11 @@ type port struct {
 
 // hold is an ongoing Hold: new connections wait for release.
 type hold struct {
-	release chan struct{} // closed by Set or at the deadline
-	expired bool          // set before release is closed at the deadline
-	timer   *time.Timer
-	held    atomic.Int64
+	release  chan struct{} // closed by Set or at the deadline
+	expired  bool          // set before release is closed at the deadline
+	deadline time.Time
+	timer    *time.Timer
+	held     atomic.Int64
 }
 
 // Listen checks opts and binds every port; the proxy serves once Serve runs.

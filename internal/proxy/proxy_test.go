@@ -339,6 +339,22 @@ func TestHoldTimesOut(t *testing.T) {
 	}
 }
 
+func TestHoldDuringAHoldRestartsItsTimeout(t *testing.T) {
+	port := twoBackends(t)
+	p := startProxy(t, Options{Ports: []Port{{Target: port}}, Backend: "127.0.0.1"})
+	p.Hold(50 * time.Millisecond)
+	p.Hold(time.Minute)
+	c := dial(t, listenAddr(p, 0))
+	eventually(t, "the client held", func() bool { return p.Stats().Held == 1 })
+	time.Sleep(100 * time.Millisecond) // past the first timeout
+	if _, err := p.Set([]string{"127.0.0.2"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.line(); got != "new" {
+		t.Fatalf("held client got %q, want the new backend", got)
+	}
+}
+
 func TestDrain(t *testing.T) {
 	port := twoBackends(t)
 	p := startProxy(t, Options{Ports: []Port{{Target: port}}, Backend: "127.0.0.1"})
