@@ -36,24 +36,10 @@ func run(args []string) int {
 			return runProxyCtl(args[1:])
 		}
 	}
-	timeout := 60 * time.Second
-	for len(args) > 0 && args[0] != "--" {
-		switch {
-		case args[0] == "--timeout" && len(args) > 1:
-			d, err := time.ParseDuration(args[1])
-			if err != nil || d <= 0 {
-				fmt.Fprintf(os.Stderr, "dso-init: bad --timeout %q\n", args[1])
-				return initproc.ExitSetup
-			}
-			timeout = d
-			args = args[2:]
-		default:
-			fmt.Fprintf(os.Stderr, "dso-init: unknown argument %q (usage: dso-init [--timeout D] -- COMMAND...)\n", args[0])
-			return initproc.ExitSetup
-		}
+	timeout, argv, err := initproc.ParseArgs(args)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "dso-init: %v\n", err)
+		return initproc.ExitSetup
 	}
-	if len(args) > 0 {
-		args = args[1:]
-	}
-	return initproc.Supervise(initproc.Options{Argv: args, Timeout: timeout, RunDir: initproc.RunDir, Stderr: os.Stderr})
+	return initproc.Supervise(initproc.Options{Argv: argv, Timeout: timeout, RunDir: initproc.RunDir, Stderr: os.Stderr})
 }

@@ -17,7 +17,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/api/events"
@@ -31,7 +30,7 @@ import (
 	"github.com/dso-project/dso/internal/notify"
 	"github.com/dso-project/dso/internal/resolve"
 	"github.com/dso-project/dso/internal/rotate"
-	"github.com/dso-project/dso/internal/secretref"
+	"github.com/dso-project/dso/internal/secretcache"
 	"github.com/dso-project/dso/internal/state"
 	"github.com/dso-project/dso/internal/watch"
 )
@@ -74,6 +73,12 @@ type Options struct {
 	HealthTimeout time.Duration
 	// RetryBackoff is the first wait before retrying a failed rotation (2s).
 	RetryBackoff time.Duration
+	// DeliveryBackoff is the first wait before retrying a failed delivery
+	// (500ms; the waits double up to 5s).
+	DeliveryBackoff time.Duration
+	// Cache, when set, keeps last-known-good values and serves them when
+	// a provider fails.
+	Cache *secretcache.Cache
 	// Clock is the time source of every wait (the system clock when nil).
 	Clock clock.Clock
 }
@@ -94,6 +99,12 @@ type Agent struct {
 	pinned map[string]bool
 	// failing are the parts of the daemon that fail, with why.
 	failing parts
+	starts  map[string]*start   // container ID -> delivery of its current start
+	waiting map[string]*waiting // container ID -> why its delivery is late
+	cache   *secretcache.Cache
+	// fromCacheCount is how many held containers have a value from the
+	// cache (0 spares observe a walk over every container).
+	fromCacheCount int
 }
 
 // holding is what one running container received.
@@ -105,6 +116,19 @@ type holding struct {
 	// payload is what was delivered, kept in memory only, so that a
 	// container brought back by a rollback gets its old values again.
 	payload *initproc.Payload
+	// fromCache are the watch keys served from the cache, with when their
+	// provider last confirmed them, until the provider confirms them again.
+	fromCache map[string]time.Time
+}
+
+// cachedNames are the secrets h got from the cache, as people see them.
+func (h *holding) cachedNames() []string {
+	out := make([]string, 0, len(h.fromCache))
+	for k := range h.fromCache {
+		out = append(out, keyName(k))
+	}
+	sort.Strings(out)
+	return out
 }
 
 // New returns an agent; Run starts it.
@@ -121,10 +145,14 @@ func New(opts Options) (*Agent, error) {
 	if opts.Clock == nil {
 		opts.Clock = clock.RealClock{}
 	}
+	if opts.DeliveryBackoff <= 0 {
+		opts.DeliveryBackoff = 500 * time.Millisecond
+	}
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 2 * time.Second
 	}
-	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}, failing: parts{}}
+	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}, failing: parts{},
+		starts: map[string]*start{}, waiting: map[string]*waiting{}, cache: opts.Cache}
 	w, err := watch.New(watch.Config{Check: a.version, Interval: opts.PollInterval, Observe: a.observe})
 	if err != nil {
 		return nil, err
@@ -199,7 +227,11 @@ func (a *Agent) session(ctx context.Context) error {
 				a.forget(id)
 			default:
 				a.emit(events.Event{Type: events.TypeContainer, Message: "container started", Container: shortID(id), Service: m.Actor.Attributes["com.docker.compose.service"], Project: m.Actor.Attributes["com.docker.compose.project"]})
-				a.spawn(ctx, func(ctx context.Context) { a.logErr(id, a.Deliver(ctx, id)) })
+				a.wg.Add(1)
+				go func() {
+					defer a.wg.Done()
+					a.logErr(id, a.deliverStart(ctx, id, true))
+				}()
 			}
 		}
 	}
@@ -254,119 +286,13 @@ func (a *Agent) changedSince(ctx context.Context, id string, held map[string]str
 	return changed
 }
 
-// Deliver resolves the references of container id and hands the values to
-// its init (no signal: a first delivery, or the same values again).
-func (a *Agent) Deliver(ctx context.Context, id string) error {
-	return a.deliver(ctx, id, "")
-}
-
-func (a *Agent) deliver(ctx context.Context, id, signal string) error {
-	ins, err := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
-	if err != nil {
-		return err
-	}
-	c := ins.Container
-	if c.State == nil || !c.State.Running {
-		return nil
-	}
-	a.mu.Lock()
-	h, pinned := a.held[id], a.pinned[id]
-	a.mu.Unlock()
-	var payload *initproc.Payload
-	if pinned && h != nil && h.payload != nil {
-		payload = h.payload
-	} else {
-		var values []deliver.Value
-		values, h, err = a.values(ctx, c)
-		if err != nil {
-			a.metric(func(m *metrics.Metrics) { m.ObserveDelivery(err) })
-			a.emit(events.Event{Type: events.TypeDelivery, Level: "ERROR", Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultFailure, Message: err.Error()})
-			return err
-		}
-		payload = deliver.NewPayload(values, signal)
-		h.payload = &initproc.Payload{Env: payload.Env, Files: payload.Files, Perms: payload.Perms}
-	}
-	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	err = deliver.Send(dctx, a.opts.Docker, id, payload)
-	a.metric(func(m *metrics.Metrics) { m.ObserveDelivery(err) })
-	if err != nil {
-		if still, _ := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); still.Container.State == nil || !still.Container.State.Running {
-			return nil // it stopped meanwhile: its next start gets a delivery
-		}
-		a.emit(events.Event{Type: events.TypeDelivery, Level: "ERROR", Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultFailure, Message: err.Error()})
-		return err
-	}
-	a.remember(id, h)
-	n := len(payload.Env)
-	a.opts.Log.Info("delivered secrets", "container", shortID(id), "name", h.name, "service", h.service, "variables", n, "pinned", pinned)
-	a.emit(events.Event{Type: events.TypeDelivery, Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultSuccess, Message: fmt.Sprintf("delivered %d variables", n)})
-	return nil
-}
-
-// values resolves what container c must receive, and what it will hold.
-func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deliver.Value, *holding, error) {
-	labels := c.Config.Labels
-	h := &holding{
-		name: c.Name, project: labels["com.docker.compose.project"], service: labels["com.docker.compose.service"],
-		config: labels[compose.LabelConfig], versions: map[string]string{}, envKeys: map[string]bool{},
-	}
-	refs, err := compose.RefsFromLabels(labels)
-	if err != nil {
-		return nil, h, err
-	}
-	set, err := a.opts.Providers(h.config)
-	if err != nil {
-		return nil, h, err
-	}
-	list := make([]secretref.Ref, 0, len(refs))
-	vars := make([]string, 0, len(refs))
-	for v, r := range refs {
-		vars = append(vars, v)
-		list = append(list, r)
-	}
-	got, err := set.Fetch(ctx, list)
-	if err != nil {
-		return nil, h, err
-	}
-	sort.Strings(vars)
-	values := make([]deliver.Value, 0, len(vars))
-	for _, v := range vars {
-		r := refs[v]
-		res := got[r]
-		key := watchKey(h.config, res.Provider, r.Path)
-		h.versions[key] = res.Version
-		if !r.File {
-			h.envKeys[key] = true
-		}
-		values = append(values, deliver.Value{Var: v, File: r.File, Perm: r.Perm, Data: res.Value})
-	}
-	return values, h, nil
-}
-
-// remember records what a container holds and watches its secrets.
-func (a *Agent) remember(id string, h *holding) {
-	a.mu.Lock()
-	a.held[id] = h
-	a.mu.Unlock()
-	for key, v := range h.versions {
-		a.watcher.Add(key, v)
-	}
-	if a.opts.Store != nil {
-		err := a.opts.Store.PutContainer(state.Container{ID: id, Name: h.name, Project: h.project, Service: h.service, Secrets: h.versions, UpdatedAt: time.Now()})
-		if err != nil {
-			a.opts.Log.Warn("could not record the container in the state store", "container", shortID(id), "error", err)
-		}
-	}
-	a.updateWatched()
-}
-
 // forget drops a removed container and stops watching secrets no one holds.
 func (a *Agent) forget(id string) {
 	a.mu.Lock()
 	h, ok := a.held[id]
 	delete(a.held, id)
 	delete(a.pinned, id)
+	delete(a.starts, id)
 	inUse := map[string]bool{}
 	for _, other := range a.held {
 		for k := range other.versions {
@@ -378,6 +304,9 @@ func (a *Agent) forget(id string) {
 		for k := range h.versions {
 			if !inUse[k] {
 				a.watcher.Remove(k)
+				if a.cache != nil {
+					a.cache.Drop(k)
+				}
 			}
 		}
 	}
@@ -429,9 +358,34 @@ func (a *Agent) observe(r watch.Result) {
 		return
 	}
 	a.metric(func(m *metrics.Metrics) { m.LastSuccessfulPoll.Set(float64(r.At.Unix())) })
+	if a.cache != nil {
+		a.cache.Confirm(r.Key, r.Version)
+		a.confirmed(r.Key, r.Version)
+	}
 	if a.opts.Store != nil && r.Changed {
 		a.opts.Store.RecordCheck(r.Key, r.Version, r.At)
 	}
+}
+
+// confirmed clears "from the cache" on the containers that got key from
+// the cache at the version its provider has just confirmed.
+func (a *Agent) confirmed(key, version string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.fromCacheCount == 0 {
+		return
+	}
+	n := 0
+	for _, h := range a.held {
+		if _, ok := h.fromCache[key]; ok && h.versions[key] == version {
+			delete(h.fromCache, key)
+		}
+		if len(h.fromCache) > 0 {
+			n++
+		}
+	}
+	a.fromCacheCount = n
+	a.metric(func(m *metrics.Metrics) { m.ContainersFromCache.Set(float64(n)) })
 }
 
 func (a *Agent) emit(e events.Event) {

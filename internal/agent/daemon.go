@@ -9,6 +9,8 @@ import (
 	"runtime/debug"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/dso-project/dso/internal/agentctl"
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/api/events"
@@ -18,6 +20,7 @@ import (
 	"github.com/dso-project/dso/internal/notify"
 	"github.com/dso-project/dso/internal/provider/local"
 	"github.com/dso-project/dso/internal/resolve"
+	"github.com/dso-project/dso/internal/secretcache"
 	"github.com/dso-project/dso/internal/state"
 	"github.com/dso-project/dso/internal/watch"
 )
@@ -81,6 +84,11 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 		// (test/bench BenchmarkAgentIdle10k).
 		debug.SetGCPercent(50)
 	}
+	// The agent holds secret values in memory: no core dump, no ptrace by
+	// other processes of the same user.
+	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+		log.Warn("could not mark the agent not dumpable", "error", err)
+	}
 	lock, err := agentctl.AcquireLock(where.Lock)
 	if err != nil {
 		return err
@@ -103,7 +111,15 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	defer providers.Close()
 	bus := events.NewBus(1000)
 	m := metrics.New()
-	ao := Options{Docker: docker, ID: where.ID, Providers: providers.Get, Configs: providers.Config, Log: log, Store: store, Metrics: m, Bus: bus}
+	ao := Options{Docker: docker, ID: where.ID, Providers: providers.Get, Configs: providers.Config, Log: log, Store: store, Metrics: m, Bus: bus, Clock: o.Clock}
+	cacheCfg := config.Cache{Enabled: true, MaxAge: config.DefaultCacheMaxAge}
+	if cfg != nil {
+		cacheCfg = cfg.Agent.Cache
+	}
+	if cacheCfg.Enabled {
+		ao.Cache = secretcache.New(cacheCfg.MaxAge.D(), o.Clock)
+		defer ao.Cache.Close()
+	}
 	var notifiers notify.Set
 	if cfg != nil {
 		ao.PollInterval = cfg.Agent.Watch.PollingInterval.D()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/buildinfo"
@@ -22,7 +23,29 @@ func (a *Agent) Health(ctx context.Context) api.AgentStatus {
 		st.Health = api.HealthDegraded
 		st.Problems = append(st.Problems, a.failing.problems()...)
 	}
+	var late []string
+	for id, w := range a.waiting {
+		late = append(late, fmt.Sprintf("container %s (%s) is waiting for its secrets: %s", w.name, shortID(id), w.reason))
+	}
+	if a.fromCacheCount > 0 {
+		for id, h := range a.held {
+			if len(h.fromCache) > 0 {
+				late = append(late, fmt.Sprintf("container %s (%s) got %s from the cache: provider failing", strings.TrimPrefix(h.name, "/"), shortID(id), strings.Join(h.cachedNames(), ", ")))
+			}
+		}
+	}
 	a.mu.Unlock()
+	if len(late) > 0 {
+		sort.Strings(late)
+		st.Health = api.HealthDegraded
+		st.Problems = append(st.Problems, late...)
+	}
+	if a.cache != nil {
+		if err := a.cache.Unlocked(); err != nil {
+			st.Health = api.HealthDegraded
+			st.Problems = append(st.Problems, "cache not locked against swap: "+err.Error())
+		}
+	}
 	if snap, err := a.watcher.Snapshot(ctx); err == nil {
 		for _, k := range snap {
 			if k.Failing {
@@ -54,10 +77,17 @@ func (a *Agent) Status(ctx context.Context) (api.Status, error) {
 		for k, v := range h.versions {
 			cs.Secrets[keyName(k)] = v
 		}
+		for k, at := range h.fromCache {
+			if cs.FromCache == nil {
+				cs.FromCache = map[string]time.Time{}
+			}
+			cs.FromCache[keyName(k)] = at
+		}
 		s.Containers = append(s.Containers, cs)
 	}
 	a.mu.Unlock()
 	sort.Slice(s.Containers, func(i, j int) bool { return s.Containers[i].Name < s.Containers[j].Name })
+	s.Waiting = a.waitingStatus()
 	if a.opts.Store != nil {
 		rs, err := a.opts.Store.Rotations(20)
 		if err == nil {

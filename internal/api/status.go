@@ -22,7 +22,9 @@ type Status struct {
 	Agent      AgentStatus       `json:"agent"`
 	Secrets    []SecretStatus    `json:"secrets"`
 	Containers []ContainerStatus `json:"containers"`
-	Rotations  []RotationStatus  `json:"rotations"`
+	// Waiting are started containers whose secrets are late, and why.
+	Waiting   []WaitingStatus  `json:"waiting,omitempty"`
+	Rotations []RotationStatus `json:"rotations"`
 }
 
 // Health values.
@@ -62,6 +64,22 @@ type ContainerStatus struct {
 	Service  string            `json:"service,omitempty"`
 	Strategy string            `json:"strategy,omitempty"`
 	Secrets  map[string]string `json:"secrets"` // secret name -> version held
+	// FromCache are the secrets it got from the agent's cache while their
+	// provider failed: secret name -> when the provider last confirmed the
+	// value. An entry goes once the provider confirms the version again.
+	FromCache map[string]time.Time `json:"from_cache,omitempty"`
+}
+
+// WaitingStatus is a started container whose delivery is being retried.
+type WaitingStatus struct {
+	ID       string    `json:"id"`
+	Name     string    `json:"name"`
+	Project  string    `json:"project,omitempty"`
+	Service  string    `json:"service,omitempty"`
+	Since    time.Time `json:"since"`
+	Deadline time.Time `json:"deadline"` // when its init gives up
+	Attempts int       `json:"attempts"`
+	Reason   string    `json:"reason"` // which provider and what failed; never a value
 }
 
 // RotationStatus is one entry of the rotation journal, as the agent's

@@ -76,12 +76,19 @@ type TLS struct {
 
 // Agent configures the per-host agent.
 type Agent struct {
-	Cache    bool          `yaml:"cache" json:"cache" desc:"Keep fetched values in the agent's memory (never on disk), so a restarting container gets its secrets when the backend is down (default true)."`
+	Cache    Cache         `yaml:"cache" json:"cache" desc:"Keep the last values fetched in the agent's memory (locked against swap, never on disk), so that a container that starts while its backend is down still gets its secrets: true, false, or a mapping with enabled and max_age (default true)."`
 	Watch    Watch         `yaml:"watch,omitempty" json:"watch,omitzero" desc:"How the agent notices changes in the backends."`
 	Rotation AgentRotation `yaml:"rotation,omitempty" json:"rotation,omitzero" desc:"Rotation of containers when a secret changes."`
 	API      API           `yaml:"api,omitempty" json:"api,omitzero" desc:"The agent's REST API."`
 	Socket   string        `yaml:"socket,omitempty" json:"socket,omitempty" dso:"path" desc:"Unix socket of the agent (default /run/dso/dso.sock)."`
 	Notify   []Notify      `yaml:"notify,omitempty" json:"notify,omitempty" desc:"Outbound webhooks the agent sends when a rotation succeeds or fails, signed with HMAC-SHA256. They carry names, versions and container ids, never a value."`
+}
+
+// Cache configures the agent's last-known-good values. In dso.yaml it is
+// true, false, or a mapping of these fields.
+type Cache struct {
+	Enabled bool     `yaml:"enabled" json:"enabled" desc:"Keep last-known-good values (default true)."`
+	MaxAge  Duration `yaml:"max_age,omitempty" json:"max_age,omitempty" desc:"How long after the backend last confirmed a value the agent still serves it from its memory (default \"24h\")."`
 }
 
 // Notify is one endpoint of outbound rotation webhooks.

@@ -122,6 +122,7 @@ type enumerated interface{ Values() []string }
 var (
 	durationType = reflect.TypeOf(Duration(0))
 	fileModeType = reflect.TypeOf(FileMode(0))
+	cacheType    = reflect.TypeOf(Cache{})
 	enumType     = reflect.TypeOf((*enumerated)(nil)).Elem()
 )
 
@@ -158,6 +159,8 @@ func expected(t reflect.Type, keys string) string {
 		return `a duration such as "30s"`
 	case t == fileModeType:
 		return `an octal mode such as "0440"`
+	case t == cacheType:
+		return "true, false or a mapping"
 	}
 	switch t.Kind() {
 	case reflect.Struct:
@@ -204,6 +207,19 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string, tag fieldTa
 	d.meta.values[path] = pos{n.Line, n.Column}
 	t := v.Type()
 	switch {
+	case t == cacheType && n.Kind == yaml.ScalarNode:
+		// cache: true is short for cache: {enabled: true}.
+		s, ok := d.scalar(n, path, t)
+		if !ok {
+			return
+		}
+		if s != "true" && s != "false" {
+			d.fail(n, path, "expected %s, got %s", expected(t, ""), d.shown(path, s))
+			return
+		}
+		v.FieldByName("Enabled").SetBool(s == "true")
+		d.meta.values[join(path, "enabled")] = pos{n.Line, n.Column}
+		return
 	case t.Kind() == reflect.Pointer:
 		// An optional value: set only when present and valid.
 		elem := reflect.New(t.Elem())

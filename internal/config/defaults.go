@@ -16,6 +16,7 @@ const (
 	DefaultSocket             = "/run/dso/dso.sock"
 	DefaultRetryAttempts      = 3
 	DefaultRetryBackoff       = Duration(time.Second)
+	DefaultCacheMaxAge        = Duration(24 * time.Hour)
 )
 
 func first[T comparable](vals ...T) T {
@@ -71,8 +72,11 @@ func applyDefaults(c *Config) {
 	}
 
 	a := &c.Agent
-	if !m.set("agent.cache") {
-		a.Cache = true
+	if !m.set("agent.cache.enabled") {
+		a.Cache.Enabled = true
+	}
+	if !m.set("agent.cache.max_age") {
+		a.Cache.MaxAge = DefaultCacheMaxAge
 	}
 	a.Watch.Mode = first(a.Watch.Mode, WatchPolling)
 	if !m.set("agent.watch.polling_interval") {

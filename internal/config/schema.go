@@ -44,19 +44,14 @@ func (g *schemaGen) schema(t reflect.Type, tag fieldTag) map[string]any {
 		return map[string]any{"anyOf": []any{map[string]any{"type": "string", "pattern": `^0?[0-7]{3}$`, "examples": []string{"0440"}}, interpolated}}
 	case t.Kind() == reflect.Pointer:
 		return g.schema(t.Elem(), tag)
+	case t == cacheType:
+		return map[string]any{"anyOf": []any{map[string]any{"type": "boolean"}, interpolated, g.ref(t)}}
 	case t.Implements(enumType):
 		return map[string]any{"type": "string", "enum": reflect.Zero(t).Interface().(enumerated).Values()}
 	}
 	switch t.Kind() {
 	case reflect.Struct:
-		name := t.Name()
-		if _, done := g.defs[name]; !done {
-			g.defs[name] = nil // guards against recursion
-			def := g.object(t)
-			def["type"] = []string{"object", "null"} // an empty "agent:" is null in YAML
-			g.defs[name] = def
-		}
-		return map[string]any{"$ref": "#/$defs/" + name}
+		return g.ref(t)
 	case reflect.Map:
 		s := map[string]any{"type": []string{"object", "null"}, "additionalProperties": g.schema(t.Elem(), fieldTag{})}
 		if k, ok := keyKinds[tag.keys]; ok {
@@ -75,6 +70,18 @@ func (g *schemaGen) schema(t reflect.Type, tag fieldTag) map[string]any {
 		return map[string]any{"anyOf": []any{map[string]any{"type": "integer"}, interpolated}}
 	}
 	return map[string]any{"type": "string"}
+}
+
+// ref is a reference to the definition of struct t, made on first use.
+func (g *schemaGen) ref(t reflect.Type) map[string]any {
+	name := t.Name()
+	if _, done := g.defs[name]; !done {
+		g.defs[name] = nil // guards against recursion
+		def := g.object(t)
+		def["type"] = []string{"object", "null"} // an empty "agent:" is null in YAML
+		g.defs[name] = def
+	}
+	return map[string]any{"$ref": "#/$defs/" + name}
 }
 
 func (g *schemaGen) object(t reflect.Type) map[string]any {

@@ -33,6 +33,9 @@ func validate(c *Config, ps *problems) {
 	}
 
 	checkStrategy(c.Agent.Rotation.Strategy, "agent.rotation.strategy", m, ps)
+	if m.set("agent.cache.max_age") && c.Agent.Cache.MaxAge.D().Seconds() < 1 {
+		ps.addAt(m.at("agent.cache.max_age"), "agent.cache.max_age", "must be at least 1s, got %s", c.Agent.Cache.MaxAge)
+	}
 	if m.set("agent.watch.polling_interval") && c.Agent.Watch.PollingInterval.D().Seconds() < 1 {
 		ps.addAt(m.at("agent.watch.polling_interval"), "agent.watch.polling_interval", "must be at least 1s, got %s", c.Agent.Watch.PollingInterval)
 	}

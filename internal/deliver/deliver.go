@@ -121,3 +121,13 @@ func Send(ctx context.Context, d Docker, container string, p *initproc.Payload) 
 	}
 	return nil
 }
+
+// Tell sends the init of container, still waiting for its first delivery,
+// why its secrets are late; the init logs it. why names providers and
+// failures, never a value.
+func Tell(ctx context.Context, d Docker, container, why string) error {
+	if len(why) > initproc.MaxWaiting {
+		why = why[:initproc.MaxWaiting-3] + "..."
+	}
+	return Send(ctx, d, container, &initproc.Payload{Waiting: why})
+}

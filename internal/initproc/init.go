@@ -17,6 +17,34 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// DefaultTimeout is how long the init waits for its secrets unless
+// --timeout says otherwise.
+const DefaultTimeout = 60 * time.Second
+
+// ParseArgs reads the init's arguments, [--timeout D] -- COMMAND...: the
+// wait for the first delivery and the application's argv. The agent reads
+// a container's deadline with it.
+func ParseArgs(args []string) (timeout time.Duration, argv []string, err error) {
+	timeout = DefaultTimeout
+	for len(args) > 0 && args[0] != "--" {
+		switch {
+		case args[0] == "--timeout" && len(args) > 1:
+			d, err := time.ParseDuration(args[1])
+			if err != nil || d <= 0 {
+				return 0, nil, fmt.Errorf("bad --timeout %q", args[1])
+			}
+			timeout = d
+			args = args[2:]
+		default:
+			return 0, nil, fmt.Errorf("unknown argument %q (usage: dso-init [--timeout D] -- COMMAND...)", args[0])
+		}
+	}
+	if len(args) > 0 {
+		args = args[1:]
+	}
+	return timeout, args, nil
+}
+
 // Exit codes of the init itself (the application's own code is passed on).
 const (
 	ExitNoDelivery = 124 // no secrets arrived in time
@@ -75,6 +103,11 @@ func Supervise(opts Options) int {
 	for s.child == nil {
 		select {
 		case d := <-deliveries:
+			if d.payload.Waiting != "" {
+				s.waiting(d.payload.Waiting)
+				d.reply(nil)
+				continue
+			}
 			d.reply(s.first(d.payload))
 		case sig := <-sigs:
 			if sig == syscall.SIGCHLD {
@@ -85,7 +118,11 @@ func Supervise(opts Options) int {
 				return 128 + int(sig.(syscall.Signal))
 			}
 		case <-timer.C:
-			logf("no secrets delivered within %s; is the dso agent running? (`docker dso up` starts it, `docker dso status` shows it)", opts.Timeout)
+			if s.why != "" {
+				logf("no secrets delivered within %s: the dso agent could not get them: %s", opts.Timeout, s.why)
+			} else {
+				logf("no secrets delivered within %s; is the dso agent running? (`docker dso up` starts it, `docker dso status` shows it)", opts.Timeout)
+			}
 			return ExitNoDelivery
 		}
 		if s.exitCode >= 0 {
@@ -97,6 +134,10 @@ func Supervise(opts Options) int {
 	for {
 		select {
 		case d := <-deliveries:
+			if d.payload.Waiting != "" {
+				d.reply(nil) // late news: the application runs already
+				continue
+			}
 			d.reply(s.rotate(d.payload))
 		case sig := <-sigs:
 			if sig == syscall.SIGCHLD {
@@ -116,7 +157,17 @@ type supervisor struct {
 	dir      string
 	child    *os.Process
 	digest   [32]byte
-	exitCode int // >= 0 when the init must end before the app started
+	exitCode int    // >= 0 when the init must end before the app started
+	why      string // the agent's last word on why the secrets are late
+}
+
+// waiting logs why the secrets are late, once per distinct reason.
+func (s *supervisor) waiting(why string) {
+	why = strings.Join(strings.Fields(why), " ")
+	if why != s.why {
+		s.why = why
+		s.logf("waiting for secrets: the dso agent cannot get them yet: %s", why)
+	}
 }
 
 // first applies the first delivery and starts the application.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -30,6 +31,8 @@ func TestPayloadValidate(t *testing.T) {
 		{Files: map[string][]byte{"A": nil}, Perms: map[string]FilePerm{"A": {UID: -2, GID: 0, Mode: 0o400}}},
 		{Files: map[string][]byte{"A": nil}, Perms: map[string]FilePerm{"A": {UID: 0, GID: 1 << 31, Mode: 0o400}}},
 		{Files: map[string][]byte{"A": nil}, Perms: map[string]FilePerm{"A": {UID: 0, GID: 0, Mode: 0o4755}}},
+		{Waiting: "late", Env: map[string][]byte{"X": []byte("a\x00b")}},
+		{Waiting: strings.Repeat("x", MaxWaiting+1)},
 	}
 	for _, p := range bad {
 		err := p.Validate()
@@ -192,6 +195,69 @@ func TestDeliverProtocol(t *testing.T) {
 }
 
 var errTest = os.ErrInvalid
+
+// TestWaitingMessageNamesTheCause runs the init with a short deadline: the
+// agent's waiting message is logged at once, and the message at the
+// deadline names that cause instead of asking whether the agent runs.
+func TestWaitingMessageNamesTheCause(t *testing.T) {
+	dir, err := os.MkdirTemp("/dev/shm", "dso-init-test-")
+	if err != nil {
+		t.Skip("no /dev/shm tmpfs here")
+	}
+	defer os.RemoveAll(dir)
+	var stderr syncBuffer
+	code := make(chan int, 1)
+	go func() {
+		code <- Supervise(Options{Argv: []string{"/bin/true"}, Timeout: 2 * time.Second, RunDir: dir, Stderr: &stderr})
+	}()
+	why := `provider "vault": secret "app/db": backend unreachable`
+	msg, _ := json.Marshal(Payload{Waiting: why})
+	if err := Deliver(bytes.NewReader(msg), filepath.Join(dir, "init.sock"), 2*time.Second); err != nil {
+		t.Fatalf("waiting message refused: %v", err)
+	}
+	if got := <-code; got != ExitNoDelivery {
+		t.Fatalf("exit code %d, want %d", got, ExitNoDelivery)
+	}
+	out := stderr.String()
+	for _, want := range []string{"waiting for secrets: the dso agent cannot get them yet: " + why, "no secrets delivered within 2s: the dso agent could not get them: " + why} {
+		if !strings.Contains(out, want) {
+			t.Errorf("init output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "is the dso agent running") {
+		t.Errorf("the init still blames a missing agent:\n%s", out)
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestParseArgs(t *testing.T) {
+	d, argv, err := ParseArgs([]string{"--timeout", "90s", "--", "app", "-x"})
+	if err != nil || d != 90*time.Second || strings.Join(argv, " ") != "app -x" {
+		t.Fatalf("ParseArgs = %s, %q, %v", d, argv, err)
+	}
+	if d, _, _ := ParseArgs([]string{"--", "app"}); d != DefaultTimeout {
+		t.Fatalf("default timeout %s, want %s", d, DefaultTimeout)
+	}
+	if _, _, err := ParseArgs([]string{"--timeout", "soon", "--", "app"}); err == nil {
+		t.Fatal("a bad --timeout accepted")
+	}
+}
 
 func FuzzReadPayload(f *testing.F) {
 	f.Add([]byte(`{"env":{"A":"eA=="},"files":{"F":"AA=="},"signal":"SIGHUP"}`))

@@ -48,6 +48,10 @@ type Payload struct {
 	// Signal, on a delivery to a running application, is sent to it after
 	// the files are rewritten ("" sends nothing). Names like "SIGHUP".
 	Signal string `json:"signal,omitempty"`
+	// Waiting, in a message that carries nothing else, is the agent's word
+	// on why the secrets are late (which provider, what failed: never a
+	// value). The init logs it and keeps waiting.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 // FilePerm is the owner and mode of one file. A UID or GID of -1 keeps the
@@ -64,6 +68,9 @@ var DefaultPerm = FilePerm{UID: -1, GID: -1, Mode: 0o400}
 // maxID is the largest uid or gid a file may be given.
 const maxID = 1<<31 - 1
 
+// MaxWaiting bounds the length of a Waiting message.
+const MaxWaiting = 2048
+
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 var fileName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 
@@ -71,6 +78,12 @@ var fileName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
 // errors name the variable or file, never a value.
 func (p *Payload) Validate() error {
 	var errs []string
+	if p.Waiting != "" && (len(p.Env) > 0 || len(p.Files) > 0 || p.Signal != "") {
+		errs = append(errs, "a waiting message carries no secrets")
+	}
+	if len(p.Waiting) > MaxWaiting {
+		errs = append(errs, fmt.Sprintf("waiting message longer than %d bytes", MaxWaiting))
+	}
 	for k, v := range p.Env {
 		if !envName.MatchString(k) {
 			errs = append(errs, fmt.Sprintf("env name %q is not a valid variable name (letters, digits and '_', not starting with a digit)", k))

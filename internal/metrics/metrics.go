@@ -22,6 +22,12 @@ type Metrics struct {
 	SecretsWatched     prometheus.Gauge
 	Deliveries         *prometheus.CounterVec // result
 	LastSuccessfulPoll prometheus.Gauge       // unix seconds
+	// CacheServed counts values delivered from the agent's last-known-good
+	// cache because their provider failed.
+	CacheServed         prometheus.Counter
+	CacheSecrets        prometheus.Gauge // secrets held in the cache
+	ContainersFromCache prometheus.Gauge // containers holding a cached value
+	ContainersWaiting   prometheus.Gauge // containers waiting for their secrets
 }
 
 // New creates the metrics in a fresh registry, with the Go runtime and
@@ -59,12 +65,29 @@ func New() *Metrics {
 			Namespace: "dso", Name: "last_successful_poll_timestamp_seconds",
 			Help: "Unix time of the last version check that succeeded.",
 		}),
+		CacheServed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "dso", Name: "cache_served_total",
+			Help: "Values delivered from the agent's last-known-good cache because their provider failed.",
+		}),
+		CacheSecrets: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "dso", Name: "cache_secrets",
+			Help: "Secrets whose last-known-good values the agent holds in memory.",
+		}),
+		ContainersFromCache: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "dso", Name: "containers_from_cache",
+			Help: "Running containers that hold a value served from the cache, not yet confirmed by its provider.",
+		}),
+		ContainersWaiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "dso", Name: "containers_waiting",
+			Help: "Started containers waiting for their secrets (deliveries being retried).",
+		}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.Rotations, m.RotationDuration, m.ProviderRequests, m.ProviderLatency,
 		m.SecretsWatched, m.Deliveries, m.LastSuccessfulPoll,
+		m.CacheServed, m.CacheSecrets, m.ContainersFromCache, m.ContainersWaiting,
 	)
 	return m
 }

@@ -160,7 +160,8 @@ func (e Errors) Unwrap() []error { return e.sorted() }
 
 // Fetch resolves refs, fetching each (provider, path) once, in batches where
 // the provider offers them (provider.GetMany). Every failure is reported (as
-// Errors), each naming its reference; no value is ever in an error.
+// Errors), each naming its reference, beside the references that resolved;
+// no value is ever in an error.
 func (s *Set) Fetch(ctx context.Context, refs []secretref.Ref) (map[secretref.Ref]Resolved, error) {
 	errs := Errors{}
 	paths := map[string][]string{} // provider name -> paths
@@ -198,7 +199,7 @@ func (s *Set) Fetch(ctx context.Context, refs []secretref.Ref) (map[secretref.Re
 		out[ref] = Resolved{Value: v, Version: r.Secret.Version, Provider: name}
 	}
 	if len(errs) > 0 {
-		return nil, errs
+		return out, errs
 	}
 	return out, nil
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -112,13 +113,25 @@ func printStatus(out io.Writer, st api.Status) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", s.Name, s.Version, ago(s.LastCheck), ago(s.NextCheck), state)
 	}
 	tw.Flush()
+	if len(st.Waiting) > 0 {
+		fmt.Fprintf(out, "\nWaiting for their secrets (%d):\n", len(st.Waiting))
+		fmt.Fprintln(tw, "  CONTAINER\tNAME\tSERVICE\tATTEMPTS\tINIT GIVES UP\tWHY")
+		for _, w := range st.Waiting {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%d\t%s\t%s\n", w.ID, w.Name, w.Project+"/"+w.Service, w.Attempts, ago(w.Deadline), w.Reason)
+		}
+		tw.Flush()
+	}
 	fmt.Fprintf(out, "\nManaged containers (%d):\n", len(st.Containers))
 	fmt.Fprintln(tw, "  CONTAINER\tNAME\tSERVICE\tSECRETS (version held)")
 	for _, c := range st.Containers {
 		var held []string
 		for k, v := range c.Secrets {
+			if at, ok := c.FromCache[k]; ok {
+				v += " (from the cache, confirmed " + ago(at) + ")"
+			}
 			held = append(held, k+"@"+v)
 		}
+		sort.Strings(held)
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.ID, c.Name, c.Project+"/"+c.Service, strings.Join(held, " "))
 	}
 	tw.Flush()

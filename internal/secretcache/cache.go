@@ -1,0 +1,218 @@
+// Package secretcache keeps the agent's last-known-good secret values so
+// that a container that starts while its backend is down still gets them.
+// The values live in one anonymous memory mapping outside the Go heap,
+// locked against swap (mlock) and left out of core dumps (MADV_DONTDUMP);
+// freed bytes are zeroed, and nothing is ever written to disk. Each secret
+// remembers when its backend last confirmed its version; a value older than
+// the maximum age is not served.
+package secretcache
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/dso-project/dso/internal/clock"
+)
+
+// minArena is the smallest mapping, in bytes.
+const minArena = 64 << 10
+
+// ErrTooOld is a cached value past the maximum age.
+var ErrTooOld = errors.New("last-known value older than agent.cache.max_age")
+
+// Cache holds values by secret (a key naming one secret of one provider)
+// and field ("" for the whole value). It is safe for concurrent use.
+type Cache struct {
+	maxAge time.Duration
+	clk    clock.Clock
+
+	mu      sync.Mutex
+	buf     []byte // the mapping; nil until the first value
+	used    int    // bytes handed out at the end of buf
+	live    int    // bytes of values still held
+	lockErr error  // why buf is not locked, when it is not
+	secrets map[string]*secret
+}
+
+type secret struct {
+	version   string
+	confirmed time.Time
+	fields    map[string]span
+}
+
+type span struct{ off, n int }
+
+// New returns an empty cache serving values up to maxAge old.
+func New(maxAge time.Duration, clk clock.Clock) *Cache {
+	if clk == nil {
+		clk = clock.RealClock{}
+	}
+	return &Cache{maxAge: maxAge, clk: clk, secrets: map[string]*secret{}}
+}
+
+// MaxAge is the oldest a served value may be.
+func (c *Cache) MaxAge() time.Duration { return c.maxAge }
+
+// Put stores the value of field of secret at version, confirmed now. A new
+// version drops the fields of the old one.
+func (c *Cache) Put(key, field string, value []byte, version string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.secrets[key]
+	if s == nil || s.version != version {
+		if s != nil {
+			c.dropLocked(s)
+		}
+		s = &secret{version: version, fields: map[string]span{}}
+		c.secrets[key] = s
+	}
+	s.confirmed = c.clk.Now()
+	if old, ok := s.fields[field]; ok {
+		c.free(old)
+		delete(s.fields, field)
+	}
+	sp, err := c.store(value)
+	if err != nil {
+		return err
+	}
+	s.fields[field] = sp
+	return nil
+}
+
+// Get returns a copy of the value of field of secret, its version and its
+// age (the time since its backend last confirmed it). A value past the
+// maximum age is not returned: the error wraps ErrTooOld and says its age.
+func (c *Cache) Get(key, field string) (value []byte, version string, age time.Duration, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.secrets[key]
+	if s == nil {
+		return nil, "", 0, errors.New("no last-known value")
+	}
+	sp, ok := s.fields[field]
+	if !ok {
+		return nil, "", 0, errors.New("no last-known value")
+	}
+	age = c.clk.Now().Sub(s.confirmed)
+	if age > c.maxAge {
+		return nil, "", age, fmt.Errorf("%w (%s): the last one is %s old", ErrTooOld, c.maxAge, age.Round(time.Second))
+	}
+	return append([]byte(nil), c.buf[sp.off:sp.off+sp.n]...), s.version, age, nil
+}
+
+// Confirm records that the backend still has version of secret: its
+// cached values are as good as new. Another version leaves them as they
+// were (the rotation that follows stores the new values).
+func (c *Cache) Confirm(key, version string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.secrets[key]; s != nil && s.version == version {
+		s.confirmed = c.clk.Now()
+	}
+}
+
+// Drop forgets secret and zeroes its values.
+func (c *Cache) Drop(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s := c.secrets[key]; s != nil {
+		c.dropLocked(s)
+		delete(c.secrets, key)
+	}
+}
+
+// Len is the number of secrets held.
+func (c *Cache) Len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.secrets)
+}
+
+// Unlocked returns why the values are not locked against swap (the
+// process's RLIMIT_MEMLOCK, say), or nil when they are.
+func (c *Cache) Unlocked() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lockErr
+}
+
+// Close zeroes every value and unmaps the memory.
+func (c *Cache) Close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.secrets = map[string]*secret{}
+	c.release(c.buf)
+	c.buf, c.used, c.live = nil, 0, 0
+}
+
+func (c *Cache) dropLocked(s *secret) {
+	for _, sp := range s.fields {
+		c.free(sp)
+	}
+	s.fields = map[string]span{}
+}
+
+func (c *Cache) free(sp span) {
+	clear(c.buf[sp.off : sp.off+sp.n])
+	c.live -= sp.n
+}
+
+// store copies value into the mapping, growing or compacting it when the
+// end is reached.
+func (c *Cache) store(value []byte) (span, error) {
+	n := len(value)
+	if c.used+n > len(c.buf) {
+		if err := c.compact(n); err != nil {
+			return span{}, err
+		}
+	}
+	sp := span{c.used, n}
+	copy(c.buf[sp.off:], value)
+	c.used += n
+	c.live += n
+	return sp, nil
+}
+
+// compact moves the live values into a new mapping with room for extra
+// more bytes (at least twice what is live), then zeroes and unmaps the old.
+func (c *Cache) compact(extra int) error {
+	size := minArena
+	for size < 2*(c.live+extra) {
+		size *= 2
+	}
+	buf, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return fmt.Errorf("secret cache: map %d bytes: %w", size, err)
+	}
+	// Best effort on both: a failed lock is reported by Unlocked; a kernel
+	// without MADV_DONTDUMP still has the process marked not dumpable.
+	c.lockErr = unix.Mlock(buf)
+	if c.lockErr != nil {
+		c.lockErr = fmt.Errorf("mlock of %d bytes: %w (raise LimitMEMLOCK / ulimit -l)", size, c.lockErr)
+	}
+	_ = unix.Madvise(buf, unix.MADV_DONTDUMP)
+	used := 0
+	for _, s := range c.secrets {
+		for f, sp := range s.fields {
+			copy(buf[used:], c.buf[sp.off:sp.off+sp.n])
+			s.fields[f] = span{used, sp.n}
+			used += sp.n
+		}
+	}
+	c.release(c.buf)
+	c.buf, c.used = buf, used
+	return nil
+}
+
+func (c *Cache) release(buf []byte) {
+	if buf == nil {
+		return
+	}
+	clear(buf)
+	_ = unix.Munlock(buf)
+	_ = unix.Munmap(buf)
+}
