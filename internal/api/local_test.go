@@ -17,6 +17,7 @@ import (
 	"testing"
 
 	"github.com/dso-project/dso/internal/api/events"
+	"github.com/dso-project/dso/internal/testbed"
 )
 
 // TestMain doubles as a client run under another uid by the peer tests.
@@ -146,9 +147,7 @@ func TestClientSaysAgentNotRunning(t *testing.T) {
 // TestPeerCredentials runs the client as other users against a socket any
 // process may connect to, so that SO_PEERCRED is what decides.
 func TestPeerCredentials(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root to run clients as other users; TestAuthorizerWithRealCredentials covers the decision")
-	}
+	testbed.NeedRoot(t, "runs clients as other users")
 	dir, err := os.MkdirTemp("", "dso-api-peer-")
 	if err != nil {
 		t.Fatal(err)

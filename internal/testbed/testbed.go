@@ -4,8 +4,8 @@
 // HTTP probes of published ports. It is used only by tests.
 //
 // Everything a helper creates on the engine is removed at t.Cleanup, so a
-// test run leaves the engine as it found it. When the engine cannot be
-// reached, tests are skipped, except under CI=true where they fail.
+// test run leaves the engine as it found it. When the engine, a tool or
+// root is missing, tests are skipped, except under CI (InCI) where they fail.
 package testbed
 
 import (
@@ -31,21 +31,34 @@ const Label = "dso.test"
 // cleanupTimeout bounds each removal done at t.Cleanup.
 const cleanupTimeout = 2 * time.Minute
 
-// InCI reports whether the tests run under CI (CI=true), where nothing that
-// needs Docker may be skipped.
+// InCI reports whether the tests run under CI: the variable CI holds any
+// true value strconv.ParseBool accepts (1, t, true, TRUE...). It is the one
+// definition of "in CI" for every test: under CI nothing a CI machine can
+// provide (the engine, a tool, root) may be skipped for lack of it.
 func InCI() bool {
 	ci, _ := strconv.ParseBool(os.Getenv("CI"))
 	return ci
 }
 
-// unavailable skips the test, or fails it under CI.
-func unavailable(t testing.TB, format string, args ...any) {
+// Unavailable skips the test for lack of something the test bed provides
+// (the engine, a tool, root), or fails it under CI, where scripts/test.sh
+// provides everything.
+func Unavailable(t testing.TB, format string, args ...any) {
 	t.Helper()
 	msg := fmt.Sprintf(format, args...)
 	if InCI() {
-		t.Fatalf("%s (CI=true: this is a failure, not a skip)", msg)
+		t.Fatalf("%s (under CI this is a failure, not a skip)", msg)
 	}
-	t.Skipf("%s; skipping (under CI=true this fails)", msg)
+	t.Skipf("%s; skipping (under CI this fails)", msg)
+}
+
+// NeedRoot skips the test when it does not run as root, or fails it under
+// CI (which runs as root); why says what needs root.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Unavailable(t, "not root: %s", why)
+	}
 }
 
 type engine struct {
@@ -70,12 +83,12 @@ var engineOnce = sync.OnceValue(func() engine {
 // Docker returns a client for the Docker engine named by the environment
 // (DOCKER_HOST etc.), with the API version negotiated. The client is shared
 // by the whole test process; do not close it. When the engine cannot be
-// reached the test is skipped, or fails under CI=true.
+// reached the test is skipped, or fails under CI.
 func Docker(t testing.TB) client.APIClient {
 	t.Helper()
 	e := engineOnce()
 	if e.err != nil {
-		unavailable(t, "%v", e.err)
+		Unavailable(t, "%v", e.err)
 	}
 	return e.cli
 }

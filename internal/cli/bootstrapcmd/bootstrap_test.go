@@ -10,6 +10,7 @@ import (
 	"github.com/dso-project/dso/internal/cmdutil"
 	"github.com/dso-project/dso/internal/iostreams"
 	"github.com/dso-project/dso/internal/systemd"
+	"github.com/dso-project/dso/internal/testbed"
 )
 
 func parse(t *testing.T, args ...string) (*Options, error) {
@@ -42,12 +43,10 @@ func TestFlags(t *testing.T) {
 // as a system root.
 func fakeRoot(t *testing.T) string {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("bootstrap sets root ownership: run as root")
-	}
+	testbed.NeedRoot(t, "bootstrap sets root ownership")
 	for _, tool := range []string{"groupadd", "systemctl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed", tool)
+			testbed.Unavailable(t, "%s is not installed (scripts/tools/systemd.sh installs it)", tool)
 		}
 	}
 	root := t.TempDir()

@@ -19,6 +19,7 @@ import (
 	"github.com/dso-project/dso/internal/provider/local"
 	"github.com/dso-project/dso/internal/provider/providertest"
 	"github.com/dso-project/dso/internal/provider/vault"
+	"github.com/dso-project/dso/internal/testbed"
 )
 
 var (
@@ -29,7 +30,7 @@ var (
 func TestMain(m *testing.M) {
 	bin, err := providertest.VaultBinary()
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if testbed.InCI() {
 			fmt.Fprintln(os.Stderr, "FAIL:", err)
 			os.Exit(1)
 		}
