@@ -15,6 +15,11 @@ import (
 
 var t0 = time.Date(2025, 6, 1, 12, 0, 0, 0, time.UTC)
 
+// liveness bounds a wait for something the code under test does at once
+// (nothing here waits on the real clock): generous, so that a loaded
+// machine never fails a test, yet a hang still ends.
+const liveness = time.Minute
+
 // backend is an in-memory set of versions with a call log.
 type backend struct {
 	mu       sync.Mutex
@@ -78,7 +83,7 @@ func (h *harness) stop() {
 			h.t.Errorf("Run returned %v after cancel, want nil", err)
 		}
 		h.done <- nil
-	case <-time.After(5 * time.Second):
+	case <-time.After(liveness):
 		h.t.Fatal("Run did not return after cancel")
 	}
 }
@@ -88,7 +93,7 @@ func (h *harness) result() Result {
 	select {
 	case r := <-h.results:
 		return r
-	case <-time.After(5 * time.Second):
+	case <-time.After(liveness):
 		h.t.Fatal("no check result")
 		return Result{}
 	}
@@ -107,7 +112,7 @@ func (h *harness) batch() []Change {
 	select {
 	case b := <-h.w.Changes():
 		return b
-	case <-time.After(5 * time.Second):
+	case <-time.After(liveness):
 		h.t.Fatal("no batch of changes")
 		return nil
 	}
@@ -280,40 +285,69 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// TestWatchFileSeesAtomicReplaceWithinASecond: WatchFile looks at the file
+// every DefaultFileInterval (well under a second) on its clock, and a look
+// after an atomic replace (same size: only the inode tells) or a removal
+// reports the change; no look, no report.
 func TestWatchFileSeesAtomicReplaceWithinASecond(t *testing.T) {
+	if DefaultFileInterval >= time.Second {
+		t.Fatalf("DefaultFileInterval = %v: a change would not be seen within a second", DefaultFileInterval)
+	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "vault.enc")
 	if err := os.WriteFile(path, []byte("v1"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	changed := make(chan time.Time, 10)
+	clock := NewFakeClock(t0)
+	changed := make(chan struct{}, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- WatchFile(ctx, nil, path, 0, func() { changed <- time.Now() }) }()
-	time.Sleep(300 * time.Millisecond)
+	go func() { done <- WatchFile(ctx, clock, path, 0, func() { changed <- struct{}{} }) }()
 
+	// look advances the clock to WatchFile's next look, which must be at
+	// most DefaultFileInterval away, and reports whether it saw a change.
+	look := func() bool {
+		t.Helper()
+		clock.WaitArmed()
+		if d := clock.NextDeadline().Sub(clock.Now()); d > DefaultFileInterval {
+			t.Fatalf("the next look is %v away, want at most %v", d, DefaultFileInterval)
+		}
+		clock.Advance(clock.NextDeadline().Sub(clock.Now()))
+		clock.WaitArmed() // the look is done: WatchFile waits for the next one
+		select {
+		case <-changed:
+			return true
+		default:
+			return false
+		}
+	}
+	if look() {
+		t.Fatal("a change reported while the file did not change")
+	}
 	tmp := filepath.Join(dir, "vault.enc.tmp")
-	os.WriteFile(tmp, []byte("v2"), 0o600) // same size: only the inode tells
-	written := time.Now()
+	if err := os.WriteFile(tmp, []byte("v2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case at := <-changed:
-		if d := at.Sub(written); d > time.Second {
-			t.Fatalf("change noticed after %v", d)
-		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("atomic replace not noticed")
+	if !look() {
+		t.Fatal("an atomic replace was not seen at the next look")
+	}
+	if look() {
+		t.Fatal("one replace reported twice")
 	}
 	os.Remove(path)
-	select {
-	case <-changed:
-	case <-time.After(2 * time.Second):
-		t.Fatal("removal not noticed")
+	if !look() {
+		t.Fatal("a removal was not seen at the next look")
 	}
 	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("WatchFile = %v after cancel", err)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("WatchFile = %v after cancel", err)
+		}
+	case <-time.After(liveness):
+		t.Fatal("WatchFile did not return after cancel")
 	}
 }

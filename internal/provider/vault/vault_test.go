@@ -25,6 +25,7 @@ import (
 	"github.com/dso-project/dso/internal/provider/providertest"
 	"github.com/dso-project/dso/internal/provider/retry"
 	"github.com/dso-project/dso/internal/provider/vault"
+	"github.com/dso-project/dso/internal/testbed"
 )
 
 // server is the Vault dev server started by TestMain; nil when the binary
@@ -45,7 +46,7 @@ path "kv1/conf/*"             { capabilities = ["read"] }
 func TestMain(m *testing.M) {
 	bin, err := providertest.VaultBinary()
 	if err != nil {
-		if os.Getenv("CI") == "true" {
+		if testbed.InCI() {
 			fmt.Fprintln(os.Stderr, "FAIL:", err)
 			os.Exit(1)
 		}
@@ -267,7 +268,20 @@ func approle(t *testing.T, name, ttl, maxTTL string) (roleID, secretID string) {
 	return r.Data["role_id"].(string), s.Data["secret_id"].(string)
 }
 
-// Run renews a short-lived token, which would otherwise expire.
+// eventually polls cond until it holds; the deadline is generous (the
+// server's TTLs are real time, and a loaded machine is slow), so that only
+// a condition that never comes fails.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// Run renews a short-lived token, which would otherwise expire: once a
+// control token of the same TTL has expired, the renewed one still works.
 func TestRenewal(t *testing.T) {
 	need(t)
 	t.Parallel()
@@ -285,13 +299,13 @@ func TestRenewal(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- p.Run(ctx) }()
-	time.Sleep(5 * time.Second)
-	if _, err := p.Get(context.Background(), "secret/conf/renew"); err != nil {
-		t.Errorf("after 5s with Run, a 2s token no longer works: %v", err)
-	}
 	c := newProvider(t, vault.Options{Token: control})
-	if _, err := c.Get(context.Background(), "secret/conf/renew"); !errors.Is(err, provider.ErrDenied) {
-		t.Errorf("the control token without renewal still works after 5s (err %v): the test proves nothing", err)
+	eventually(t, "the control token (2s, not renewed) to expire", func() bool {
+		_, err := c.Get(context.Background(), "secret/conf/renew")
+		return errors.Is(err, provider.ErrDenied)
+	})
+	if _, err := p.Get(context.Background(), "secret/conf/renew"); err != nil {
+		t.Errorf("with Run, a 2s token no longer works once one of its age has expired: %v", err)
 	}
 	cancel()
 	if err := <-done; err != nil {
@@ -300,7 +314,8 @@ func TestRenewal(t *testing.T) {
 }
 
 // With AppRole, Run logs in again when the token reaches its maximum TTL;
-// without Run, the next call after expiry logs in again.
+// without Run, the next call after expiry logs in again. Every call
+// succeeds meanwhile.
 func TestAppRoleReloginAtMaxTTL(t *testing.T) {
 	need(t)
 	t.Parallel()
@@ -312,10 +327,12 @@ func TestAppRoleReloginAtMaxTTL(t *testing.T) {
 	if _, err := p.Get(context.Background(), "secret/conf/relogin"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(3500 * time.Millisecond)
-	if _, err := p.Get(context.Background(), "secret/conf/relogin"); err != nil {
-		t.Errorf("a call after the token expired did not log in again: %v", err)
-	}
+	eventually(t, "a call after the token expired to log in again", func() bool {
+		if _, err := p.Get(context.Background(), "secret/conf/relogin"); err != nil {
+			t.Fatalf("a call after the token expired did not log in again: %v", err)
+		}
+		return logs.logins.Load() >= 2
+	})
 	if n := logs.logins.Load(); n != 2 {
 		t.Fatalf("%d logins before Run, want 2", n)
 	}
@@ -324,12 +341,14 @@ func TestAppRoleReloginAtMaxTTL(t *testing.T) {
 	defer cancel()
 	done := make(chan error)
 	go func() { done <- p.Run(ctx) }()
-	time.Sleep(7 * time.Second)
+	eventually(t, "Run to log in again twice (3s max TTL)", func() bool {
+		if _, err := p.Get(context.Background(), "secret/conf/relogin"); err != nil {
+			t.Fatalf("a call while Run keeps the login fresh failed: %v", err)
+		}
+		return logs.logins.Load() >= 4
+	})
 	cancel()
 	<-done
-	if n := logs.logins.Load() - 2; n < 2 {
-		t.Errorf("Run logged in %d times in 7s with a 3s max TTL, want at least 2", n)
-	}
 }
 
 // The CA file is trusted; without it the certificate is refused (and not
