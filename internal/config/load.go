@@ -171,11 +171,26 @@ func (l Loader) Parse(file string, data []byte) (*Config, error) {
 		return nil, &ValidationError{Problems: []Problem{*d.tooLarge}}
 	}
 	validate(cfg, ps)
+	ps.scrub(secretValues(cfg.meta, d.lookupEnv))
 	if err := ps.err(); err != nil {
 		return nil, err
 	}
 	applyDefaults(cfg)
 	return cfg, nil
+}
+
+// secretValues returns the values of the secret-looking variables the file
+// expanded (as Redacted hides them): no problem may show them either.
+func secretValues(m *meta, lookup func(string) (string, bool)) []string {
+	var out []string
+	for _, names := range m.fromEnv {
+		for _, n := range names {
+			if v, ok := lookup(n); ok && v != "" && LooksSecret(n) {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
 }
 
 func (l Loader) lookup() func(string) (string, bool) {

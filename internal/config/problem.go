@@ -72,6 +72,16 @@ func (ps *problems) addAt(p pos, path, format string, args ...any) {
 	ps.add(p.line, p.col, path, format, args...)
 }
 
+// scrub replaces each of values in every problem by "<redacted>".
+func (ps *problems) scrub(values []string) {
+	for i := range ps.list {
+		for _, v := range values {
+			ps.list[i].Msg = strings.ReplaceAll(ps.list[i].Msg, v, "<redacted>")
+			ps.list[i].Path = strings.ReplaceAll(ps.list[i].Path, v, "<redacted>")
+		}
+	}
+}
+
 // err returns nil when nothing was found.
 func (ps *problems) err() error {
 	if len(ps.list) == 0 {

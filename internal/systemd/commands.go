@@ -33,13 +33,20 @@ func CheckPriority(p string) error {
 }
 
 // ParseSince turns a duration such as 1h or 30m into a time before now; a
-// timestamp "2006-01-02 15:04:05" (or just the date) is taken as is.
+// timestamp "2006-01-02 15:04:05" (or just the date) is taken as is. A
+// time after now is refused: no log line can be that recent.
 func ParseSince(s string, now time.Time) (time.Time, error) {
 	if d, err := time.ParseDuration(s); err == nil && d > 0 {
-		return now.Add(-d), nil
+		if t := now.Add(-d); t.Before(now) {
+			return t, nil
+		}
+		return time.Time{}, fmt.Errorf("--since %q: too long ago", s)
 	}
 	for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02T15:04:05", "2006-01-02"} {
 		if t, err := time.ParseInLocation(layout, s, time.Local); err == nil {
+			if t.After(now) {
+				return time.Time{}, fmt.Errorf("--since %q is in the future", s)
+			}
 			return t, nil
 		}
 	}

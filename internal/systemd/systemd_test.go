@@ -12,18 +12,17 @@ import (
 	"time"
 
 	"github.com/dso-project/dso/internal/config"
+	"github.com/dso-project/dso/internal/testbed"
 )
 
 // fakeRoot makes a directory that groupadd --prefix and systemctl --root
 // accept as a system root.
 func fakeRoot(t *testing.T) string {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("bootstrap sets root ownership: run as root")
-	}
+	testbed.NeedRoot(t, "bootstrap sets root ownership")
 	for _, tool := range []string{"groupadd", "systemctl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed", tool)
+			testbed.Unavailable(t, "%s is not installed (scripts/tools/systemd.sh installs it)", tool)
 		}
 	}
 	root := t.TempDir()
@@ -180,7 +179,7 @@ func TestExecMissingProgram(t *testing.T) {
 // installed (it works without systemd running).
 func TestUnitVerifies(t *testing.T) {
 	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("systemd-analyze is not installed")
+		testbed.Unavailable(t, "systemd-analyze is not installed (scripts/tools/systemd.sh installs it)")
 	}
 	path := filepath.Join(t.TempDir(), UnitName)
 	if err := os.WriteFile(path, []byte(Unit("/bin/true")), 0o644); err != nil {
@@ -192,16 +191,44 @@ func TestUnitVerifies(t *testing.T) {
 	}
 }
 
-// FuzzParseSince: any input gives a time not after now, or an error.
+// FuzzParseSince: any input gives an error or a time not after now, and
+// that time is the input read back: now less the duration, or the
+// timestamp that formats to the input. (0001-01-01 is a valid date: under
+// UTC it is the zero time.)
 func FuzzParseSince(f *testing.F) {
-	for _, s := range []string{"1h", "30m", "2025-01-02", "2025-01-02 03:04:05", "-1h", "0s", "", "1e9h"} {
+	for _, s := range []string{"1h", "30m", "2025-01-02", "2025-01-02 03:04:05", "2025-01-02T03:04:05", "-1h", "0s", "", "1e9h", "0001-01-01", "2099-01-01", "2562047h47m16.854775807s"} {
 		f.Add(s)
 	}
 	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
 	f.Fuzz(func(t *testing.T, s string) {
 		got, err := ParseSince(s, now)
-		if err == nil && got.IsZero() {
-			t.Fatalf("%q: zero time without error", s)
+		if err != nil {
+			if !strings.Contains(err.Error(), "--since") {
+				t.Fatalf("%q: the error does not name the flag: %v", s, err)
+			}
+			return
 		}
+		if got.After(now) {
+			t.Fatalf("%q: %v is after now (%v)", s, got, now)
+		}
+		if d, err := time.ParseDuration(s); err == nil {
+			if d <= 0 || !got.Equal(now.Add(-d)) {
+				t.Fatalf("%q: got %v, want now less %v", s, got, d)
+			}
+			return
+		}
+		for _, layout := range []string{"2006-01-02 15:04:05", "2006-01-02T15:04:05", "2006-01-02"} {
+			if got.In(time.Local).Format(layout) == s {
+				return
+			}
+		}
+		t.Fatalf("%q: got %v, which formats to none of the accepted forms of the input", s, got)
 	})
+}
+
+func TestParseSinceRefusesTheFuture(t *testing.T) {
+	now := time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC)
+	if _, err := ParseSince("2099-01-01", now); err == nil || !strings.Contains(err.Error(), "in the future") {
+		t.Errorf("a date after now: %v, want a refusal", err)
+	}
 }

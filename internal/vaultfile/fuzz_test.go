@@ -43,7 +43,25 @@ func FuzzParse(f *testing.F) {
 			}
 			return
 		}
-		v.List()
+		// What opens reads back the same after it is written again.
+		again, err := v.marshal()
+		if err != nil {
+			t.Fatalf("a vault that opened does not write: %v", err)
+		}
+		back, err := Parse("fuzz", again, fuzzKey)
+		if err != nil {
+			t.Fatalf("a vault written again does not open: %v", err)
+		}
+		if a, b := v.List(), back.List(); !slices.EqualFunc(a, b, func(x, y Meta) bool { return x.Name == y.Name && x.Version == y.Version && x.Updated.Equal(y.Updated) }) {
+			t.Fatalf("the list changed in a round trip: %v, then %v", a, b)
+		}
+		for _, m := range v.List() {
+			x, _ := v.Get(m.Name)
+			y, _ := back.Get(m.Name)
+			if !bytes.Equal(x.Value, y.Value) {
+				t.Fatalf("the value of %q changed in a round trip", m.Name)
+			}
+		}
 	})
 }
 
