@@ -3,14 +3,17 @@
 # scripts/tools/NAME.sh, whose function dso_build_NAME installs it idempotently
 # and prints its path, exported to the tests as DSO_NAME_BIN), then runs
 # `go mod tidy -diff`, `go vet ./...` and `go test ./...` against the real
-# Docker engine.
+# Docker engine, the unit tests again under the race detector, and each fuzz
+# target for a short time.
 #
 #   scripts/test.sh                      everything
 #   scripts/test.sh -run TestX ./pkg/... go test arguments instead of ./...
+#                                        (no race run, no fuzzing)
 #
-# Under CI=true tests that need Docker fail instead of skipping when the engine
-# is unreachable. Exits non-zero when go.mod is not tidy, or vet or any
-# test fails.
+# DSO_FUZZTIME (default 10s) is how long each fuzz target runs.
+# Under CI (CI set to any true value: 1, true...) a test that lacks the engine,
+# a tool or root fails instead of skipping. Exits non-zero when go.mod is not
+# tidy, or vet, any test or any fuzz target fails.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -37,6 +40,23 @@ install_tools() {
 	done
 }
 
+# unit_packages lists every package but the end-to-end tests and benchmarks.
+unit_packages() {
+	go list ./... | grep -v -e '/test/e2e$' -e '/test/bench$'
+}
+
+# fuzz_briefly runs each fuzz target of the module (func FuzzX in a _test.go
+# file) on its own for DSO_FUZZTIME, starting from its seeds.
+fuzz_briefly() {
+	local file name status=0
+	while IFS=: read -r file name; do
+		name="${name#func }"
+		say "fuzz: $name in ./$(dirname "$file") for ${DSO_FUZZTIME:-10s}"
+		go test -run '^$' -fuzz "^${name}\$" -fuzztime "${DSO_FUZZTIME:-10s}" "./$(dirname "$file")" || status=1
+	done < <(grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' internal cmd test | sort)
+	return "$status"
+}
+
 main() {
 	local status=0 args=("$@")
 	cd "$DSO_ROOT"
@@ -56,9 +76,18 @@ main() {
 	say "go vet ./..."
 	go vet ./... || status=1
 
-	((${#args[@]})) || args=(./...)
+	local full=0
+	((${#args[@]})) || { full=1; args=(./...); }
 	say "go test -count=1 -timeout 60m ${args[*]}"
 	go test -count=1 -timeout 60m "${args[@]}" || status=1
+
+	if ((full)); then
+		local pkgs
+		mapfile -t pkgs < <(unit_packages)
+		say "go test -race -count=1 (unit tests: ${#pkgs[@]} packages)"
+		go test -race -count=1 -timeout 30m "${pkgs[@]}" || status=1
+		fuzz_briefly || status=1
+	fi
 
 	if ((status)); then
 		say "FAILED"
