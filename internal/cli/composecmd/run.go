@@ -30,20 +30,7 @@ func dockerCompose(ctx context.Context, f *cmdutil.Factory, p *types.Project, in
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitBackend, errors.New("the docker CLI is not on PATH"))
 	}
-	global := []string{"compose", "--project-name", p.Name, "--project-directory", p.WorkingDir}
-	for _, file := range p.ComposeFiles {
-		global = append(global, "--file", file)
-	}
-	if override != nil {
-		global = append(global, "--file", "-")
-	}
-	for _, e := range inv.project.EnvFiles {
-		global = append(global, "--env-file", e)
-	}
-	for _, pr := range inv.project.Profiles {
-		global = append(global, "--profile", pr)
-	}
-	cmd := exec.CommandContext(ctx, docker, append(global, args...)...)
+	cmd := exec.CommandContext(ctx, docker, composeArgs(p, inv, override != nil, args...)...)
 	cmd.Stdout, cmd.Stderr = f.IO.Out, f.IO.ErrOut
 	cmd.Stdin = f.IO.In
 	if override != nil {
@@ -61,6 +48,39 @@ func dockerCompose(ctx context.Context, f *cmdutil.Factory, p *types.Project, in
 	}
 	return nil
 }
+
+// composeArgs is the argv (after `docker`) that runs compose on the project
+// loaded as the user asked, with the override on stdin when withOverride.
+func composeArgs(p *types.Project, inv invocation, withOverride bool, args ...string) []string {
+	global := []string{"compose", "--project-name", p.Name, "--project-directory", p.WorkingDir}
+	for _, file := range p.ComposeFiles {
+		global = append(global, "--file", file)
+	}
+	if withOverride {
+		global = append(global, "--file", "-")
+	}
+	for _, e := range inv.project.EnvFiles {
+		global = append(global, "--env-file", e)
+	}
+	for _, pr := range inv.project.Profiles {
+		global = append(global, "--profile", pr)
+	}
+	return append(global, args...)
+}
+
+// commandLine shows an argv as a shell would take it back.
+func commandLine(argv []string) string {
+	out := make([]string, len(argv))
+	for i, a := range argv {
+		out[i] = a
+		if a == "" || strings.ContainsFunc(a, func(r rune) bool { return !strings.ContainsRune(safeShellChars, r) }) {
+			out[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+const safeShellChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-./:=@%+,"
 
 // composeEnv is the environment of the compose process: the user's, less
 // the key material of the local vault.

@@ -97,6 +97,13 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitSecret, fmt.Errorf("project %q:\n%w", p.Name, err))
 	}
+	if len(uses) == 0 && inv.dryRun {
+		// A dry run changes nothing: compose is not run at all, even on a
+		// project with nothing to wire.
+		fmt.Fprintf(f.IO.Out, "Project %s (%s): no service takes secrets; nothing to wire.\n\nWithout --dry-run, docker compose would be asked, with no override:\n  docker %s\n",
+			p.Name, strings.Join(p.ComposeFiles, ", "), commandLine(composeArgs(p, inv, false, append([]string{opts.Sub}, inv.rest...)...)))
+		return nil
+	}
 	if len(uses) == 0 {
 		fmt.Fprintf(f.IO.ErrOut, "dso: no service of project %q takes secrets; running docker compose %s as it is\n", p.Name, opts.Sub)
 		return dockerCompose(ctx, f, p, inv, nil, append([]string{opts.Sub}, inv.rest...)...)
