@@ -6,29 +6,15 @@
 # Source this file and call dso_build_systemd (prints the path of systemctl on
 # stdout), or run it directly. Installing needs root (or sudo without a password).
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 dso_build_systemd() {
-	local sudo=() missing=()
+	local missing=()
 	command -v systemctl >/dev/null && command -v systemd-analyze >/dev/null || missing+=(systemd)
 	command -v groupadd >/dev/null || missing+=(passwd)
-	if ((${#missing[@]} == 0)); then
-		command -v systemctl
-		return 0
+	if ((${#missing[@]})); then
+		dso_apt_install "${missing[@]}"
 	fi
-	if ! command -v apt-get >/dev/null; then
-		echo "error: ${missing[*]} missing and there is no apt-get to install them" >&2
-		return 1
-	fi
-	if ((EUID != 0)); then
-		if ! sudo -n true 2>/dev/null; then
-			echo "error: ${missing[*]} missing; install as root: apt-get install ${missing[*]}" >&2
-			return 1
-		fi
-		sudo=(sudo -n)
-	fi
-	echo "installing ${missing[*]} with apt-get" >&2
-	"${sudo[@]}" apt-get update -qq >&2
-	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 	command -v systemctl
 }
 
