@@ -13,7 +13,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/dso-project/dso/internal/testbed"
 )
@@ -119,8 +121,23 @@ func (u *user) initVault(secrets map[string][]byte) {
 	}
 }
 
+// canaryTimes holds, by test, when its first canary was made: the leak
+// scan reads only the files that changed since.
+var canaryTimes sync.Map // *testing.T -> time.Time
+
+// firstCanary returns when t made its first canary (zero when none: then
+// every file is read).
+func firstCanary(t *testing.T) time.Time {
+	at, _ := canaryTimes.Load(t)
+	at0, _ := at.(time.Time)
+	return at0
+}
+
 // canary returns a value unique to this run, to search for afterwards.
 func canary(t *testing.T, label string) []byte {
+	if _, loaded := canaryTimes.LoadOrStore(t, time.Now()); !loaded {
+		t.Cleanup(func() { canaryTimes.Delete(t) })
+	}
 	b := make([]byte, 12)
 	rand.Read(b)
 	return []byte("dso-canary-" + label + "-" + hex.EncodeToString(b))
