@@ -76,11 +76,14 @@ services:
 	u.initVault(map[string][]byte{"app/token": v1})
 	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
 	oldID := serviceContainer(t, project, "api")
+	oldName := inspect(t, oldID).Name
 	waitFor(t, "the first value", func() bool { _, b, ok := answer(t, project, "api", "/env/TOKEN"); return ok && b == string(v1) })
 
 	set := u.must("", v2, "dso", "secret", "set", "app/token")
+	var newID string
 	waitFor(t, "the new value after rotation", func() bool {
 		id, b, ok := answer(t, project, "api", "/env/TOKEN")
+		newID = id
 		return ok && b == string(v2) && id != oldID
 	})
 	var status result
@@ -88,6 +91,12 @@ services:
 		status = u.must(dir, nil, "dso", "status", "--json")
 		return strings.Contains(status.stdout, `"strategy": "restart"`) && strings.Contains(status.stdout, `"result": "success"`)
 	})
+	// The rotation ends with the old container removed and its name given
+	// to the new one.
+	waitFor(t, "the new container to take the old one's name "+oldName, func() bool { return inspect(t, newID).Name == oldName })
+	if id := serviceContainer(t, project, "api"); id != newID {
+		t.Errorf("the service's one container is %.12s, want the new one %.12s", id, newID)
+	}
 	assertNoLeak(t, u, [][]byte{v1, v2}, up.output(), set.output(), status.output(), agentLog(t, u))
 }
 
@@ -183,8 +192,17 @@ services:
 	id := serviceContainer(t, project, "api")
 	waitFor(t, "the value", func() bool { _, b, ok := answer(t, project, "api", "/env/TOKEN"); return ok && b == string(v) })
 	u.must("", nil, "dso", "agent", "stop")
+	restarted := time.Now()
 	u.must(dir, nil, "dso", "up", "-p", project, "-d") // starts the agent again
-	time.Sleep(3 * time.Second)
+	waitFor(t, "the new agent to check the secret", func() bool {
+		s, _ := status(t, u)
+		for _, sec := range s.Secrets {
+			if !sec.LastCheck.After(restarted) {
+				return false
+			}
+		}
+		return len(s.Secrets) > 0
+	})
 	if got := serviceContainer(t, project, "api"); got != id {
 		t.Errorf("the agent restart replaced the container")
 	}

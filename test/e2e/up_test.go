@@ -9,23 +9,46 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/testbed"
 )
 
-// serviceContainer returns the ID of the one container of a service.
-func serviceContainer(t *testing.T, project, service string) string {
+// serviceContainers returns the IDs of the containers of a service,
+// running or not.
+func serviceContainers(t *testing.T, project, service string) []string {
 	t.Helper()
 	f := client.Filters{}.Add("label", "com.docker.compose.project="+project).Add("label", "com.docker.compose.service="+service)
 	list, err := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(list.Items) != 1 {
-		t.Fatalf("service %s of %s has %d containers, want 1", service, project, len(list.Items))
+	ids := make([]string, 0, len(list.Items))
+	for _, c := range list.Items {
+		ids = append(ids, c.ID)
 	}
-	return list.Items[0].ID
+	return ids
+}
+
+// serviceContainer returns the ID of the one container of a service.
+func serviceContainer(t *testing.T, project, service string) string {
+	t.Helper()
+	ids := serviceContainers(t, project, service)
+	if len(ids) != 1 {
+		t.Fatalf("service %s of %s has %d containers, want 1", service, project, len(ids))
+	}
+	return ids[0]
+}
+
+// inspect returns what the engine says of a container now.
+func inspect(t *testing.T, id string) container.InspectResponse {
+	t.Helper()
+	r, err := testbed.Docker(t).ContainerInspect(t.Context(), id, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Container
 }
 
 // get asks the testapp behind addr and requires status 200.
@@ -104,18 +127,44 @@ services:
 		t.Errorf("app argv = %s, want the image's entrypoint unchanged", got)
 	}
 
+	// servedAgain checks, after a start of the same container, that the
+	// app sees both secrets again, the file with its owner and mode.
+	servedAgain := func(after string) {
+		t.Helper()
+		addr = testbed.HostAddr(t, id, "8080/tcp")
+		eventually(t, addr, "/env/DB_PASSWORD", string(dbValue))
+		if got := get(t, addr, "/file?path="+path); got != string(fileValue) {
+			t.Errorf("after %s: the file differs from the secret (%d bytes)", after, len(got))
+		}
+		if got := get(t, addr, "/stat?path="+path); got != "1000 1000 400" {
+			t.Errorf("after %s: file owner and mode = %q, want 1000 1000 400", after, got)
+		}
+	}
+
 	// docker restart: the agent delivers again.
+	first := inspect(t, id).State.StartedAt
 	if _, err := testbed.Docker(t).ContainerRestart(t.Context(), id, client.ContainerRestartOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	addr = testbed.HostAddr(t, id, "8080/tcp")
-	eventually(t, addr, "/env/DB_PASSWORD", string(dbValue))
+	restarted := inspect(t, id).State.StartedAt
+	if restarted == first {
+		t.Fatalf("docker restart did not start the container again (started at %s both times)", first)
+	}
+	servedAgain("docker restart")
 
-	// A crash under restart: always.
+	// A crash under restart: always: the engine starts the same container
+	// again (its restart count goes up, its start time moves on), and the
+	// agent delivers to it again.
+	before := inspect(t, id)
 	testbed.HTTPGet(t, "http://"+addr+"/exit?code=3")
-	time.Sleep(time.Second)
-	addr = testbed.HostAddr(t, id, "8080/tcp")
-	eventually(t, addr, "/file?path="+path, string(fileValue))
+	waitFor(t, "the engine to restart the crashed container", func() bool {
+		now := inspect(t, id)
+		return now.State.Running && now.RestartCount > before.RestartCount && now.State.StartedAt != before.State.StartedAt
+	})
+	if after := inspect(t, id); after.RestartCount != before.RestartCount+1 {
+		t.Errorf("restart count went from %d to %d after one crash, want one more", before.RestartCount, after.RestartCount)
+	}
+	servedAgain("a crash under restart: always")
 
 	logs := u.must(dir, nil, "dso", "logs", "-p", project)
 	ps := u.must(dir, nil, "dso", "ps", "-p", project)
@@ -236,6 +285,32 @@ services:
 		t.Errorf("--dry-run created %d containers", len(list.Items))
 	}
 	assertNoLeak(t, u, [][]byte{value}, r.output())
+}
+
+// TestDryRunWithoutSecretsRunsNothing: on a project where no service takes
+// secrets, --dry-run says so and prints what compose would be asked, and
+// neither builds, pulls nor creates anything.
+func TestDryRunWithoutSecretsRunsNothing(t *testing.T) {
+	u := newUser(t)
+	image := "dso-e2e-dryrun-" + hex.EncodeToString(canary(t, "img")[len("dso-canary-img-"):][:8])
+	dir := writeProject(t, map[string]string{
+		"compose.yaml": "services:\n  plain:\n    image: " + image + "\n    build: .\n    environment:\n      PLAIN: value\n",
+		"Dockerfile":   "FROM scratch\nCOPY Dockerfile /\n",
+	})
+	project := testbed.Project(t, dir)
+	r := u.must(dir, nil, "dso", "up", "-p", project, "-d", "--build", "--dry-run")
+	for _, want := range []string{"no service takes secrets", "docker compose --project-name " + project, " up -d --build"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("the dry run does not say %q:\n%s", want, r.output())
+		}
+	}
+	if ids := serviceContainers(t, project, "plain"); len(ids) != 0 {
+		t.Errorf("--dry-run created %d containers", len(ids))
+	}
+	if _, err := testbed.Docker(t).ImageInspect(t.Context(), image); err == nil {
+		testbed.Docker(t).ImageRemove(t.Context(), image, client.ImageRemoveOptions{Force: true})
+		t.Errorf("--dry-run built the image %s", image)
+	}
 }
 
 // TestLabelFormWithMappings: the seed's form, dso.secrets labels naming
