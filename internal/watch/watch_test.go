@@ -298,22 +298,22 @@ func TestWatchFileSeesAtomicReplaceWithinASecond(t *testing.T) {
 	if err := os.WriteFile(path, []byte("v1"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	clock := NewFakeClock(t0)
+	fake := clock.NewFakeClock(t0)
 	changed := make(chan struct{}, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- WatchFile(ctx, clock, path, 0, func() { changed <- struct{}{} }) }()
+	go func() { done <- WatchFile(ctx, fake, path, 0, func() { changed <- struct{}{} }) }()
 
 	// look advances the clock to WatchFile's next look, which must be at
 	// most DefaultFileInterval away, and reports whether it saw a change.
 	look := func() bool {
 		t.Helper()
-		clock.WaitArmed()
-		if d := clock.NextDeadline().Sub(clock.Now()); d > DefaultFileInterval {
+		fake.WaitArmed()
+		if d := fake.NextDeadline().Sub(fake.Now()); d > DefaultFileInterval {
 			t.Fatalf("the next look is %v away, want at most %v", d, DefaultFileInterval)
 		}
-		clock.Advance(clock.NextDeadline().Sub(clock.Now()))
-		clock.WaitArmed() // the look is done: WatchFile waits for the next one
+		fake.Advance(fake.NextDeadline().Sub(fake.Now()))
+		fake.WaitArmed() // the look is done: WatchFile waits for the next one
 		select {
 		case <-changed:
 			return true
