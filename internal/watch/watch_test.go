@@ -227,8 +227,13 @@ func TestSlowReaderGetsMergedBatch(t *testing.T) {
 	h.be.set("b", "2")
 	h.be.set("a", "3")
 	h.w.Trigger()
-	h.result()
-	h.result()
+	// Wait for the checks that see both changes: a check of b due by the
+	// first Advance (first checks are spread over the interval) may come
+	// in between.
+	for seen := map[string]bool{}; !seen["a3"] || !seen["b2"]; {
+		r := h.result()
+		seen[r.Key+r.Version] = true
+	}
 	h.clock.Advance(time.Second)
 	h.clock.WaitArmed()
 	got := h.batch()

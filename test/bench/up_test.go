@@ -18,7 +18,7 @@
 // dso does before compose runs (dso-plan-s). -v prints every round.
 //
 // It needs Docker and Compose v2 (scripts/test.sh installs it); without an
-// engine it is skipped, or fails under CI=true. `go test ./...` does not run
+// engine it is skipped, or fails under CI. `go test ./...` does not run
 // benchmarks.
 package bench
 
