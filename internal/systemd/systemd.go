@@ -64,6 +64,20 @@ func Running(root string) bool {
 	return err == nil && fi.IsDir()
 }
 
+// Executable returns the real path of the running binary (symlinks
+// resolved), the one a unit's ExecStart should run.
+func Executable() (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding this binary for the unit's ExecStart: %w", err)
+	}
+	real, err := filepath.EvalSymlinks(exe)
+	if err != nil {
+		return "", fmt.Errorf("finding this binary for the unit's ExecStart: %w", err)
+	}
+	return real, nil
+}
+
 // Unit returns the text of dso-agent.service running binary.
 func Unit(binary string) string {
 	return `[Unit]

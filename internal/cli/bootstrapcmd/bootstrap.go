@@ -81,12 +81,8 @@ func run(ctx context.Context, opts *Options) error {
 	}
 	binary := opts.Binary
 	if binary == "" {
-		exe, err := os.Executable()
-		if err != nil {
-			return fmt.Errorf("finding this binary for the unit's ExecStart: %w", err)
-		}
-		if binary, err = filepath.EvalSymlinks(exe); err != nil {
-			return fmt.Errorf("finding this binary for the unit's ExecStart: %w", err)
+		if binary, err = systemd.Executable(); err != nil {
+			return err
 		}
 	}
 	steps, err := systemd.Bootstrap(ctx, systemd.BootstrapOptions{Root: opts.Root, Provider: provider, Binary: binary})

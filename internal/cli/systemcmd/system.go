@@ -1,6 +1,7 @@
 // Package systemcmd implements `docker dso system`: enable, disable,
-// status and restart of dso-agent.service through systemctl, and the
-// agent's log through journalctl or, with --api, the agent's REST API.
+// status and restart of dso-agent.service through systemctl, the agent's
+// log through journalctl or, with --api, the agent's REST API, and the
+// unit's text.
 package systemcmd
 
 import (
@@ -65,7 +66,7 @@ func NewCmd(f *cmdutil.Factory, runF func(*Options) error) *cobra.Command {
 			},
 		})
 	}
-	cmd.AddCommand(newLogsCmd(f, runF))
+	cmd.AddCommand(newLogsCmd(f, runF), newUnitCmd(f))
 	return cmd
 }
 
