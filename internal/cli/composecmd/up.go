@@ -93,7 +93,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return err
 	}
-	uses, err := compose.FindUses(p, p.ServiceNames(), labelSecrets(cfg))
+	uses, err := compose.FindUses(p, p.ServiceNames(), LabelSecrets(cfg))
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitSecret, fmt.Errorf("project %q:\n%w", p.Name, err))
 	}
@@ -218,9 +218,9 @@ func waitDelivered(ctx context.Context, clk clock.Clock, docker client.APIClient
 	}
 }
 
-// labelSecrets gives the label form (dso.secrets, targets.containers) its
-// dso.yaml secrets.
-func labelSecrets(cfg *config.Config) compose.Secrets {
+// LabelSecrets gives the label form (dso.secrets, targets.containers) its
+// dso.yaml secrets (the example projects' test uses it too).
+func LabelSecrets(cfg *config.Config) compose.Secrets {
 	if cfg == nil {
 		return compose.Secrets{}
 	}
