@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -71,6 +72,9 @@ func run(ctx context.Context, opts *Options) error {
 	io := opts.Factory.IO
 	if opts.Root == "" {
 		opts.Root = "/"
+	}
+	if opts.Root == "/" && runtime.GOOS != "linux" {
+		return fmt.Errorf("bootstrap agent installs a systemd service, which %s does not have: use local mode, where `docker dso up` starts a user agent", runtime.GOOS)
 	}
 	if opts.Root == "/" && os.Geteuid() != 0 {
 		return errors.New("bootstrap agent changes system files and must run as root: sudo docker dso bootstrap agent")
