@@ -19,10 +19,40 @@ dso_need_go() {
 	command -v go >/dev/null || die "Go is not installed (expected go on PATH or in /usr/local/go/bin)"
 }
 
+# dso_version prints the version of what this checkout builds: X.Y.Z when
+# HEAD is the tag vX.Y.Z, else X.Y.Z+gitN.gHASH (N commits after the last
+# such tag, 0.0.0 when there is none), which dpkg and rpm sort after X.Y.Z;
+# ".dirty" is added when the work tree has changes. "dev" outside git.
+dso_version() {
+	local d base n hash dirty=""
+	git -C "$DSO_ROOT" rev-parse HEAD >/dev/null 2>&1 || {
+		echo dev
+		return 0
+	}
+	if d="$(git -C "$DSO_ROOT" describe --tags --match 'v[0-9]*' --long 2>/dev/null)"; then
+		# vX.Y.Z-N-gHASH
+		hash="${d##*-}"
+		d="${d%-*}"
+		n="${d##*-}"
+		base="${d%-*}"
+		base="${base#v}"
+	else
+		base=0.0.0
+		n="$(git -C "$DSO_ROOT" rev-list --count HEAD)"
+		hash="g$(git -C "$DSO_ROOT" rev-parse --short HEAD)"
+	fi
+	git -C "$DSO_ROOT" diff --quiet HEAD 2>/dev/null || dirty=.dirty
+	if [[ "$n" == 0 && -z "$dirty" ]]; then
+		echo "$base"
+	else
+		echo "$base+git$n.$hash$dirty"
+	fi
+}
+
 # dso_ldflags prints the -ldflags that stamp version and commit into our binaries.
 dso_ldflags() {
 	local version commit pkg=github.com/dso-project/dso/internal/buildinfo
-	version="$(git -C "$DSO_ROOT" describe --tags --always --dirty 2>/dev/null || echo dev)"
+	version="$(dso_version)"
 	commit="$(git -C "$DSO_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)"
 	echo "-s -w -X $pkg.Version=$version -X $pkg.Commit=$commit"
 }
