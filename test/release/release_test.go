@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -36,6 +37,8 @@ const (
 )
 
 var archs = []string{"amd64", "arm64"}
+
+var versionRE = regexp.MustCompile(`^[0-9]+\.[0-9]+\.[0-9]+(\+git[0-9]+\.g[0-9a-f]+(\.dirty)?)?$`)
 
 // rpmArch is the rpm name of a Go architecture.
 var rpmArch = map[string]string{"amd64": "x86_64", "arm64": "aarch64"}
@@ -61,7 +64,16 @@ func TestReleaseFiles(t *testing.T) {
 	if b, err := pkg.CombinedOutput(); err != nil {
 		t.Fatalf("scripts/package.sh: %v\n%s", err, b)
 	}
-	version := run(t, root, "bash", "-c", "source scripts/lib.sh && dso_version")
+	// The version is the one package.sh took from git (see dso_version in
+	// scripts/lib.sh); every file and binary must then agree with it.
+	found, err := filepath.Glob(filepath.Join(out, "dso_*_linux_amd64.tar.gz"))
+	if err != nil || len(found) != 1 {
+		t.Fatalf("want one dso_VERSION_linux_amd64.tar.gz in %s, found %v (%v)", out, found, err)
+	}
+	version := strings.TrimSuffix(strings.TrimPrefix(filepath.Base(found[0]), "dso_"), "_linux_amd64.tar.gz")
+	if !versionRE.MatchString(version) {
+		t.Fatalf("version %q is not X.Y.Z or X.Y.Z+gitN.gHASH[.dirty]", version)
+	}
 	files := map[string]string{}
 	for _, arch := range archs {
 		files["deb "+arch] = fmt.Sprintf("dso_%s-1_%s.deb", version, arch)
