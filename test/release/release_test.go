@@ -105,7 +105,7 @@ func TestReleaseFiles(t *testing.T) {
 // it with dpkg -x and checks what it installs; on this machine's
 // architecture it runs the plugin.
 func checkDeb(t *testing.T, deb, version, arch string) {
-	fields := run(t, "", "dpkg-deb", "--field", deb, "Package", "Version", "Architecture", "Recommends")
+	fields := run(t, "", "dpkg-deb", "--field", deb, "Package", "Version", "Architecture", "Recommends") + "\n"
 	for _, want := range []string{"Package: dso", "Version: " + version + "-1", "Architecture: " + arch, "Recommends: docker.io | docker-ce-cli"} {
 		if !strings.Contains(fields, want+"\n") {
 			t.Errorf("dpkg-deb --field: no %q in\n%s", want, fields)
