@@ -40,9 +40,11 @@ install_tools() {
 	done
 }
 
-# unit_packages lists every package but the end-to-end tests and benchmarks.
+# unit_packages lists every package but the end-to-end tests, benchmarks and
+# the release test (which builds every release file: minutes, no Go code of
+# its own under test).
 unit_packages() {
-	go list ./... | grep -v -e '/test/e2e$' -e '/test/bench$'
+	go list ./... | grep -v -e '/test/e2e$' -e '/test/bench$' -e '/test/release$'
 }
 
 # fuzz_briefly runs each fuzz target of the module (func FuzzX in a _test.go
