@@ -47,15 +47,11 @@ func typed[P provider.Provider](build func(string, config.Provider) (P, error)) 
 // buildLocal opens the local vault named by the provider entry, else the
 // default one (~/.dso, or DSO_VAULT_FILE and DSO_MASTER_KEY_FILE).
 func buildLocal(name string, pc config.Provider) (provider.Provider, error) {
-	paths, err := local.DefaultPaths(os.Getenv)
+	// A provider entry naming both files needs no $HOME (a system service
+	// has none).
+	paths, err := local.ResolvePaths(pc.VaultFile, pc.MasterKeyFile, os.Getenv)
 	if err != nil {
 		return nil, fmt.Errorf("provider %q: %w", name, err)
-	}
-	if pc.VaultFile != "" {
-		paths.Vault = pc.VaultFile
-	}
-	if pc.MasterKeyFile != "" {
-		paths.KeyFile = pc.MasterKeyFile
 	}
 	key, err := local.KeySource{KeyFile: paths.KeyFile, Getenv: os.Getenv}.Load(paths.Vault)
 	if err != nil {

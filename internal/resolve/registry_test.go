@@ -179,3 +179,37 @@ func copyFile(t *testing.T, from, to string) {
 		t.Fatal(err)
 	}
 }
+
+// A system service has no $HOME: a local provider that names its vault and
+// key file must not need one.
+func TestLocalProviderNeedsNoHome(t *testing.T) {
+	dir := t.TempDir()
+	raw, _ := vaultfile.GenerateKey()
+	keyFile := filepath.Join(dir, "master.key")
+	if err := vaultfile.WriteKeyFile(keyFile, raw); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := vaultfile.RawKey(raw, "test")
+	vaultFile := filepath.Join(dir, "vault.enc")
+	if err := vaultfile.Create(vaultFile, k); err != nil {
+		t.Fatal(err)
+	}
+	if err := vaultfile.Update(vaultFile, k, func(v *vaultfile.Vault) error { _, err := v.Set("app/x", []byte("x-value")); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("HOME", "")
+	t.Setenv("DSO_VAULT_FILE", "")
+	t.Setenv("DSO_MASTER_KEY_FILE", "")
+	set, err := resolve.Default().Build(&config.Config{Providers: map[string]config.Provider{
+		"local": {Type: config.ProviderLocal, VaultFile: vaultFile, MasterKeyFile: keyFile},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	ref := secretref.MustParse("dso://app/x")
+	got, err := set.Fetch(context.Background(), []secretref.Ref{ref})
+	if err != nil || string(got[ref].Value) != "x-value" {
+		t.Errorf("fetch without $HOME: %q, %v", got[ref].Value, err)
+	}
+}

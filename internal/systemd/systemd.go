@@ -93,7 +93,7 @@ Restart=on-failure
 RestartSec=2s
 # Runs as root to reach the Docker socket; group dso owns the socket dir.
 Group=` + GroupName + `
-UMask=0027
+UMask=0077
 RuntimeDirectory=dso
 RuntimeDirectoryMode=0750
 RuntimeDirectoryPreserve=restart
@@ -118,7 +118,14 @@ LockPersonality=yes
 MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
-CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_KILL
+ProtectProc=invisible
+ProcSubset=pid
+SystemCallFilter=@system-service
+SystemCallFilter=~@resources
+SystemCallErrorNumber=EPERM
+# CAP_CHOWN gives the socket to group dso; CAP_DAC_OVERRIDE reads a
+# project's dso.yaml and files that only their owner may read.
+CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE
 
 [Install]
 WantedBy=multi-user.target
