@@ -54,19 +54,7 @@ func TestDefaultBuildsEveryType(t *testing.T) {
 	aws := awssmtest.Start(t, false)
 	aws.Put(t, "app/api", []byte(`{"key":"from-aws"}`))
 
-	raw, _ := vaultfile.GenerateKey()
-	keyFile := filepath.Join(dir, "master.key")
-	if err := vaultfile.WriteKeyFile(keyFile, raw); err != nil {
-		t.Fatal(err)
-	}
-	k, _ := vaultfile.RawKey(raw, "test")
-	vaultFile := filepath.Join(dir, "vault.enc")
-	if err := vaultfile.Create(vaultFile, k); err != nil {
-		t.Fatal(err)
-	}
-	if err := vaultfile.Update(vaultFile, k, func(v *vaultfile.Vault) error { _, err := v.Set("app/local", []byte("from-local")); return err }); err != nil {
-		t.Fatal(err)
-	}
+	vaultFile, keyFile := newVault(t, dir, "app/local", "from-local")
 
 	plug := filepath.Join(dir, "dso-provider-example")
 	copyFile(t, testbed.GoBinary(t, "./cmd/dso-provider-example"), plug)
@@ -183,20 +171,7 @@ func copyFile(t *testing.T, from, to string) {
 // A system service has no $HOME: a local provider that names its vault and
 // key file must not need one.
 func TestLocalProviderNeedsNoHome(t *testing.T) {
-	dir := t.TempDir()
-	raw, _ := vaultfile.GenerateKey()
-	keyFile := filepath.Join(dir, "master.key")
-	if err := vaultfile.WriteKeyFile(keyFile, raw); err != nil {
-		t.Fatal(err)
-	}
-	k, _ := vaultfile.RawKey(raw, "test")
-	vaultFile := filepath.Join(dir, "vault.enc")
-	if err := vaultfile.Create(vaultFile, k); err != nil {
-		t.Fatal(err)
-	}
-	if err := vaultfile.Update(vaultFile, k, func(v *vaultfile.Vault) error { _, err := v.Set("app/x", []byte("x-value")); return err }); err != nil {
-		t.Fatal(err)
-	}
+	vaultFile, keyFile := newVault(t, t.TempDir(), "app/x", "x-value")
 	t.Setenv("HOME", "")
 	t.Setenv("DSO_VAULT_FILE", "")
 	t.Setenv("DSO_MASTER_KEY_FILE", "")
@@ -212,4 +187,24 @@ func TestLocalProviderNeedsNoHome(t *testing.T) {
 	if err != nil || string(got[ref].Value) != "x-value" {
 		t.Errorf("fetch without $HOME: %q, %v", got[ref].Value, err)
 	}
+}
+
+// newVault creates a local vault in dir holding name = value, and its key
+// file.
+func newVault(t *testing.T, dir, name, value string) (vaultFile, keyFile string) {
+	t.Helper()
+	raw, _ := vaultfile.GenerateKey()
+	keyFile = filepath.Join(dir, "master.key")
+	if err := vaultfile.WriteKeyFile(keyFile, raw); err != nil {
+		t.Fatal(err)
+	}
+	k, _ := vaultfile.RawKey(raw, "test")
+	vaultFile = filepath.Join(dir, "vault.enc")
+	if err := vaultfile.Create(vaultFile, k); err != nil {
+		t.Fatal(err)
+	}
+	if err := vaultfile.Update(vaultFile, k, func(v *vaultfile.Vault) error { _, err := v.Set(name, []byte(value)); return err }); err != nil {
+		t.Fatal(err)
+	}
+	return vaultFile, keyFile
 }

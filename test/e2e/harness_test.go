@@ -162,6 +162,19 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
+// tokenCompose is a compose file running the testapp with TOKEN from
+// dso://app/token, its port 8080 published on 127.0.0.1.
+func tokenCompose(t *testing.T) string {
+	return `
+services:
+  api:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    environment:
+      TOKEN: dso://app/token
+`
+}
+
 // writeProject writes files (name -> content) into a new project directory.
 func writeProject(t *testing.T, files map[string]string) string {
 	t.Helper()

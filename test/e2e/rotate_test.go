@@ -178,14 +178,7 @@ services:
 func TestAgentRestartRotatesNothing(t *testing.T) {
 	u := newUser(t)
 	v := canary(t, "stay")
-	dir := writeProject(t, map[string]string{"compose.yaml": `
-services:
-  api:
-    image: ` + testbed.TestappImage(t) + `
-    ports: ["127.0.0.1::8080"]
-    environment:
-      TOKEN: dso://app/token
-`})
+	dir := writeProject(t, map[string]string{"compose.yaml": tokenCompose(t)})
 	project := testbed.Project(t, dir)
 	u.initVault(map[string][]byte{"app/token": v})
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")

@@ -67,14 +67,7 @@ func TestSystemdAgent(t *testing.T) {
 		copyFile(t, src, filepath.Join(shared, name))
 	}
 	proj := filepath.Join(shared, "proj")
-	writeFiles(t, proj, map[string]string{"compose.yaml": `
-services:
-  api:
-    image: ` + testbed.TestappImage(t) + `
-    ports: ["127.0.0.1::8080"]
-    environment:
-      TOKEN: dso://app/token
-`})
+	writeFiles(t, proj, map[string]string{"compose.yaml": tokenCompose(t)})
 	project := testbed.Project(t, proj)
 	sd := runSystemd(t, shared)
 	t.Cleanup(func() {
