@@ -1,9 +1,11 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -44,8 +46,55 @@ func runSystemd(t *testing.T, dir string) string {
 	return id
 }
 
-// TestSystemdAgent runs the agent as dso-agent.service under a real systemd
-// (PID 1 of a Debian container) that reaches the host's engine: bootstrap,
+// debPackage builds the .deb of this checkout for this machine's
+// architecture, as scripts/package.sh does (scripts/nfpm.yaml, with the files
+// staged the same way), and returns its path.
+func debPackage(t *testing.T) string {
+	t.Helper()
+	root := testbed.RepoRoot()
+	nfpm := os.Getenv("DSO_NFPM_BIN")
+	if nfpm == "" {
+		out, err := exec.Command("bash", filepath.Join(root, "scripts/tools/nfpm.sh")).Output()
+		if err != nil {
+			t.Fatalf("scripts/tools/nfpm.sh: %v", err)
+		}
+		nfpm = strings.TrimSpace(string(out))
+	}
+	stage, out := t.TempDir(), t.TempDir()
+	plugin := testbed.GoBinary(t, "./cmd/docker-dso")
+	copyFile(t, plugin, filepath.Join(stage, "docker-dso"))
+	copyFile(t, testbed.GoBinary(t, "./cmd/dso-init"), filepath.Join(stage, "dso-init"))
+	for file, args := range map[string][]string{
+		"dso-agent.service":    {"system", "unit", "--binary", "/usr/libexec/docker/cli-plugins/docker-dso"},
+		"completions/dso.bash": {"completion", "bash"},
+		"completions/_dso":     {"completion", "zsh"},
+		"completions/dso.fish": {"completion", "fish"},
+	} {
+		b, err := exec.Command(plugin, args...).Output()
+		if err != nil {
+			t.Fatalf("docker-dso %s: %v", strings.Join(args, " "), err)
+		}
+		writeFiles(t, stage, map[string]string{file: string(b)})
+	}
+	for _, f := range []string{"LICENSE", "README.md"} {
+		copyFile(t, filepath.Join(root, f), filepath.Join(stage, f))
+	}
+	cmd := exec.Command(nfpm, "package", "--config", "scripts/nfpm.yaml", "--packager", "deb", "--target", out+"/")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "DSO_VERSION=0.0.0+test", "DSO_ARCH="+runtime.GOARCH, "DSO_STAGE="+stage)
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nfpm: %v\n%s", err, b)
+	}
+	debs, _ := filepath.Glob(filepath.Join(out, "*.deb"))
+	if len(debs) != 1 {
+		t.Fatalf("nfpm made %d .deb files, want 1", len(debs))
+	}
+	return debs[0]
+}
+
+// TestSystemdAgent installs the .deb in a Debian container running a real
+// systemd as PID 1, which reaches the host's engine, and runs the agent as
+// dso-agent.service: bootstrap,
 // system enable/status/logs, containers on the host served, and after a
 // kill -9 systemd restarts the agent, which serves and rotates again.
 func TestSystemdAgent(t *testing.T) {
@@ -55,12 +104,13 @@ func TestSystemdAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Binaries and the project live at the same path on the host and in the
-	// systemd container: the host's engine mounts dso-init from there.
+	// The package, the tools it does not carry (the docker CLI and Compose)
+	// and the project live at the same path on the host and in the systemd
+	// container: the host's engine mounts dso-init from there.
 	shared := t.TempDir()
 	for name, src := range map[string]string{
+		"dso.deb":        debPackage(t),
 		"docker":         realDocker,
-		"docker-dso":     testbed.GoBinary(t, "./cmd/docker-dso"),
 		"dso-init":       testbed.GoBinary(t, "./cmd/dso-init"),
 		"docker-compose": testbed.ComposeBinary(t),
 	} {
@@ -87,11 +137,16 @@ func TestSystemdAgent(t *testing.T) {
 		return strings.TrimSpace(out)
 	}
 
-	// Install as a user would without a package: the binaries copied in.
+	// Install as a user would: the .deb with dpkg, beside the docker CLI and
+	// Compose (which a Debian user gets from docker.io or Docker's packages).
 	sh(`set -e
 install -m 755 ` + shared + `/docker /usr/local/bin/docker
 mkdir -p /usr/local/lib/docker/cli-plugins
-install -m 755 ` + shared + `/docker-dso ` + shared + `/dso-init ` + shared + `/docker-compose /usr/local/lib/docker/cli-plugins/`)
+install -m 755 ` + shared + `/docker-compose /usr/local/lib/docker/cli-plugins/
+dpkg -i ` + shared + `/dso.deb`)
+	if got := sh("dpkg-query -W -f '${Status}' dso && readlink -f /usr/bin/dso && docker dso version"); !strings.Contains(got, "install ok installed") || !strings.Contains(got, "/usr/libexec/docker/cli-plugins/docker-dso") {
+		t.Errorf("the package did not install the plugin:\n%s", got)
+	}
 	bootstrap := sh("docker dso bootstrap agent --non-interactive --provider vault")
 	if !strings.Contains(bootstrap, "dso-agent.service enabled") {
 		t.Errorf("bootstrap did not enable the unit:\n%s", bootstrap)
