@@ -1,10 +1,13 @@
 // Package testbed is the shared test bed for tests that run against the real
 // Docker engine: an engine client, static binaries of repository packages,
-// images built from scratch (the testapp, busybox), Compose v2 projects and
-// HTTP probes of published ports. It is used only by tests.
+// images built from scratch (the testapp, busybox) or imported (a Debian 12
+// image with real applications, built once per machine and shared), Compose
+// v2 projects, commands run in containers and HTTP probes of published
+// ports. It is used only by tests.
 //
 // Everything a helper creates on the engine is removed at t.Cleanup, so a
-// test run leaves the engine as it found it. When the engine, a tool or
+// test run leaves the engine as it found it; the one exception is the cached
+// Debian image of DebianImage, which every run reuses. When the engine, a tool or
 // root is missing, tests are skipped, except under CI (InCI) where they fail.
 package testbed
 
