@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -58,6 +59,9 @@ type Options struct {
 	ID        string
 	Providers Providers
 	Configs   Configs
+	// OwnConfig is the path of the agent's own dso.yaml ("" when none): a
+	// caller that registers a project may name it whoever it is.
+	OwnConfig string
 	Log       *slog.Logger
 	Store     *state.Store
 	Metrics   *metrics.Metrics
@@ -90,6 +94,8 @@ type Agent struct {
 	wg      sync.WaitGroup
 	watcher *watch.Watcher
 	started time.Time
+	// projects are the registrations from the socket (projects.go).
+	projects *projects
 
 	mu       sync.Mutex
 	held     map[string]*holding    // container ID -> what it holds
@@ -158,6 +164,9 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.watcher = w
+	if a.projects, err = newProjects(opts.Store, opts.OwnConfig, uint32(os.Getuid())); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 

@@ -67,9 +67,10 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	}
 	log := o.Log
 	var cfg *config.Config
+	var cfgPath string
 	if o.ConfigPath != "" || !o.Local {
 		var err error
-		if cfg, _, err = config.Find(o.ConfigPath); err != nil {
+		if cfg, cfgPath, err = config.Find(o.ConfigPath); err != nil {
 			return &ConfigError{err}
 		}
 	}
@@ -111,7 +112,7 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	defer providers.Close()
 	bus := events.NewBus(1000)
 	m := metrics.New()
-	ao := Options{Docker: docker, ID: where.ID, Providers: providers.Get, Configs: providers.Config, Log: log, Store: store, Metrics: m, Bus: bus, Clock: o.Clock}
+	ao := Options{Docker: docker, ID: where.ID, Providers: providers.Get, Configs: providers.Config, OwnConfig: cfgPath, Log: log, Store: store, Metrics: m, Bus: bus, Clock: o.Clock}
 	cacheCfg := config.Cache{Enabled: true, MaxAge: config.DefaultCacheMaxAge}
 	if cfg != nil {
 		cacheCfg = cfg.Agent.Cache
@@ -136,7 +137,7 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 		return err
 	}
 
-	localAPI, err := api.NewLocal(api.LocalConfig{Path: where.Socket, Health: ag.Health, Status: ag.Status, Bus: bus, Trigger: ag.Trigger, Log: log})
+	localAPI, err := api.NewLocal(api.LocalConfig{Path: where.Socket, Health: ag.Health, Status: ag.Status, Bus: bus, Trigger: ag.Trigger, Register: ag.Register, Log: log})
 	if err != nil {
 		return err
 	}

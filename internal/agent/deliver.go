@@ -216,7 +216,7 @@ func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deli
 	labels := c.Config.Labels
 	h := &holding{
 		name: c.Name, project: labels["com.docker.compose.project"], service: labels["com.docker.compose.service"],
-		config: labels[compose.LabelConfig], versions: map[string]string{}, envKeys: map[string]bool{},
+		config: a.projects.config(labels["com.docker.compose.project"]), versions: map[string]string{}, envKeys: map[string]bool{},
 	}
 	refs, err := compose.RefsFromLabels(labels)
 	if err != nil {

@@ -47,7 +47,7 @@ func (c *ProviderCache) Get(path string) (*resolve.Set, error) {
 	if path != "" {
 		var err error
 		if cfg, err = config.Load(path); err != nil {
-			return nil, err
+			return nil, config.Positions(err)
 		}
 	}
 	set, err := c.Registry.Build(cfg)
@@ -66,7 +66,8 @@ func (c *ProviderCache) Config(path string) (*config.Config, error) {
 	if path == "" {
 		return c.Fallback, nil
 	}
-	return config.Load(path)
+	cfg, err := config.Load(path)
+	return cfg, config.Positions(err)
 }
 
 // Close releases every set.

@@ -188,7 +188,7 @@ func (a *Agent) apply(ctx context.Context, c container.InspectResponse, id, stra
 func (a *Agent) strategyFor(c container.InspectResponse) (string, string, error) {
 	labels := c.Config.Labels
 	strategy, signal := labels[compose.LabelStrategy], labels[LabelSignal]
-	cfg, err := a.opts.Configs(labels[compose.LabelConfig])
+	cfg, err := a.opts.Configs(a.projects.config(labels["com.docker.compose.project"]))
 	if err == nil && cfg != nil {
 		for _, name := range strings.Split(labels[compose.LabelSecrets], ",") {
 			for _, s := range cfg.Secrets {

@@ -96,7 +96,9 @@ type LocalConfig struct {
 	Status  StatusSource // required
 	Bus     *events.Bus  // required
 	Trigger Trigger      // required
-	Log     *slog.Logger
+	// Register handles POST /register; nil answers 404.
+	Register Registrar
+	Log      *slog.Logger
 }
 
 // Local is the local API server.
@@ -141,6 +143,9 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 		writeJSON(w, http.StatusOK, st)
 	})
 	mux.Handle("GET /events", eventsHandler(cfg.Bus, s.stop))
+	if cfg.Register != nil {
+		mux.Handle("POST /register", registerHandler(cfg.Register))
+	}
 	mux.HandleFunc("POST /check", func(w http.ResponseWriter, r *http.Request) {
 		if body, ok := readBody(w, r); ok {
 			runCheck(w, body, cfg.Trigger)

@@ -136,7 +136,7 @@ func TestPlanKeepsEntrypointAndCommand(t *testing.T) {
 func TestOverrideIsSecretFreeAndEscaped(t *testing.T) {
 	p := load(t, "services:\n  s:\n    image: x\n    entrypoint: [\"/bin/sh\", \"-c\", \"echo $$HOME\"]\n    environment: {A: dso://x/y}\n")
 	uses, _ := FindUses(p, p.ServiceNames(), Secrets{})
-	plan, err := NewPlan(context.Background(), p, uses, Wiring{InitBinary: "/opt/dso/dso-init", ConfigPath: "/etc/dso/dso.yaml", Agent: "system"}, fakeImages{})
+	plan, err := NewPlan(context.Background(), p, uses, Wiring{InitBinary: "/opt/dso/dso-init", Agent: "system"}, fakeImages{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestOverrideIsSecretFreeAndEscaped(t *testing.T) {
 	if s.Volumes[0]["source"] != "/opt/dso/dso-init" || s.Volumes[0]["read_only"] != true {
 		t.Errorf("init mount %v", s.Volumes[0])
 	}
-	if s.Labels[LabelRefs] != `{"A":"dso://x/y"}` || s.Labels[LabelAgent] != "system" || s.Labels[LabelConfig] != "/etc/dso/dso.yaml" {
+	if s.Labels[LabelRefs] != `{"A":"dso://x/y"}` || s.Labels[LabelAgent] != "system" || s.Labels["dso.config"] != "" {
 		t.Errorf("labels %v", s.Labels)
 	}
 	refs, err := RefsFromLabels(s.Labels)

@@ -18,7 +18,6 @@ const (
 	LabelStrategy = "dso.update.strategy" // none | signal | restart | rolling
 	LabelManaged  = "dso.managed"         // "true" on wired services
 	LabelRefs     = "dso.refs"            // JSON object: variable -> canonical reference
-	LabelConfig   = "dso.config"          // absolute path of the dso.yaml used, if any
 	LabelAgent    = "dso.agent"           // the agent that serves the container: "system" or a local agent's id
 )
 

@@ -70,7 +70,6 @@ func ownerText(p secretref.Perm, sp ServicePlan) string {
 // Wiring is what the override needs besides the project.
 type Wiring struct {
 	InitBinary string // host path of dso-init, bind-mounted read-only
-	ConfigPath string // absolute path of the dso.yaml in use, or ""
 	Agent      string // the agent that serves the containers (dso.agent label)
 }
 
@@ -181,9 +180,6 @@ func (pl *Plan) Override() ([]byte, error) {
 			return nil, err
 		}
 		labels := map[string]string{LabelManaged: "true", LabelRefs: string(refsJSON), LabelAgent: pl.Wiring.Agent}
-		if pl.Wiring.ConfigPath != "" {
-			labels[LabelConfig] = pl.Wiring.ConfigPath
-		}
 		s := service{
 			Entrypoint: append([]string{initproc.InitPath, "--"}, sp.Entrypoint...),
 			Command:    sp.Command,

@@ -376,3 +376,20 @@ secrets:
 		}
 	}
 }
+
+// TestPositionsQuoteNoContent: what the agent logs of a file that is not a
+// dso.yaml (here, lines like /etc/shadow's) names positions, never text.
+func TestPositionsQuoteNoContent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "shadow")
+	if err := os.WriteFile(path, []byte("root:$6$CANARYHASH:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(path)
+	if err == nil || !strings.Contains(err.Error(), "CANARYHASH") {
+		t.Fatalf("config validate's own error should quote the key: %v", err)
+	}
+	got := Positions(err)
+	if !errors.Is(got, ErrInvalid) || strings.Contains(got.Error(), "CANARYHASH") || strings.Contains(got.Error(), "daemon") || !strings.Contains(got.Error(), "line 2 column 1") {
+		t.Fatalf("Positions = %v", got)
+	}
+}

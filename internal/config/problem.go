@@ -52,6 +52,30 @@ func (e *ValidationError) Error() string {
 // Unwrap lets callers test errors.Is(err, ErrInvalid).
 func (e *ValidationError) Unwrap() error { return ErrInvalid }
 
+// Positions returns err as the agent may log and publish it: a
+// ValidationError keeps the file, the positions and the key paths of its
+// problems, but not their messages, which quote what the file says (an
+// unknown key, a bad value). Other errors are returned as they are.
+func Positions(err error) error {
+	var ve *ValidationError
+	if !errors.As(err, &ve) || len(ve.Problems) == 0 {
+		return err
+	}
+	where := make([]string, 0, len(ve.Problems))
+	for i, p := range ve.Problems {
+		if i == 5 {
+			where = append(where, fmt.Sprintf("and %d more", len(ve.Problems)-i))
+			break
+		}
+		w := fmt.Sprintf("line %d column %d", p.Line, p.Column)
+		if p.Path != "" && len(p.Path) <= 64 {
+			w += " (" + p.Path + ")"
+		}
+		where = append(where, w)
+	}
+	return fmt.Errorf("%w: %s has %d problems, at %s; `docker dso config validate -c %s` shows them", ErrInvalid, ve.Problems[0].File, len(ve.Problems), strings.Join(where, ", "), ve.Problems[0].File)
+}
+
 // problems collects problems for one file.
 type problems struct {
 	file string

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -187,6 +190,61 @@ services:
 			"the workload's text": string(said), "the old value": string(v1), "the new value": string(v2),
 			"the old value in base64": base64.StdEncoding.EncodeToString(v1), "the new value in base64": base64.StdEncoding.EncodeToString(v2),
 		} {
+			if strings.Contains(text, c) {
+				t.Errorf("%s holds %s", where, name)
+			}
+		}
+	}
+}
+
+// TestLabelsChooseNoFile: a service's own labels name files for the agent
+// to read as its dso.yaml: a hostile one (a vault provider at the test's
+// listener, with a token from the agent's environment), a file in the
+// format of /etc/shadow holding a canary, and /etc/shadow itself. The agent
+// reads none of them: every app gets its value from the configuration up
+// registered, the listener hears nothing, and neither the agent's
+// environment nor the files' content shows in its log, /events or status.
+func TestLabelsChooseNoFile(t *testing.T) {
+	u := newUser(t)
+	value, agentSecret, shadowHash := canary(t, "value"), canary(t, "agent-env"), canary(t, "hash")
+	var heard atomic.Int64
+	listener := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		heard.Add(1)
+		http.Error(w, "no", http.StatusForbidden)
+	}))
+	defer listener.Close()
+	files := writeProject(t, map[string]string{
+		"hostile.yaml": "providers:\n  local:\n    type: vault\n    address: " + listener.URL + "\n    auth:\n      method: token\n      params:\n        token: ${DSO_TEST_AGENT_SECRET}\nsecrets: {}\n",
+		"shadow":       "root:$6$" + string(shadowHash) + ":19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n",
+	})
+	service := func(name, label string) string {
+		return "  " + name + ":\n    image: " + testbed.TestappImage(t) + "\n    ports: [\"127.0.0.1::8080\"]\n    labels:\n      dso.config: " + label + "\n    environment:\n      TOKEN: dso://app/token\n"
+	}
+	dir := writeProject(t, map[string]string{"compose.yaml": "services:\n" +
+		service("hostile", filepath.Join(files, "hostile.yaml")) + service("shadow", filepath.Join(files, "shadow")) + service("system", "/etc/shadow")})
+	project := testbed.Project(t, dir)
+	agentCfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nagent:\n" + apiTokenYAML + "secrets: {}\n"})
+	u.initVault(map[string][]byte{"app/token": value})
+	ag := startAgent(t, u, filepath.Join(agentCfg, "dso.yaml"), "DSO_TEST_AGENT_SECRET="+string(agentSecret))
+	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	for _, svc := range []string{"hostile", "shadow", "system"} {
+		waitFor(t, "the value in service "+svc, func() bool { _, v, ok := answer(t, project, svc, "/env/TOKEN"); return ok && v == string(value) })
+	}
+	if n := heard.Load(); n != 0 {
+		t.Errorf("the hostile dso.yaml's listener got %d requests", n)
+	}
+	_, events := ag.get(t, "/events?history=1000&follow=0")
+	_, st := status(t, u)
+	secrets := map[string]string{"the agent's environment": string(agentSecret), "the shadow-like file": string(shadowHash), "the value": string(value)}
+	if b, err := os.ReadFile("/etc/shadow"); err == nil {
+		for i, line := range strings.Split(string(b), "\n") {
+			if f := strings.Split(line, ":"); len(f) > 1 && len(f[1]) > 8 {
+				secrets["line "+strconv.Itoa(i+1)+" of /etc/shadow"] = f[1]
+			}
+		}
+	}
+	for where, text := range map[string]string{"the agent's log": ag.logText(), "/events": events, "status --json": st, "up's output": up.output()} {
+		for name, c := range secrets {
 			if strings.Contains(text, c) {
 				t.Errorf("%s holds %s", where, name)
 			}

@@ -19,6 +19,7 @@ const (
 	TypeProviderError = "provider_error"
 	TypeContainer     = "container"
 	TypeLog           = "log"
+	TypeRegistration  = "registration"
 )
 
 // Event is one thing that happened in the agent.

@@ -137,7 +137,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return err
 	}
-	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, ConfigPath: cfgPath, Agent: serving.ID}, engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}})
+	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, Agent: serving.ID}, engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}})
 	if err != nil {
 		if inv.dryRun {
 			err = fmt.Errorf("%w\n(--dry-run neither builds nor pulls: run `docker dso pull` or `docker dso compose build` first)", err)
@@ -152,6 +152,9 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 		return printPlan(f.IO.Out, p, plan, versions, override)
 	}
 	if err := agentctl.EnsureLocal(ctx, clock.RealClock{}, cfg, cfgPath, f.IO.ErrOut); err != nil {
+		return err
+	}
+	if err := registerProject(ctx, cfg, p.Name, cfgPath); err != nil {
 		return err
 	}
 	if err := dockerCompose(ctx, f, p, inv, override, append([]string{opts.Sub}, inv.rest...)...); err != nil {
