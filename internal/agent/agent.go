@@ -94,8 +94,10 @@ type Agent struct {
 	wg      sync.WaitGroup
 	watcher *watch.Watcher
 	started time.Time
-	// projects are the registrations from the socket (projects.go).
+	// projects and registry are the registrations from the socket
+	// (projects.go, registry.go).
 	projects *projects
+	registry *registry
 
 	mu       sync.Mutex
 	held     map[string]*holding    // container ID -> what it holds
@@ -167,6 +169,10 @@ func New(opts Options) (*Agent, error) {
 	if a.projects, err = newProjects(opts.Store, opts.OwnConfig, uint32(os.Getuid())); err != nil {
 		return nil, err
 	}
+	if a.registry, err = newRegistry(opts.Store); err != nil {
+		return nil, err
+	}
+	a.opts.Docker = adoptingDocker{Docker: opts.Docker, reg: a.registry}
 	return a, nil
 }
 
@@ -297,6 +303,7 @@ func (a *Agent) changedSince(ctx context.Context, id string, held map[string]str
 
 // forget drops a removed container and stops watching secrets no one holds.
 func (a *Agent) forget(id string) {
+	a.registry.drop(id)
 	a.mu.Lock()
 	h, ok := a.held[id]
 	delete(a.held, id)

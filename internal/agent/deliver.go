@@ -65,6 +65,9 @@ func (a *Agent) deliverStart(ctx context.Context, id string, slot bool) error {
 	if c.State == nil || !c.State.Running {
 		return nil
 	}
+	if !a.admit(ctx, id) {
+		return a.refuse(ctx, id, c.Config.Labels["com.docker.compose.project"], c.Config.Labels["com.docker.compose.service"])
+	}
 	a.mu.Lock()
 	if s := a.starts[id]; s != nil && s.at == c.State.StartedAt {
 		a.mu.Unlock()

@@ -20,6 +20,7 @@ import (
 	"github.com/dso-project/dso/internal/provider"
 	"github.com/dso-project/dso/internal/resolve"
 	"github.com/dso-project/dso/internal/secretcache"
+	"github.com/dso-project/dso/internal/state"
 	"github.com/dso-project/dso/internal/watch"
 )
 
@@ -233,6 +234,10 @@ func newBed(t *testing.T, cache *secretcache.Cache) *bed {
 	}
 	a, err := New(Options{Docker: b.docker, ID: "test", Providers: func(string) (*resolve.Set, error) { return set, nil }, Clock: b.clk, Cache: cache})
 	if err != nil {
+		t.Fatal(err)
+	}
+	// The container was registered, as `docker dso up` does.
+	if err := a.registry.add(state.Registered{ID: "c1", Project: "p", By: "caller"}); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -107,8 +107,12 @@ func describe(path string) string {
 }
 
 // Register handles a registration from the agent's socket.
-func (a *Agent) Register(_ context.Context, peer api.Peer, r api.Registration) error {
-	if err := a.projects.register(peer, r); err != nil {
+func (a *Agent) Register(ctx context.Context, peer api.Peer, r api.Registration) error {
+	err := a.projects.register(peer, r)
+	if err == nil {
+		err = a.registerContainers(ctx, peer, r)
+	}
+	if err != nil {
 		a.emit(eventRegistration(r.Project, peer.UID, err))
 		return err
 	}
@@ -116,7 +120,7 @@ func (a *Agent) Register(_ context.Context, peer api.Peer, r api.Registration) e
 	if cfg == "" {
 		cfg = "the agent's own"
 	}
-	a.opts.Log.Info("project registered", "project", r.Project, "uid", peer.UID, "config", cfg)
+	a.opts.Log.Info("project registered", "project", r.Project, "uid", peer.UID, "config", cfg, "containers", len(r.Containers))
 	a.emit(eventRegistration(r.Project, peer.UID, nil))
 	return nil
 }

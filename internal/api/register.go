@@ -16,6 +16,9 @@ type Registration struct {
 	// Config is the absolute path of the project's dso.yaml; "" for the
 	// agent's own configuration.
 	Config string `json:"config,omitempty"`
+	// Containers are the IDs of containers of the project the caller
+	// created: the agent serves only registered containers (and its own).
+	Containers []string `json:"containers,omitempty"`
 }
 
 // ErrRegistrationRefused wraps the reasons the agent refuses a registration

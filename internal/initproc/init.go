@@ -108,6 +108,11 @@ func Supervise(opts Options) int {
 				d.reply(nil)
 				continue
 			}
+			if d.payload.Refused != "" {
+				logf("%s", d.payload.Refused)
+				d.reply(nil)
+				return ExitNoDelivery
+			}
 			d.reply(s.first(d.payload))
 		case sig := <-sigs:
 			if sig == syscall.SIGCHLD {
@@ -136,6 +141,10 @@ func Supervise(opts Options) int {
 		case d := <-deliveries:
 			if d.payload.Waiting != "" {
 				d.reply(nil) // late news: the application runs already
+				continue
+			}
+			if d.payload.Refused != "" {
+				d.reply(errors.New("a refusal after the application started changes nothing"))
 				continue
 			}
 			d.reply(s.rotate(d.payload))

@@ -21,6 +21,9 @@ func TestPayloadValidate(t *testing.T) {
 	if err := good.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	if err := (&Payload{Refused: "not registered with the dso agent"}).Validate(); err != nil {
+		t.Fatal(err)
+	}
 	bad := []*Payload{
 		{Env: map[string][]byte{"1X": nil}},
 		{Env: map[string][]byte{"X": []byte("a\x00b")}},
@@ -33,6 +36,9 @@ func TestPayloadValidate(t *testing.T) {
 		{Files: map[string][]byte{"A": nil}, Perms: map[string]FilePerm{"A": {UID: 0, GID: 0, Mode: 0o4755}}},
 		{Waiting: "late", Env: map[string][]byte{"X": []byte("a\x00b")}},
 		{Waiting: strings.Repeat("x", MaxWaiting+1)},
+		{Refused: "not registered", Env: map[string][]byte{"X": []byte("1")}},
+		{Refused: "line\nbreak"},
+		{Refused: strings.Repeat("x", maxRefused+1)},
 	}
 	for _, p := range bad {
 		err := p.Validate()

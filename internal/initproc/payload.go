@@ -52,6 +52,9 @@ type Payload struct {
 	// on why the secrets are late (which provider, what failed: never a
 	// value). The init logs it and keeps waiting.
 	Waiting string `json:"waiting,omitempty"`
+	// Refused, instead of secrets, says why the agent will not serve this
+	// container: the init logs it and ends with ExitNoDelivery.
+	Refused string `json:"refused,omitempty"`
 }
 
 // FilePerm is the owner and mode of one file. A UID or GID of -1 keeps the
@@ -70,6 +73,9 @@ const maxID = 1<<31 - 1
 
 // MaxWaiting bounds the length of a Waiting message.
 const MaxWaiting = 2048
+
+// maxRefused bounds the reason of a refusal.
+const maxRefused = 512
 
 var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 var fileName = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]*$`)
@@ -112,6 +118,14 @@ func (p *Payload) Validate() error {
 	if p.Signal != "" {
 		if _, err := ParseSignal(p.Signal); err != nil {
 			errs = append(errs, err.Error())
+		}
+	}
+	if p.Refused != "" {
+		if len(p.Env) > 0 || len(p.Files) > 0 || p.Signal != "" || p.Waiting != "" {
+			errs = append(errs, "a refusal carries no secrets and no signal")
+		}
+		if len(p.Refused) > maxRefused || strings.IndexFunc(p.Refused, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
+			errs = append(errs, fmt.Sprintf("a refusal's reason must be at most %d bytes of printable ASCII", maxRefused))
 		}
 	}
 	if len(errs) == 0 {

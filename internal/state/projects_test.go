@@ -30,3 +30,31 @@ func TestProjectsSurviveReopen(t *testing.T) {
 		t.Fatalf("after reopening: %+v %v", got, err)
 	}
 }
+
+func TestRegisteredContainers(t *testing.T) {
+	s, path := openTemp(t, Options{})
+	if err := s.DeleteRegistered("none"); err != nil {
+		t.Fatalf("deleting from a new store: %v", err)
+	}
+	for _, r := range []Registered{{ID: "c1", Project: "shop", UID: 1000, By: "caller"}, {ID: "c2", Project: "shop", By: "agent"}} {
+		if err := s.PutRegistered(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.PutRegistered(Registered{}); err == nil {
+		t.Error("a registration without an ID was stored")
+	}
+	if err := s.DeleteRegistered("c1"); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.RegisteredContainers()
+	if err != nil || len(got) != 1 || got[0].ID != "c2" || got[0].By != "agent" {
+		t.Fatalf("after reopening: %+v %v", got, err)
+	}
+}

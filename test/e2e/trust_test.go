@@ -251,3 +251,61 @@ func TestLabelsChooseNoFile(t *testing.T) {
 		}
 	}
 }
+
+// TestForgedTwinGetsNothing: a container made with the engine API that
+// copies everything `docker inspect` shows of a managed container (labels,
+// mounts, entrypoint, command, image) gets no secret: its own log says it
+// is not registered with the dso agent, it ends with the init's code 124,
+// and an event records the refusal. The real container, restarted by
+// Docker under the same ID, is still served.
+func TestForgedTwinGetsNothing(t *testing.T) {
+	u := newUser(t)
+	value := canary(t, "twin")
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  api:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    environment:
+      TOKEN: dso://app/token
+`})
+	project := testbed.Project(t, dir)
+	agentCfg := writeProject(t, map[string]string{"dso.yaml": "providers:\n  local:\n    type: local\nagent:\n" + apiTokenYAML + "secrets: {}\n"})
+	u.initVault(map[string][]byte{"app/token": value})
+	ag := startAgent(t, u, filepath.Join(agentCfg, "dso.yaml"))
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	waitFor(t, "the value", func() bool { _, v, ok := answer(t, project, "api", "/env/TOKEN"); return ok && v == string(value) })
+
+	cli := testbed.Docker(t)
+	real := serviceContainer(t, project, "api")
+	ins, err := cli.ContainerInspect(t.Context(), real, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	twin := testbed.RunContainer(t, client.ContainerCreateOptions{Config: ins.Container.Config, HostConfig: ins.Container.HostConfig, Name: project + "-twin"})
+	if code := testbed.WaitExit(t, twin, 60*time.Second); code != 124 {
+		t.Errorf("the twin ended with %d, want 124 (no delivery)", code)
+	}
+	stdout, stderr := testbed.Logs(t, twin)
+	if !strings.Contains(stderr, "not registered with the dso agent") {
+		t.Errorf("the twin's log does not say why it got nothing:\n%s", stderr)
+	}
+	if strings.Contains(stdout+stderr, string(value)) {
+		t.Errorf("LEAK: the value is in the twin's log")
+	}
+	_, events := ag.get(t, "/events?history=1000&follow=0")
+	if !strings.Contains(events, `"result":"refused"`) || !strings.Contains(events, twin[:12]) {
+		t.Errorf("no event records the refusal of %s:\n%s", twin[:12], events)
+	}
+	if strings.Contains(events+ag.logText(), string(value)) {
+		t.Errorf("LEAK: the value is in the agent's log or events")
+	}
+
+	if _, err := cli.ContainerRestart(t.Context(), real, client.ContainerRestartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the value after docker restart", func() bool {
+		id, v, ok := answer(t, project, "api", "/env/TOKEN")
+		return ok && id == real && v == string(value)
+	})
+}

@@ -154,10 +154,10 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err := agentctl.EnsureLocal(ctx, clock.RealClock{}, cfg, cfgPath, f.IO.ErrOut); err != nil {
 		return err
 	}
-	if err := registerProject(ctx, cfg, p.Name, cfgPath); err != nil {
-		return err
-	}
-	if err := dockerCompose(ctx, f, p, inv, override, append([]string{opts.Sub}, inv.rest...)...); err != nil {
+	reg := registration{cfg: cfg, project: p.Name, config: cfgPath, docker: docker}
+	if err := runRegistered(ctx, opts.Sub, inv.rest, reg, func(args ...string) error {
+		return dockerCompose(ctx, f, p, inv, override, args...)
+	}); err != nil {
 		return err
 	}
 	if opts.Sub == "up" && slices.Contains(inv.rest, "--wait") {
