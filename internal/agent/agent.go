@@ -109,6 +109,7 @@ type Agent struct {
 	failing parts
 	starts  map[string]*start   // container ID -> delivery of its current start
 	waiting map[string]*waiting // container ID -> why its delivery is late
+	wake    chan struct{}       // closed by Wake
 	cache   *secretcache.Cache
 	// fromCacheCount is how many held containers have a value from the
 	// cache (0 spares observe a walk over every container).
@@ -160,7 +161,7 @@ func New(opts Options) (*Agent, error) {
 		opts.RetryBackoff = 2 * time.Second
 	}
 	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}, failing: parts{},
-		starts: map[string]*start{}, waiting: map[string]*waiting{}, cache: opts.Cache}
+		starts: map[string]*start{}, waiting: map[string]*waiting{}, wake: make(chan struct{}), cache: opts.Cache}
 	w, err := watch.New(watch.Config{Check: a.version, Interval: opts.PollInterval, Observe: a.observe})
 	if err != nil {
 		return nil, err
@@ -374,6 +375,7 @@ func (a *Agent) observe(r watch.Result) {
 		return
 	}
 	a.metric(func(m *metrics.Metrics) { m.LastSuccessfulPoll.Set(float64(r.At.Unix())) })
+	a.Wake() // a provider answers: late deliveries try again now
 	if a.cache != nil {
 		a.cache.Confirm(r.Key, r.Version)
 		a.confirmed(r.Key, r.Version)

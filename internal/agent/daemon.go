@@ -50,7 +50,7 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 
 // Serve runs the daemon until ctx is cancelled: it loads its dso.yaml,
 // takes the agent's lock, opens the state store, then starts its
-// components in order (the agent itself, the local API, the REST API,
+// components in order (the providers' background work, the agent itself, the local API, the REST API,
 // notifications, the local vault file watches) and, when ctx ends, stops
 // them in reverse order. A component that fails is reported as degraded in
 // /health and status and started again with backoff; it does not stop the
@@ -136,6 +136,7 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	if err != nil {
 		return err
 	}
+	providers.Failed = ag.degrade
 
 	localAPI, err := api.NewLocal(api.LocalConfig{Path: where.Socket, Health: ag.Health, Status: ag.Status, Bus: bus, Trigger: ag.Trigger, Register: ag.Register, Log: log})
 	if err != nil {
@@ -161,6 +162,7 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	}
 
 	comps := []component{
+		{name: "providers", run: providers.Run},
 		{name: "agent", run: ag.Run},
 		{name: "local API", run: localAPI.Run},
 		{name: "REST API", run: func(ctx context.Context) error {
@@ -174,8 +176,12 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 		comps = append(comps, component{name: "notifications", run: notifiers.Run})
 	}
 	for _, vault := range localVaults(cfg, o.Getenv) {
+		changed := func() { ag.Watcher().Trigger(); ag.Wake() }
 		comps = append(comps, component{name: "watch " + vault, run: func(ctx context.Context) error {
-			return watch.WatchFile(ctx, o.Clock, vault, 250*time.Millisecond, func() { ag.Watcher().Trigger() })
+			// A change while the watch was down (restarted after a
+			// failure) is not missed: each run starts with a check.
+			changed()
+			return watch.WatchFile(ctx, o.Clock, vault, 250*time.Millisecond, changed)
 		}})
 	}
 	log.Info("dso agent starting", "local", o.Local, "pid", os.Getpid(), "socket", where.Socket)

@@ -14,12 +14,12 @@ import (
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/api/events"
 	"github.com/dso-project/dso/internal/backoff"
-	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/deliver"
 	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/metrics"
 	"github.com/dso-project/dso/internal/provider"
+	"github.com/dso-project/dso/internal/provider/retry"
 	"github.com/dso-project/dso/internal/resolve"
 	"github.com/dso-project/dso/internal/secretref"
 	"github.com/dso-project/dso/internal/state"
@@ -115,14 +115,42 @@ func (a *Agent) retry(ctx context.Context, id string, c container.InspectRespons
 				told = why
 			}
 		}
-		if clock.Sleep(ctx, a.opts.Clock, wait) != nil {
-			return ctx.Err()
+		if err := a.sleepOrWake(ctx, wait); err != nil {
+			return err
 		}
 		still, err := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 		if err != nil || still.Container.State == nil || !still.Container.State.Running || still.Container.State.StartedAt != c.State.StartedAt {
 			return nil
 		}
 	}
+}
+
+// sleepOrWake waits d, or less when Wake is called: a provider may be back.
+func (a *Agent) sleepOrWake(ctx context.Context, d time.Duration) error {
+	a.mu.Lock()
+	wake := a.wake
+	a.mu.Unlock()
+	t := a.opts.Clock.TimerAt(a.opts.Clock.Now().Add(d))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C():
+	case <-wake:
+	}
+	return nil
+}
+
+// Wake ends the waits of the deliveries being retried, so that they try
+// again now: a local vault file changed, or a provider answered again.
+func (a *Agent) Wake() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.waiting) == 0 {
+		return
+	}
+	close(a.wake)
+	a.wake = make(chan struct{})
 }
 
 // deadline is when the init of c stops waiting: its --timeout after the
@@ -235,7 +263,9 @@ func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deli
 		vars = append(vars, v)
 		list = append(list, r)
 	}
-	got, err := set.Fetch(ctx, list)
+	// One attempt per provider: this delivery is retried by its own loop,
+	// and a failure is served from the cache at once when it can be.
+	got, err := set.Fetch(retry.Once(ctx), list)
 	if err != nil {
 		if err = a.fromCache(set, h, got, err); err != nil {
 			return nil, h, err

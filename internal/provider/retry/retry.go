@@ -89,11 +89,22 @@ func Retryable(err error) bool {
 	return errors.Is(err, provider.ErrUnreachable) || errors.Is(err, provider.ErrThrottled)
 }
 
+type onceKey struct{}
+
+// Once returns a context under which Do makes one attempt only: for a
+// caller that retries on its own terms, such as the agent's delivery loop,
+// which falls back to its last-known-good cache at the first failure
+// instead of waiting out the provider's backoff.
+func Once(ctx context.Context) context.Context { return context.WithValue(ctx, onceKey{}, true) }
+
 // Do calls fn, giving each attempt a context that ends after p.Timeout,
 // until fn succeeds, fails with an error that is not Retryable, the
 // attempts are spent, or ctx ends. It returns fn's last error.
 func (p Policy) Do(ctx context.Context, fn func(ctx context.Context) error) error {
 	p = p.WithDefaults()
+	if ctx.Value(onceKey{}) != nil {
+		p.Attempts = 1
+	}
 	wait := p.Backoff
 	var err error
 	for attempt := 1; ; attempt++ {

@@ -46,6 +46,17 @@ func TestDoRetriesOnlyRetryable(t *testing.T) {
 	}
 }
 
+func TestOnceMakesOneAttempt(t *testing.T) {
+	calls := 0
+	err := Policy{Attempts: 5}.Do(Once(context.Background()), func(ctx context.Context) error {
+		calls++
+		return provider.ErrUnreachable
+	})
+	if calls != 1 || !errors.Is(err, provider.ErrUnreachable) {
+		t.Fatalf("%d calls, err %v; want 1 call and its error", calls, err)
+	}
+}
+
 func TestDoStopsOnSuccessAndCancel(t *testing.T) {
 	calls := 0
 	err := Policy{Attempts: 3, Backoff: time.Millisecond}.Do(context.Background(), func(ctx context.Context) error {
