@@ -29,6 +29,17 @@ func first[T comparable](vals ...T) T {
 	return zero
 }
 
+// DefaultProvider is the provider of a secret or reference that names
+// none: defaults.provider, else the only provider; "" when there is
+// neither. Loading fills defaults.provider with it; resolve, doctor and
+// validation ask here too, so that the rule lives in one place.
+func (c *Config) DefaultProvider() string {
+	if c.Defaults.Provider != "" || len(c.Providers) != 1 {
+		return c.Defaults.Provider
+	}
+	return providerNames(c)[0]
+}
+
 // defaultStrategy is the strategy of a secret that sets none.
 func (c *Config) defaultStrategy() Strategy {
 	return first(c.Defaults.Rotation.Strategy, c.Agent.Rotation.Strategy, DefaultStrategy)
@@ -99,9 +110,7 @@ func applyDefaults(c *Config) {
 
 	strategy, enabled := c.defaultStrategy(), c.defaultEnabled()
 	d := &c.Defaults
-	if d.Provider == "" && len(c.Providers) == 1 {
-		d.Provider = providerNames(c)[0]
-	}
+	d.Provider = c.DefaultProvider()
 	d.Inject.Type = first(d.Inject.Type, InjectEnv)
 	d.Rotation.Strategy = strategy
 	d.Rotation.Enabled = enabled

@@ -229,7 +229,7 @@ func validateSecretProvider(c *Config, s Secret, sp string, names []string, ps *
 		if _, ok := c.Providers[s.Provider]; !ok {
 			ps.addAt(m.at(pp), pp, "unknown provider %q%s; %s", s.Provider, suggest(s.Provider, names), defined(names))
 		}
-	case c.Defaults.Provider != "" || len(names) == 1:
+	case c.DefaultProvider() != "":
 	case len(names) == 0:
 		ps.addAt(m.at(sp), sp, "no provider to take it from: add one under providers")
 	default:

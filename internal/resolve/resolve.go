@@ -54,12 +54,7 @@ func (r *Registry) Build(cfg *config.Config) (*Set, error) {
 	def := DefaultLocal
 	if cfg != nil && len(cfg.Providers) > 0 {
 		providers = cfg.Providers
-		def = cfg.Defaults.Provider
-		if def == "" && len(providers) == 1 {
-			for name := range providers {
-				def = name
-			}
-		}
+		def = cfg.DefaultProvider()
 	}
 	s := &Set{byName: map[string]provider.Provider{}, types: map[string]config.ProviderType{}, def: def}
 	names := make([]string, 0, len(providers))

@@ -279,11 +279,13 @@ func (s *Store) DeleteContainer(id string) error {
 	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketContainers).Delete([]byte(id)) })
 }
 
-// Rotation results.
+// Rotation results: the words of the journal, which status shows. A
+// finished rotation is journaled with the same words as its metrics and
+// events (metrics.ResultSuccess, metrics.ResultFailure).
 const (
 	ResultRunning    = "running"
-	ResultSucceeded  = "succeeded"
-	ResultFailed     = "failed"
+	ResultSucceeded  = "success"
+	ResultFailed     = "failure"
 	ResultRolledBack = "rolled_back"
 )
 

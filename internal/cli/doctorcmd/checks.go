@@ -239,15 +239,7 @@ func (d *doctor) providerOf(s config.Secret) string {
 	if s.Provider != "" {
 		return s.Provider
 	}
-	if d.cfg.Defaults.Provider != "" {
-		return d.cfg.Defaults.Provider
-	}
-	if len(d.cfg.Providers) == 1 {
-		for n := range d.cfg.Providers {
-			return n
-		}
-	}
-	return ""
+	return d.cfg.DefaultProvider()
 }
 
 // probePath is the secret whose version tells whether a provider is
