@@ -15,13 +15,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/dso-project/dso/internal/backoff"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/signature"
 )
@@ -118,7 +118,7 @@ func (nf *Notifier) Send(ctx context.Context, n Notification) error {
 	id := make([]byte, 16)
 	rand.Read(id)
 	delivery := hex.EncodeToString(id)
-	wait := nf.cfg.Backoff
+	b := backoff.New(nil, nf.cfg.Backoff, time.Minute)
 	var last error
 	for attempt := 1; ; attempt++ {
 		retry, err := nf.attempt(ctx, n.Event, delivery, body)
@@ -129,15 +129,9 @@ func (nf *Notifier) Send(ctx context.Context, n Notification) error {
 		if !retry || attempt >= nf.cfg.Attempts {
 			break
 		}
-		jittered := wait/2 + time.Duration(mrand.Int64N(int64(wait)))
-		t := time.NewTimer(jittered)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return fmt.Errorf("notification to %s: %w (last error: %v)", nf.where(), ctx.Err(), last)
-		case <-t.C:
+		if err := b.Wait(ctx); err != nil {
+			return fmt.Errorf("notification to %s: %w (last error: %v)", nf.where(), err, last)
 		}
-		wait = min(wait*2, time.Minute)
 	}
 	return fmt.Errorf("notification to %s failed: %w", nf.where(), last)
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/vault/api"
 
+	"github.com/dso-project/dso/internal/backoff"
+	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/provider"
 )
 
@@ -66,18 +68,18 @@ func (p *Provider) login(ctx context.Context) (*api.Secret, error) {
 // renewed no further. A token that is not renewable (a root token, say) is
 // left alone. Run returns nil when ctx ends.
 func (p *Provider) Run(ctx context.Context) error {
-	wait := p.retry.Backoff
+	b := backoff.New(nil, p.retry.Backoff, p.retry.MaxBackoff)
 	for ctx.Err() == nil {
 		auth, err := p.currentAuth(ctx)
 		if err != nil {
+			wait := b.Next()
 			p.log.Warn("vault: cannot look up the token, will retry", "provider", p.name, "err", err, "in", wait)
 			if !sleep(ctx, wait) {
 				return nil
 			}
-			wait = min(wait*2, p.retry.MaxBackoff)
 			continue
 		}
-		wait = p.retry.Backoff
+		b.Reset()
 		if !auth.Auth.Renewable {
 			if p.approle == nil || auth.Auth.LeaseDuration == 0 {
 				p.log.Info("vault: token is not renewable or never expires; nothing to renew", "provider", p.name)
@@ -183,12 +185,5 @@ func (p *Provider) currentAuth(ctx context.Context) (*api.Secret, error) {
 }
 
 func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+	return clock.Sleep(ctx, clock.RealClock{}, d) == nil
 }
