@@ -35,23 +35,40 @@ type Cache struct {
 	used    int    // bytes handed out at the end of buf
 	live    int    // bytes of values still held
 	lockErr error  // why buf is not locked, when it is not
-	secrets map[string]*secret
+	secrets map[string]secret
 }
 
+// secret is kept small (it is stored in the map, its fields in a short
+// slice): an agent may hold 10,000 of them.
 type secret struct {
 	version   string
-	confirmed time.Time
-	fields    map[string]span
+	confirmed int64 // unix nanoseconds
+	fields    []part
+}
+
+type part struct {
+	name string
+	span
 }
 
 type span struct{ off, n int }
+
+// find returns the index of field name in s, or -1.
+func (s *secret) find(name string) int {
+	for i, f := range s.fields {
+		if f.name == name {
+			return i
+		}
+	}
+	return -1
+}
 
 // New returns an empty cache serving values up to maxAge old.
 func New(maxAge time.Duration, clk clock.Clock) *Cache {
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	return &Cache{maxAge: maxAge, clk: clk, secrets: map[string]*secret{}}
+	return &Cache{maxAge: maxAge, clk: clk, secrets: map[string]secret{}}
 }
 
 // MaxAge is the oldest a served value may be.
@@ -62,24 +79,26 @@ func (c *Cache) MaxAge() time.Duration { return c.maxAge }
 func (c *Cache) Put(key, field string, value []byte, version string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.secrets[key]
-	if s == nil || s.version != version {
-		if s != nil {
-			c.dropLocked(s)
-		}
-		s = &secret{version: version, fields: map[string]span{}}
-		c.secrets[key] = s
+	s, ok := c.secrets[key]
+	if ok && s.version != version {
+		c.dropLocked(&s)
 	}
-	s.confirmed = c.clk.Now()
-	if old, ok := s.fields[field]; ok {
-		c.free(old)
-		delete(s.fields, field)
+	s.version = version
+	s.confirmed = c.clk.Now().UnixNano()
+	if i := s.find(field); i >= 0 {
+		c.free(s.fields[i].span)
+		s.fields = append(s.fields[:i], s.fields[i+1:]...)
 	}
+	// Store the secret before storing the value: a compaction moves the
+	// values of the secrets in the map.
+	c.secrets[key] = s
 	sp, err := c.store(value)
 	if err != nil {
 		return err
 	}
-	s.fields[field] = sp
+	s = c.secrets[key]
+	s.fields = append(s.fields, part{name: field, span: sp})
+	c.secrets[key] = s
 	return nil
 }
 
@@ -89,15 +108,13 @@ func (c *Cache) Put(key, field string, value []byte, version string) error {
 func (c *Cache) Get(key, field string) (value []byte, version string, age time.Duration, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.secrets[key]
-	if s == nil {
+	s, ok := c.secrets[key]
+	i := s.find(field)
+	if !ok || i < 0 {
 		return nil, "", 0, errors.New("no last-known value")
 	}
-	sp, ok := s.fields[field]
-	if !ok {
-		return nil, "", 0, errors.New("no last-known value")
-	}
-	age = c.clk.Now().Sub(s.confirmed)
+	sp := s.fields[i].span
+	age = c.clk.Now().Sub(time.Unix(0, s.confirmed))
 	if age > c.maxAge {
 		return nil, "", age, fmt.Errorf("%w (%s): the last one is %s old", ErrTooOld, c.maxAge, age.Round(time.Second))
 	}
@@ -110,8 +127,9 @@ func (c *Cache) Get(key, field string) (value []byte, version string, age time.D
 func (c *Cache) Confirm(key, version string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s := c.secrets[key]; s != nil && s.version == version {
-		s.confirmed = c.clk.Now()
+	if s, ok := c.secrets[key]; ok && s.version == version {
+		s.confirmed = c.clk.Now().UnixNano()
+		c.secrets[key] = s
 	}
 }
 
@@ -119,8 +137,8 @@ func (c *Cache) Confirm(key, version string) {
 func (c *Cache) Drop(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s := c.secrets[key]; s != nil {
-		c.dropLocked(s)
+	if s, ok := c.secrets[key]; ok {
+		c.dropLocked(&s)
 		delete(c.secrets, key)
 	}
 }
@@ -144,16 +162,16 @@ func (c *Cache) Unlocked() error {
 func (c *Cache) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.secrets = map[string]*secret{}
+	c.secrets = map[string]secret{}
 	c.release(c.buf)
 	c.buf, c.used, c.live = nil, 0, 0
 }
 
 func (c *Cache) dropLocked(s *secret) {
-	for _, sp := range s.fields {
-		c.free(sp)
+	for _, f := range s.fields {
+		c.free(f.span)
 	}
-	s.fields = map[string]span{}
+	s.fields = s.fields[:0]
 }
 
 func (c *Cache) free(sp span) {
@@ -197,10 +215,10 @@ func (c *Cache) compact(extra int) error {
 	_ = unix.Madvise(buf, unix.MADV_DONTDUMP)
 	used := 0
 	for _, s := range c.secrets {
-		for f, sp := range s.fields {
-			copy(buf[used:], c.buf[sp.off:sp.off+sp.n])
-			s.fields[f] = span{used, sp.n}
-			used += sp.n
+		for i, f := range s.fields { // fields is shared with the map's copy
+			copy(buf[used:], c.buf[f.off:f.off+f.n])
+			s.fields[i].span = span{used, f.n}
+			used += f.n
 		}
 	}
 	c.release(c.buf)
