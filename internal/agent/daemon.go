@@ -110,6 +110,14 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	}
 	providers := &ProviderCache{Registry: resolve.Default(), Fallback: cfg}
 	defer providers.Close()
+	if cfg != nil {
+		// The agent's own providers are built now, so that their background
+		// work (a Vault token's renewal) starts with the agent, not at the
+		// first delivery.
+		if _, err := providers.Get(""); err != nil {
+			log.Warn("cannot build the providers of the agent's dso.yaml yet", "error", err)
+		}
+	}
 	bus := events.NewBus(1000)
 	m := metrics.New()
 	ao := Options{Docker: docker, ID: where.ID, Providers: providers.Get, Configs: providers.Config, OwnConfig: cfgPath, Log: log, Store: store, Metrics: m, Bus: bus, Clock: o.Clock}

@@ -68,8 +68,9 @@ func TestCacheServesRestartWhileVaultIsDown(t *testing.T) {
 	vs, vc := startVault(t)
 	v := canary(t, "cached")
 	vaultPut(t, vc, "app/db", map[string]any{"password": string(v)})
-	dir, project := vaultProject(t, vs.Addr, "  cache:\n    max_age: 1h\n")
-	ag := startAgent(t, u, filepath.Join(dir, "dso.yaml"), "VAULT_TOKEN="+vs.Token)
+	dir, project := vaultProject(t, vs.Addr, "  cache:\n    max_age: 1h\n  api:\n    open: [metrics]\n")
+	u.env = append(u.env, "VAULT_TOKEN="+vs.Token) // for up and the agent
+	ag := startAgent(t, u, filepath.Join(dir, "dso.yaml"))
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")
 	waitFor(t, "the Vault value", func() bool {
 		_, got, ok := answer(t, project, "api", "/env/DB_PASSWORD")
@@ -106,7 +107,8 @@ func TestCacheOlderThanMaxAgeIsNotServed(t *testing.T) {
 	v := canary(t, "stale")
 	vaultPut(t, vc, "app/db", map[string]any{"password": string(v)})
 	dir, project := vaultProject(t, vs.Addr, "  cache:\n    max_age: 2s\n  watch:\n    polling_interval: 1h\n")
-	startAgent(t, u, filepath.Join(dir, "dso.yaml"), "VAULT_TOKEN="+vs.Token)
+	u.env = append(u.env, "VAULT_TOKEN="+vs.Token) // for up and the agent
+	startAgent(t, u, filepath.Join(dir, "dso.yaml"))
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")
 	waitFor(t, "the Vault value", func() bool {
 		_, got, ok := answer(t, project, "api", "/env/DB_PASSWORD")
@@ -185,7 +187,7 @@ services:
 }
 
 // TestVaultShortTTLToken: the agent reads Vault with a renewable token
-// whose TTL is 3 seconds; after several TTLs the token is still alive and
+// whose TTL is 5 seconds; after several TTLs the token is still alive and
 // a restart (cache off) gets the value from Vault.
 func TestVaultShortTTLToken(t *testing.T) {
 	u := newUser(t)
@@ -196,26 +198,27 @@ func TestVaultShortTTLToken(t *testing.T) {
 		t.Fatal(err)
 	}
 	renewable := true
-	tok, err := vc.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{"app-read"}, TTL: "3s", Renewable: &renewable, NoParent: true})
+	tok, err := vc.Auth().Token().Create(&vaultapi.TokenCreateRequest{Policies: []string{"app-read"}, TTL: "5s", Renewable: &renewable, NoParent: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	token := tok.Auth.ClientToken
 	dir, project := vaultProject(t, vs.Addr, "  cache: false\n  watch:\n    polling_interval: 1s\n")
-	startAgent(t, u, filepath.Join(dir, "dso.yaml"), "VAULT_TOKEN="+token)
+	u.env = append(u.env, "VAULT_TOKEN="+token) // for up and the agent
+	startAgent(t, u, filepath.Join(dir, "dso.yaml"))
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")
 	waitFor(t, "the Vault value", func() bool {
 		_, got, ok := answer(t, project, "api", "/env/DB_PASSWORD")
 		return ok && got == string(v)
 	})
 
-	time.Sleep(12 * time.Second) // four TTLs
+	time.Sleep(20 * time.Second) // four TTLs
 	look, err := vc.Auth().Token().Lookup(token)
 	if err != nil {
 		t.Fatalf("the agent's token is gone after four TTLs: %v", err)
 	}
 	ttl, _ := look.TokenTTL()
-	t.Logf("after 12s the agent's 3s token has %s left", ttl)
+	t.Logf("after 20s the agent's 5s token has %s left", ttl)
 	s, raw := status(t, u)
 	if sec := secretStatus(t, s, "vault:secret/data/app/db"); sec.Failing || time.Since(sec.LastCheck) > 5*time.Second {
 		t.Errorf("the agent no longer reads Vault after four TTLs:\n%s", raw)
