@@ -9,8 +9,6 @@ import (
 	"runtime/debug"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/dso-project/dso/internal/agentctl"
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/api/events"
@@ -87,7 +85,7 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	}
 	// The agent holds secret values in memory: no core dump, no ptrace by
 	// other processes of the same user.
-	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
+	if err := notDumpable(); err != nil {
 		log.Warn("could not mark the agent not dumpable", "error", err)
 	}
 	lock, err := agentctl.AcquireLock(where.Lock)

@@ -212,7 +212,7 @@ func (c *Cache) compact(extra int) error {
 	if c.lockErr != nil {
 		c.lockErr = fmt.Errorf("mlock of %d bytes: %w (raise LimitMEMLOCK / ulimit -l)", size, c.lockErr)
 	}
-	_ = unix.Madvise(buf, unix.MADV_DONTDUMP)
+	dontDump(buf)
 	used := 0
 	for _, s := range c.secrets {
 		for i, f := range s.fields { // fields is shared with the map's copy
