@@ -21,7 +21,7 @@ import (
 )
 
 // startVault runs a Vault dev server for the test: a missing binary fails
-// under CI=true and skips elsewhere.
+// under CI and skips elsewhere.
 func startVault(t *testing.T) *providertest.VaultServer {
 	t.Helper()
 	bin, err := providertest.VaultBinary()
