@@ -309,3 +309,26 @@ services:
 		return ok && id == real && v == string(value)
 	})
 }
+
+// TestRunRegistersItsOneOffContainer: `docker dso compose run` cannot register its
+// container before compose starts it (run does both); it registers it as it
+// appears, and the agent, waiting a little for that, serves it.
+func TestRunRegistersItsOneOffContainer(t *testing.T) {
+	u := newUser(t)
+	value := canary(t, "run")
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  api:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    environment:
+      TOKEN: dso://app/token
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": value})
+	u.must(dir, nil, "dso", "compose", "run", "-p", project, "-d", "--service-ports", "api")
+	waitFor(t, "the value in the one-off container", func() bool {
+		_, v, ok := answer(t, project, "api", "/env/TOKEN")
+		return ok && v == string(value)
+	})
+}
