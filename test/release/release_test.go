@@ -143,12 +143,36 @@ func checkDeb(t *testing.T, deb, version, arch string) {
 	if got := run(t, "", plugin, "version"); !strings.HasPrefix(got, "dso version "+version+"\n") {
 		t.Errorf("docker-dso version from the package printed\n%s\nwant dso version %s", got, version)
 	}
+	checkDockerFindsPlugin(t, filepath.Dir(plugin), version)
 	for shell, file := range map[string]string{
 		"bash": "usr/share/bash-completion/completions/dso",
 		"zsh":  "usr/share/zsh/vendor-completions/_dso",
 		"fish": "usr/share/fish/vendor_completions.d/dso.fish",
 	} {
 		checkFile(t, filepath.Join(dir, file), run(t, "", plugin, "completion", shell)+"\n")
+	}
+}
+
+// checkDockerFindsPlugin runs `docker dso version` with the docker CLI
+// looking for plugins in dir (the unpacked package's plugin directory, given
+// as cliPluginsExtraDirs in a docker config of the test's own).
+func checkDockerFindsPlugin(t *testing.T, dir, version string) {
+	if _, err := exec.LookPath("docker"); err != nil {
+		if testbed.InCI() {
+			t.Fatal("the docker CLI is missing (CI=true: this is a failure, not a skip)")
+		}
+		t.Log("no docker CLI: `docker dso version` not tried")
+		return
+	}
+	cfg := t.TempDir()
+	if err := os.WriteFile(filepath.Join(cfg, "config.json"), fmt.Appendf(nil, `{"cliPluginsExtraDirs": [%q]}`, dir), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(t.Context(), "docker", "dso", "version")
+	cmd.Env = append(os.Environ(), "DOCKER_CONFIG="+cfg)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "dso version "+version+"\n") {
+		t.Errorf("docker dso version, with the plugin from the package: %v\n%s", err, out)
 	}
 }
 
