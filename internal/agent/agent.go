@@ -62,6 +62,9 @@ type Options struct {
 	// OwnConfig is the path of the agent's own dso.yaml ("" when none): a
 	// caller that registers a project may name it whoever it is.
 	OwnConfig string
+	// Access limits the secrets a caller may register containers with
+	// (dso.yaml agent.access); none: no limit.
+	Access []config.Access
 	Log       *slog.Logger
 	Store     *state.Store
 	Metrics   *metrics.Metrics

@@ -130,6 +130,7 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	var notifiers notify.Set
 	if cfg != nil {
 		ao.PollInterval = cfg.Agent.Watch.PollingInterval.D()
+		ao.Access = cfg.Agent.Access
 		ao.HealthTimeout = cfg.Agent.Rotation.HealthCheckTimeout.D()
 		if notifiers, err = notify.FromConfig(cfg.Agent.Notify, log); err != nil {
 			return &ConfigError{err}

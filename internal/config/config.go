@@ -82,6 +82,7 @@ type Agent struct {
 	API      API           `yaml:"api,omitempty" json:"api,omitzero" desc:"The agent's REST API."`
 	Socket   string        `yaml:"socket,omitempty" json:"socket,omitempty" dso:"path" desc:"Unix socket of the agent (default /run/dso/dso.sock)."`
 	Notify   []Notify      `yaml:"notify,omitempty" json:"notify,omitempty" desc:"Outbound webhooks the agent sends when a rotation succeeds or fails, signed with HMAC-SHA256. They carry names, versions and container ids, never a value."`
+	Access   []Access      `yaml:"access,omitempty" json:"access,omitempty" desc:"Which secrets the users of the agent's socket may give the containers they register (agent mode, shared hosts). When set, a caller other than root and the agent's user may register a container only if every secret path it references starts with a prefix granted to the caller's user or one of its groups. When empty, every caller of the socket may use every secret."`
 }
 
 // Cache configures the agent's last-known-good values. In dso.yaml it is
@@ -89,6 +90,13 @@ type Agent struct {
 type Cache struct {
 	Enabled bool     `yaml:"enabled" json:"enabled" desc:"Keep last-known-good values (default true)."`
 	MaxAge  Duration `yaml:"max_age,omitempty" json:"max_age,omitempty" desc:"How long after the backend last confirmed a value the agent still serves it from its memory (default \"24h\")."`
+}
+
+// Access grants unix users and groups the secrets under path prefixes.
+type Access struct {
+	Users   []string `yaml:"users,omitempty" json:"users,omitempty" desc:"Unix user names."`
+	Groups  []string `yaml:"groups,omitempty" json:"groups,omitempty" desc:"Unix group names; every member is granted the prefixes."`
+	Secrets []string `yaml:"secrets" json:"secrets" dso:"required" desc:"Secret path prefixes, such as \"shop/\": \"shop\" and \"shop/\" grant shop/db but not shopping/db."`
 }
 
 // Notify is one endpoint of outbound rotation webhooks.
