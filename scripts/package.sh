@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the release files of this checkout into dist/ (or OUTDIR):
-#   dso_VERSION_amd64.deb, dso_VERSION_arm64.deb           Debian/Ubuntu packages
+#   dso_VERSION-1_amd64.deb, dso_VERSION-1_arm64.deb       Debian/Ubuntu packages
 #   dso-VERSION-1.x86_64.rpm, dso-VERSION-1.aarch64.rpm    RPM packages
 #   dso_VERSION_linux_amd64.tar.gz, …_linux_arm64.tar.gz   archives for Linux
 #   dso_VERSION_darwin_amd64.tar.gz, …_darwin_arm64.tar.gz archives for macOS (the
@@ -12,7 +12,10 @@
 # dso-agent.service (rendered by `docker dso system unit`, the same code as
 # `docker dso bootstrap agent`) and cobra's bash, zsh and fish completions.
 #
-#   scripts/package.sh [OUTDIR]
+#   scripts/package.sh [--arch amd64|arm64]... [--only deb|rpm|tar]... [OUTDIR]
+#
+# --arch and --only narrow what is built (default: every architecture and kind);
+# `--arch amd64 --only deb` makes the one .deb a test installs.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 source "$DSO_ROOT/scripts/tools/nfpm.sh"
@@ -53,7 +56,46 @@ archive() {
 		-czf "$out/$2.tar.gz" "$(basename "$1")"
 }
 
+usage() {
+	sed -n '2,22s/^# \{0,1\}//p' "${BASH_SOURCE[0]}" >&2
+}
+
+# wanted ITEM LIST... succeeds when ITEM is one of LIST.
+wanted() {
+	local item="$1" x
+	shift
+	for x in "$@"; do [[ "$x" == "$item" ]] && return 0; done
+	return 1
+}
+
 main() {
+	local archs=() kinds=() nfpm arch
+	while (($#)); do
+		case "$1" in
+		--arch)
+			[[ "${2:-}" == amd64 || "${2:-}" == arm64 ]] || { usage; die "--arch wants amd64 or arm64, not '${2:-}'"; }
+			archs+=("$2")
+			shift
+			;;
+		--only)
+			[[ "${2:-}" == deb || "${2:-}" == rpm || "${2:-}" == tar ]] || { usage; die "--only wants deb, rpm or tar, not '${2:-}'"; }
+			kinds+=("$2")
+			shift
+			;;
+		-h | --help)
+			usage
+			return 0
+			;;
+		-*)
+			usage
+			die "unknown option: $1"
+			;;
+		*) break ;;
+		esac
+		shift
+	done
+	((${#archs[@]})) || archs=(amd64 arm64)
+	((${#kinds[@]})) || kinds=(deb rpm tar)
 	cd "$DSO_ROOT"
 	dso_need_go
 	out="${1:-$DSO_ROOT/dist}"
@@ -62,7 +104,6 @@ main() {
 	version="$(dso_version)"
 	ldflags="$(dso_ldflags)"
 	mtime="$(git log -1 --format=%ct 2>/dev/null || date +%s)"
-	local nfpm arch
 	nfpm="$(dso_build_nfpm)"
 	work="$(mktemp -d)"
 	trap 'rm -rf "$work"' EXIT
@@ -76,14 +117,16 @@ main() {
 	"$host_bin" completion zsh >"$work/completions/_dso"
 	"$host_bin" completion fish >"$work/completions/dso.fish"
 
-	for arch in amd64 arm64; do
+	for arch in "${archs[@]}"; do
 		stage "$work/pkg_$arch" linux "$arch"
 		unit "$work/pkg_$arch" "$PKG_PLUGIN_DIR/docker-dso"
 		for packager in deb rpm; do
+			wanted "$packager" "${kinds[@]}" || continue
 			DSO_VERSION="$version" DSO_ARCH="$arch" DSO_STAGE="$work/pkg_$arch" \
 				"$nfpm" package --config scripts/nfpm.yaml --packager "$packager" --target "$out/" >&2 ||
 				die "nfpm could not make the $packager for $arch"
 		done
+		wanted tar "${kinds[@]}" || continue
 		cp -a "$work/pkg_$arch" "$work/linux_$arch"
 		unit "$work/linux_$arch" "$ARCHIVE_PLUGIN_DIR/docker-dso"
 		archive "$work/linux_$arch" "dso_${version}_linux_$arch"
