@@ -47,10 +47,10 @@ func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 // Serve runs the daemon until ctx is cancelled: it loads its dso.yaml,
-// takes the agent's lock, opens the state store, then starts its
-// components in order (the providers' background work, the agent itself, the local API, the REST API,
-// notifications, the local vault file watches) and, when ctx ends, stops
-// them in reverse order. A component that fails is reported as degraded in
+// marks the process not dumpable, takes the agent's lock, opens the state
+// store, then starts its components in order (the providers' background
+// work, the agent itself, the local API, the REST API, notifications, the
+// local vault file watches) and, when ctx ends, stops them in reverse order. A component that fails is reported as degraded in
 // /health and status and started again with backoff; it does not stop the
 // others. A cancelled ctx is not an error.
 func Serve(ctx context.Context, o DaemonOptions) error {
