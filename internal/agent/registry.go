@@ -98,12 +98,14 @@ func (a *Agent) registerContainers(ctx context.Context, peer api.Peer, r api.Reg
 		if labels[compose.LabelManaged] != "true" || labels["com.docker.compose.project"] != r.Project {
 			return fmt.Errorf("container %s is not a managed container of project %s", shortID(id), r.Project)
 		}
-		refs, err := compose.RefsFromLabels(labels)
-		if err != nil {
-			return fmt.Errorf("container %s: %w", shortID(id), err)
-		}
-		if err := a.checkAccess(peer.UID, refs); err != nil {
-			return fmt.Errorf("%w: container %s: %w", api.ErrRegistrationRefused, shortID(id), err)
+		if _, takesSecrets := labels[compose.LabelRefs]; takesSecrets {
+			refs, err := compose.RefsFromLabels(labels)
+			if err != nil {
+				return fmt.Errorf("container %s: %w", shortID(id), err)
+			}
+			if err := a.checkAccess(peer.UID, refs); err != nil {
+				return fmt.Errorf("%w: container %s: %w", api.ErrRegistrationRefused, shortID(id), err)
+			}
 		}
 		if err := a.registry.add(state.Registered{ID: ins.Container.ID, Project: r.Project, UID: peer.UID, By: "caller"}); err != nil {
 			return err
