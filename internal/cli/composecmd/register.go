@@ -146,6 +146,8 @@ func registerProject(ctx context.Context, cfg *config.Config, project, cfgPath s
 		switch {
 		case err == nil:
 			return nil
+		case !unreachable && strings.Contains(err.Error(), "404 Not Found"):
+			return cmdutil.WithExitCode(cmdutil.ExitBackend, fmt.Errorf("the dso agent running is older than this plugin (it takes no registrations): stop it (`docker dso agent stop`, or restart dso-agent) and run this again: %w", err))
 		case !unreachable:
 			return cmdutil.WithExitCode(cmdutil.ExitConfig, fmt.Errorf("the dso agent refused project %s: %w", project, err))
 		case time.Now().After(deadline) || ctx.Err() != nil:
