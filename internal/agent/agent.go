@@ -380,7 +380,7 @@ func (a *Agent) observe(r watch.Result) {
 	a.metric(func(m *metrics.Metrics) { m.LastSuccessfulPoll.Set(float64(r.At.Unix())) })
 	a.Wake() // a provider answers: late deliveries try again now
 	if a.cache != nil {
-		a.cache.Confirm(r.Key, r.Version)
+		a.cache.Seen(r.Key, r.Version)
 		a.confirmed(r.Key, r.Version)
 	}
 	if a.opts.Store != nil && r.Changed {

@@ -422,3 +422,20 @@ func TestCacheTooOldIsNotServed(t *testing.T) {
 func watchResult(key, version string) watch.Result {
 	return watch.Result{Key: key, Version: version, At: time.Now()}
 }
+
+// TestCacheNotServedOnceTheProviderMovedOn: a poll saw a new version, then
+// the provider went down before the rotation fetched it: a restart gets
+// nothing rather than the old value, which would undo the rotation.
+func TestCacheNotServedOnceTheProviderMovedOn(t *testing.T) {
+	cache := secretcache.New(time.Hour, nil)
+	defer cache.Close()
+	b := newBed(t, cache)
+	if err := b.a.Deliver(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	b.a.observe(watchResult(watchKey("", "local", "app/db"), "4"))
+	b.set(func() { b.down = provider.ErrUnreachable; b.started = b.started.Add(time.Minute) })
+	if err := b.a.Deliver(context.Background(), "c1"); err == nil {
+		t.Fatal("the restart got the value of version 3 after the provider moved to version 4")
+	}
+}

@@ -121,15 +121,22 @@ func (c *Cache) Get(key, field string) (value []byte, version string, age time.D
 	return append([]byte(nil), c.buf[sp.off:sp.off+sp.n]...), s.version, age, nil
 }
 
-// Confirm records that the backend still has version of secret: its
-// cached values are as good as new. Another version leaves them as they
-// were (the rotation that follows stores the new values).
-func (c *Cache) Confirm(key, version string) {
+// Seen records the version the backend has now. The same version as the
+// cached one confirms its values: they are as good as new. Another version
+// drops them: serving them after the backend moved on would undo a
+// rotation (the delivery that follows stores the new values).
+func (c *Cache) Seen(key, version string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if s, ok := c.secrets[key]; ok && s.version == version {
+	s, ok := c.secrets[key]
+	switch {
+	case !ok:
+	case s.version == version:
 		s.confirmed = c.clk.Now().UnixNano()
 		c.secrets[key] = s
+	default:
+		c.dropLocked(&s)
+		delete(c.secrets, key)
 	}
 }
 

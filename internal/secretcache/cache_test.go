@@ -26,16 +26,27 @@ func TestGetServesUpToMaxAge(t *testing.T) {
 	if v, _, _, err := c.Get("vault|app/db", "password"); !errors.Is(err, ErrTooOld) || v != nil {
 		t.Fatalf("Get after 61m = %q, %v; want nothing and ErrTooOld", v, err)
 	}
-	c.Confirm("vault|app/db", "v2") // another version confirms nothing
-	if _, _, _, err := c.Get("vault|app/db", "password"); !errors.Is(err, ErrTooOld) {
-		t.Fatalf("a confirmation of another version made the value young again: %v", err)
-	}
-	c.Confirm("vault|app/db", "v1")
+	c.Seen("vault|app/db", "v1")
 	if _, _, age, err := c.Get("vault|app/db", "password"); err != nil || age != 0 {
-		t.Fatalf("after Confirm: age %s, %v; want 0s, nil", age, err)
+		t.Fatalf("after the backend was seen with the same version: age %s, %v; want 0s, nil", age, err)
 	}
 	if _, _, _, err := c.Get("vault|app/db", "user"); err == nil {
 		t.Fatal("Get of a field never stored succeeded")
+	}
+}
+
+// TestAnotherVersionSeenDropsTheValue: once the backend has moved to a new
+// version, the old value is never served, however young.
+func TestAnotherVersionSeenDropsTheValue(t *testing.T) {
+	c := New(time.Hour, nil)
+	defer c.Close()
+	c.Put("vault|app/db", "password", []byte("canary-old"), "v1")
+	c.Seen("vault|app/db", "v2")
+	if v, _, _, err := c.Get("vault|app/db", "password"); err == nil {
+		t.Fatalf("served %q after the backend moved to v2", v)
+	}
+	if bytes.Contains(c.buf, []byte("canary-old")) {
+		t.Fatal("the dropped value is still in the cache's memory")
 	}
 }
 
