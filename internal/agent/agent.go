@@ -64,11 +64,11 @@ type Options struct {
 	OwnConfig string
 	// Access limits the secrets a caller may register containers with
 	// (dso.yaml agent.access); none: no limit.
-	Access []config.Access
-	Log       *slog.Logger
-	Store     *state.Store
-	Metrics   *metrics.Metrics
-	Bus       *events.Bus
+	Access  []config.Access
+	Log     *slog.Logger
+	Store   *state.Store
+	Metrics *metrics.Metrics
+	Bus     *events.Bus
 	// Notify, when set, gets every finished rotation (the outbound
 	// webhooks); it must not block.
 	Notify func(notify.Notification)
