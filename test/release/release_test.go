@@ -143,7 +143,6 @@ func checkDeb(t *testing.T, deb, version, arch string) {
 	if got := run(t, "", plugin, "version"); !strings.HasPrefix(got, "dso version "+version+"\n") {
 		t.Errorf("docker-dso version from the package printed\n%s\nwant dso version %s", got, version)
 	}
-	checkDockerFindsPlugin(t, filepath.Dir(plugin), version)
 	for shell, file := range map[string]string{
 		"bash": "usr/share/bash-completion/completions/dso",
 		"zsh":  "usr/share/zsh/vendor-completions/_dso",
@@ -151,6 +150,7 @@ func checkDeb(t *testing.T, deb, version, arch string) {
 	} {
 		checkFile(t, filepath.Join(dir, file), run(t, "", plugin, "completion", shell)+"\n")
 	}
+	checkDockerFindsPlugin(t, filepath.Dir(plugin), version)
 }
 
 // checkDockerFindsPlugin runs `docker dso version` with the docker CLI
@@ -158,11 +158,7 @@ func checkDeb(t *testing.T, deb, version, arch string) {
 // as cliPluginsExtraDirs in a docker config of the test's own).
 func checkDockerFindsPlugin(t *testing.T, dir, version string) {
 	if _, err := exec.LookPath("docker"); err != nil {
-		if testbed.InCI() {
-			t.Fatal("the docker CLI is missing (CI=true: this is a failure, not a skip)")
-		}
-		t.Log("no docker CLI: `docker dso version` not tried")
-		return
+		testbed.Unavailable(t, "the docker CLI is missing")
 	}
 	cfg := t.TempDir()
 	if err := os.WriteFile(filepath.Join(cfg, "config.json"), fmt.Appendf(nil, `{"cliPluginsExtraDirs": [%q]}`, dir), 0o600); err != nil {
@@ -182,10 +178,7 @@ func checkRPM(t *testing.T, rpm, version, arch string) {
 	if bin == "" {
 		var err error
 		if bin, err = exec.LookPath("rpm"); err != nil {
-			if testbed.InCI() {
-				t.Fatal("the rpm command is missing (scripts/tools/rpm.sh installs it; CI=true: this is a failure, not a skip)")
-			}
-			t.Skip("the rpm command is missing: run scripts/tools/rpm.sh, or the test through scripts/test.sh")
+			testbed.Unavailable(t, "the rpm command is missing (scripts/tools/rpm.sh installs it)")
 		}
 	}
 	header := run(t, "", bin, "-qp", "--queryformat", "%{NAME} %{VERSION} %{RELEASE} %{ARCH} %{LICENSE}", rpm)
