@@ -115,7 +115,7 @@ type Watch struct {
 // AgentRotation configures how the agent rotates containers.
 type AgentRotation struct {
 	Enabled            bool     `yaml:"enabled" json:"enabled" desc:"Rotate containers when their secrets change (default true)."`
-	Strategy           Strategy `yaml:"strategy,omitempty" json:"strategy,omitempty" desc:"Strategy for secrets that set none, in defaults or themselves (default restart). rolling is not supported yet."`
+	Strategy           Strategy `yaml:"strategy,omitempty" json:"strategy,omitempty" desc:"Strategy for secrets that set none, in defaults or themselves: rolling (default) | restart | signal | none."`
 	HealthCheckTimeout Duration `yaml:"health_check_timeout,omitempty" json:"health_check_timeout,omitempty" desc:"How long a rotated container may take to become healthy (default \"30s\")."`
 }
 
@@ -175,7 +175,7 @@ func (m FileMode) MarshalText() ([]byte, error) { return []byte(fmt.Sprintf("%04
 // Rotation says what happens to containers when a value changes.
 type Rotation struct {
 	Enabled  bool     `yaml:"enabled" json:"enabled" desc:"Act on the containers when a value changes (default true)."`
-	Strategy Strategy `yaml:"strategy,omitempty" json:"strategy,omitempty" desc:"none | signal | restart (default). rolling is not supported yet."`
+	Strategy Strategy `yaml:"strategy,omitempty" json:"strategy,omitempty" desc:"rolling (default): a new container beside the old one, swapped behind the proxy that owns the host ports | restart | signal | none."`
 	Signal   string   `yaml:"signal,omitempty" json:"signal,omitempty" desc:"For strategy signal: the signal sent to the application (default SIGHUP)."`
 }
 
@@ -264,8 +264,7 @@ func (InjectType) Values() []string { return []string{string(InjectEnv), string(
 // Strategy is what happens to containers when a secret changes.
 type Strategy string
 
-// Strategies. StrategyRolling is recognised so that it gets a precise error:
-// it is not supported yet.
+// Strategies (internal/rotate applies them).
 const (
 	StrategyNone    Strategy = "none"
 	StrategySignal  Strategy = "signal"

@@ -154,7 +154,7 @@ secrets:
 		{"secret provider", c.Secrets[0].Provider, "vault"},
 		{"inject", c.Secrets[0].Inject.Type, InjectEnv},
 		{"rotation enabled", c.Secrets[0].Rotation.Enabled, true},
-		{"strategy", c.Secrets[0].Rotation.Strategy, StrategyRestart},
+		{"strategy", c.Secrets[0].Rotation.Strategy, StrategyRolling},
 		{"file inject", c.Secrets[1].Inject.Type, InjectFile},
 		{"signal", c.Secrets[1].Rotation.Signal, "SIGHUP"},
 	}

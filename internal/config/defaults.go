@@ -10,7 +10,7 @@ const (
 	DefaultVersion            = "v1"
 	DefaultPollingInterval    = Duration(30 * time.Second)
 	DefaultHealthCheckTimeout = Duration(30 * time.Second)
-	DefaultStrategy           = StrategyRestart
+	DefaultStrategy           = StrategyRolling
 	DefaultSignal             = "SIGHUP"
 	DefaultAPIAddress         = "127.0.0.1:8471"
 	DefaultSocket             = "/run/dso/dso.sock"

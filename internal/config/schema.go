@@ -12,8 +12,7 @@ const SchemaID = "https://github.com/dso-project/dso/raw/main/schema/dso.schema.
 
 // JSONSchema describes dso.yaml as a JSON Schema (draft 2020-12) for
 // editors, from the same types and tags the loader checks against. Checks
-// across sections (a secret's provider exists, unique names, rolling not
-// supported yet) are only in the loader.
+// across sections (a secret's provider exists, unique names) are only in the loader.
 func JSONSchema() []byte {
 	g := &schemaGen{defs: map[string]any{}}
 	root := g.object(reflect.TypeOf(Config{}))

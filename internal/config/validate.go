@@ -32,7 +32,6 @@ func validate(c *Config, ps *problems) {
 		validateProvider(c.Providers[name], join("providers", name), m, ps)
 	}
 
-	checkStrategy(c.Agent.Rotation.Strategy, "agent.rotation.strategy", m, ps)
 	if m.set("agent.cache.max_age") && c.Agent.Cache.MaxAge.D().Seconds() < 1 {
 		ps.addAt(m.at("agent.cache.max_age"), "agent.cache.max_age", "must be at least 1s, got %s", c.Agent.Cache.MaxAge)
 	}
@@ -43,7 +42,6 @@ func validate(c *Config, ps *problems) {
 		validateNotify(n, fmt.Sprintf("agent.notify[%d]", i), m, ps)
 	}
 	validateInject(c.Defaults.Inject, c.Defaults.Inject.Type, "defaults.inject", m, ps)
-	checkStrategy(c.Defaults.Rotation.Strategy, "defaults.rotation.strategy", m, ps)
 	validateRotation(c.Defaults.Rotation, c.defaultStrategy(), "defaults.rotation", m, ps)
 	if p := c.Defaults.Provider; p != "" {
 		if _, ok := c.Providers[p]; !ok {
@@ -67,7 +65,6 @@ func validate(c *Config, ps *problems) {
 		}
 		validateSecretProvider(c, s, sp, names, ps)
 		validateInject(s.Inject, first(s.Inject.Type, c.Defaults.Inject.Type, InjectEnv), sp+".inject", m, ps)
-		checkStrategy(s.Rotation.Strategy, sp+".rotation.strategy", m, ps)
 		validateRotation(s.Rotation, first(s.Rotation.Strategy, c.defaultStrategy()), sp+".rotation", m, ps)
 		for j, ct := range s.Targets.Containers {
 			cp := fmt.Sprintf("%s.targets.containers[%d]", sp, j)
@@ -152,12 +149,6 @@ func joinTypes(types []ProviderType) string {
 		s[i] = string(t)
 	}
 	return oneOf(s)
-}
-
-func checkStrategy(s Strategy, at string, m *meta, ps *problems) {
-	if s == StrategyRolling {
-		ps.addAt(m.at(at), at, "strategy rolling is not supported yet (use restart, signal or none)")
-	}
 }
 
 // validateNotify checks one webhook endpoint. The URL is not echoed: it

@@ -289,7 +289,10 @@ const (
 	ResultRolledBack = "rolled_back"
 )
 
-// Rotation is one journal entry.
+// Rotation is one journal entry. A rotation that replaces a container
+// records, before each step, the step it is about to take (Step), so that
+// an agent that died in the middle can finish or undo it (see
+// internal/rotate).
 type Rotation struct {
 	ID           uint64    `json:"id"`
 	Service      string    `json:"service"`
@@ -302,6 +305,19 @@ type Rotation struct {
 	Result       string    `json:"result"`
 	// Error is a message for people; callers must never put a value in it.
 	Error string `json:"error,omitempty"`
+
+	// Name is the compose name of the replica being replaced; TempName the
+	// name the new container carries until it takes Name.
+	Name     string `json:"name,omitempty"`
+	TempName string `json:"temp_name,omitempty"`
+	// Order is start-first or stop-first.
+	Order string `json:"order,omitempty"`
+	// Proxy is the proxy container that owns the service's host ports.
+	Proxy string `json:"proxy,omitempty"`
+	// Step is the step about to be taken or being taken.
+	Step string `json:"step,omitempty"`
+	// Recovery says what an agent that restarted did with this rotation.
+	Recovery string `json:"recovery,omitempty"`
 }
 
 // BeginRotation journals r as running and returns its ID. The oldest
@@ -332,6 +348,17 @@ func (s *Store) BeginRotation(r Rotation) (uint64, error) {
 
 // FinishRotation records the outcome of rotation id.
 func (s *Store) FinishRotation(id uint64, newContainer, result, errText string, at time.Time) error {
+	return s.UpdateRotation(id, func(r *Rotation) {
+		if newContainer != "" {
+			r.NewContainer = newContainer
+		}
+		r.Result, r.Error, r.Finished = result, errText, at
+	})
+}
+
+// UpdateRotation changes journal entry id in one transaction (one disk
+// sync): fn gets the entry as stored and changes it in place.
+func (s *Store) UpdateRotation(id uint64, fn func(*Rotation)) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketJournal)
 		raw := b.Get(idKey(id))
@@ -342,7 +369,8 @@ func (s *Store) FinishRotation(id uint64, newContainer, result, errText string, 
 		if err := json.Unmarshal(raw, &r); err != nil {
 			return fmt.Errorf("rotation %d: %w", id, err)
 		}
-		r.NewContainer, r.Result, r.Error, r.Finished = newContainer, result, errText, at
+		fn(&r)
+		r.ID = id
 		return putJSON(b, idKey(id), r)
 	})
 }

@@ -91,7 +91,7 @@ func TestShowNeverPrintsToken(t *testing.T) {
 		if strings.Contains(out+errOut, canary) {
 			t.Fatalf("%v printed the token:\n%s", args, out)
 		}
-		for _, want := range []string{file, "<redacted>", "30s", "https://vault.example.com:8200", "DB_PASSWORD", "restart"} {
+		for _, want := range []string{file, "<redacted>", "30s", "https://vault.example.com:8200", "DB_PASSWORD", "rolling"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%v: output lacks %q:\n%s", args, want, out)
 			}
