@@ -121,7 +121,7 @@ func TestShowYAML(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	for _, want := range []string{"# " + file, "vault_file: /home/someone/v.enc", "polling_interval: 30s", "provider: local", "strategy: restart"} {
+	for _, want := range []string{"# " + file, "vault_file: /home/someone/v.enc", "polling_interval: 30s", "provider: local", "strategy: rolling"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
