@@ -88,6 +88,17 @@ type Options struct {
 	Cache *secretcache.Cache
 	// Clock is the time source of every wait (the system clock when nil).
 	Clock clock.Clock
+	// DrainTimeout bounds the drain of a replaced container's connections
+	// behind its proxy (30s).
+	DrainTimeout time.Duration
+	// Proxy drives the proxies that own the host ports of rolling services.
+	Proxy rotate.Proxy
+	// StopGrace is how long a stopping agent lets rotations in flight
+	// finish before it leaves them to the next start (20s).
+	StopGrace time.Duration
+	// CrashAt is a test-only crash point, "strategy:step": the agent kills
+	// itself with SIGKILL when a rotation is about to take that step.
+	CrashAt string
 }
 
 // Agent delivers secrets to managed containers and rotates them.
@@ -101,6 +112,12 @@ type Agent struct {
 	// (projects.go, registry.go).
 	projects *projects
 	registry *registry
+	// replacer applies rotations and recovers unfinished ones.
+	replacer *rotate.Replacer
+	// rotationsWG counts rotations in flight, which a stop lets finish;
+	// they run under rctx, cancelled a grace period after the agent's.
+	rotationsWG sync.WaitGroup
+	rctx        context.Context
 
 	mu       sync.Mutex
 	held     map[string]*holding    // container ID -> what it holds
@@ -117,6 +134,9 @@ type Agent struct {
 	// fromCacheCount is how many held containers have a value from the
 	// cache (0 spares observe a walk over every container).
 	fromCacheCount int
+	// running holds the journal IDs of the rotations in flight here, which
+	// a reconciliation leaves alone.
+	running map[uint64]bool
 }
 
 // holding is what one running container received.
@@ -163,7 +183,10 @@ func New(opts Options) (*Agent, error) {
 	if opts.RetryBackoff <= 0 {
 		opts.RetryBackoff = 2 * time.Second
 	}
-	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}, failing: parts{},
+	if opts.StopGrace <= 0 {
+		opts.StopGrace = 20 * time.Second
+	}
+	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}, failing: parts{}, running: map[uint64]bool{},
 		starts: map[string]*start{}, waiting: map[string]*waiting{}, wake: make(chan struct{}), cache: opts.Cache}
 	w, err := watch.New(watch.Config{Check: a.version, Interval: opts.PollInterval, Observe: a.observe})
 	if err != nil {
@@ -177,6 +200,10 @@ func New(opts Options) (*Agent, error) {
 		return nil, err
 	}
 	a.opts.Docker = adoptingDocker{Docker: opts.Docker, reg: a.registry}
+	// Replacements are created through the adopting client: they are the
+	// agent's own, served without a registration.
+	a.replacer = &rotate.Replacer{Docker: a.opts.Docker, Journal: a.journal(), Proxy: opts.Proxy, Deliver: a.Deliver, Resignal: a.deliver,
+		HealthTimeout: opts.HealthTimeout, DrainTimeout: opts.DrainTimeout, RetryBackoff: opts.RetryBackoff, Log: opts.Log, BeforeStep: crashPoint(opts.CrashAt)}
 	return a, nil
 }
 
@@ -190,9 +217,27 @@ func (a *Agent) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer a.wg.Wait()
 	defer cancel()
-	a.wg.Add(2)
+	// Rotations in flight outlive ctx by the stop grace: a stop in the
+	// middle of a swap lets it finish rather than leave it to recovery.
+	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer rcancel()
+	a.rctx = rctx
+	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.watcher.Run(ctx) }()
 	go func() { defer a.wg.Done(); a.rotations(ctx) }()
+	go func() {
+		defer a.wg.Done()
+		<-ctx.Done()
+		done := make(chan struct{})
+		go func() { a.rotationsWG.Wait(); close(done) }()
+		grace := a.opts.Clock.TimerAt(a.opts.Clock.Now().Add(a.opts.StopGrace))
+		defer grace.Stop()
+		select {
+		case <-done:
+		case <-grace.C():
+		}
+		rcancel()
+	}()
 	b := backoff.New(a.opts.Clock, 250*time.Millisecond, 10*time.Second)
 	for {
 		start := a.opts.Clock.Now()
@@ -227,6 +272,7 @@ func (a *Agent) session(ctx context.Context) error {
 	}
 	a.opts.Log.Info("connected to the Docker engine", "running_managed_containers", len(list.Items))
 	a.degrade("Docker engine", nil)
+	a.reconcile(ctx)
 	for _, c := range list.Items {
 		a.spawn(ctx, func(ctx context.Context) { a.serveRunning(ctx, c.ID) })
 	}
@@ -283,7 +329,7 @@ func (a *Agent) serveRunning(ctx context.Context, id string) {
 	if a.opts.Store != nil {
 		if rec, found, err := a.opts.Store.Container(id); err == nil && found {
 			if changed := a.changedSince(ctx, id, rec.Secrets); len(changed) > 0 {
-				a.rotate(ctx, id, changed)
+				a.rotateTracked(id, changed)
 				return
 			}
 		}

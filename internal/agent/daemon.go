@@ -127,11 +127,14 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 		ao.Cache = secretcache.New(cacheCfg.MaxAge.D(), o.Clock)
 		defer ao.Cache.Close()
 	}
+	// A test-only crash point (see Options.CrashAt).
+	ao.CrashAt = os.Getenv("DSO_TEST_CRASH_AT")
 	var notifiers notify.Set
 	if cfg != nil {
 		ao.PollInterval = cfg.Agent.Watch.PollingInterval.D()
 		ao.Access = cfg.Agent.Access
 		ao.HealthTimeout = cfg.Agent.Rotation.HealthCheckTimeout.D()
+		ao.DrainTimeout = cfg.Agent.Rotation.DrainTimeout.D()
 		if notifiers, err = notify.FromConfig(cfg.Agent.Notify, log); err != nil {
 			return &ConfigError{err}
 		}

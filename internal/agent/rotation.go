@@ -13,15 +13,11 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/api/events"
-	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/metrics"
 	"github.com/dso-project/dso/internal/notify"
 	"github.com/dso-project/dso/internal/rotate"
 	"github.com/dso-project/dso/internal/state"
 )
-
-// LabelSignal names the signal of the signal strategy on a container.
-const LabelSignal = "dso.update.signal"
 
 // rotations turns batches of changed secrets into one rotation per
 // container that holds any of them.
@@ -49,7 +45,7 @@ func (a *Agent) rotations(ctx context.Context) {
 			a.mu.Unlock()
 			for id, keys := range affected {
 				sort.Strings(keys)
-				a.spawn(ctx, func(ctx context.Context) { a.rotate(ctx, id, keys) })
+				a.spawn(ctx, func(context.Context) { a.rotateTracked(id, keys) })
 			}
 		}
 	}
@@ -68,7 +64,9 @@ func (a *Agent) serviceLock(project, service string) *sync.Mutex {
 	return m
 }
 
-// rotate applies the strategy of container id for the changed keys.
+// rotate applies the strategy of container id for the changed keys: rotate
+// decides, the journal keeps each step, and what happened is reported
+// (log, event, metrics, notification).
 func (a *Agent) rotate(ctx context.Context, id string, keys []string) {
 	ins, err := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil || ins.Container.State == nil || !ins.Container.State.Running {
@@ -84,30 +82,68 @@ func (a *Agent) rotate(ctx context.Context, id string, keys []string) {
 	for i, k := range keys {
 		names[i] = keyName(k)
 	}
-	strategy, signal, serr := a.strategyFor(c)
-	if serr != nil {
+	cfg, _ := a.opts.Configs(a.projects.config(project))
+	d, err := rotate.Decide(c.Config.Labels, cfg)
+	strategy := string(d.Strategy)
+	if err != nil {
 		strategy = "invalid"
 	}
-	var journal uint64
-	if a.opts.Store != nil {
-		journal, _ = a.opts.Store.BeginRotation(state.Rotation{Service: project + "/" + service, Secrets: names, OldContainer: id, Strategy: strategy, Started: time.Now(), Result: "running"})
+	journal, jerr := a.journal().BeginRotation(state.Rotation{Service: project + "/" + service, Secrets: names, OldContainer: id, Strategy: strategy, Started: time.Now()})
+	if jerr != nil {
+		a.opts.Log.Warn("could not journal the rotation", "container", shortID(id), "error", jerr)
 	}
+	a.inflight(journal, true)
+	defer a.inflight(journal, false)
 	start := time.Now()
 	newID := ""
-	err = serr
 	if err == nil {
-		newID, err = a.apply(ctx, c, id, strategy, signal, keys)
+		switch d.Strategy {
+		case rotate.Restart, rotate.Rolling:
+			// Should the old container be stopped and brought back, it gets
+			// the values it had, not the new ones that may be what fails.
+			a.mu.Lock()
+			a.pinned[id] = true
+			a.mu.Unlock()
+		case rotate.Signal:
+			a.journal().UpdateRotation(journal, func(r *state.Rotation) { r.Step = "resignal" })
+		}
+		newID, err = a.replacer.Rotate(ctx, rotate.Job{Journal: journal, Old: id}, d, a.envChanged(id, keys))
 	}
+	if errors.Is(err, rotate.ErrInterrupted) {
+		a.opts.Log.Warn("rotation interrupted by the agent's stop; the next start finishes or undoes it", "container", shortID(id), "service", service, "strategy", strategy)
+		return
+	}
+	a.report(journal, c, strategy, names, newID, time.Since(start), err)
+}
+
+// envChanged names the keys of container id that it holds as environment
+// variables.
+func (a *Agent) envChanged(id string, keys []string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	if h := a.held[id]; h != nil {
+		for _, k := range keys {
+			if h.envKeys[k] {
+				out = append(out, keyName(k))
+			}
+		}
+	}
+	return out
+}
+
+// report records the outcome of rotation journal of container c.
+func (a *Agent) report(journal uint64, c container.InspectResponse, strategy string, names []string, newID string, took time.Duration, err error) {
+	id := c.ID
+	project, service := c.Config.Labels["com.docker.compose.project"], c.Config.Labels["com.docker.compose.service"]
 	result := metrics.ResultSuccess
 	errText := ""
 	level := "INFO"
 	if err != nil {
 		result, errText, level = metrics.ResultFailure, err.Error(), "ERROR"
 	}
-	if a.opts.Store != nil && journal != 0 {
-		a.opts.Store.FinishRotation(journal, newID, result, errText, time.Now())
-	}
-	a.metric(func(m *metrics.Metrics) { m.ObserveRotation(strategy, result, time.Since(start)) })
+	a.journal().FinishRotation(journal, newID, result, errText, time.Now())
+	a.metric(func(m *metrics.Metrics) { m.ObserveRotation(strategy, result, took) })
 	msg := fmt.Sprintf("rotation (%s) for %s", strategy, strings.Join(names, ", "))
 	if err != nil {
 		msg += ": " + errText
@@ -125,103 +161,4 @@ func (a *Agent) rotate(ctx context.Context, id string, keys []string) {
 		a.opts.Notify(notify.Notification{Event: event, Time: time.Now(), RotationID: journal, Project: project, Service: service, Secrets: names,
 			Strategy: strategy, OldContainer: shortID(id), NewContainer: shortID(newID), Error: errText})
 	}
-}
-
-// apply runs one strategy, with retries for restart.
-func (a *Agent) apply(ctx context.Context, c container.InspectResponse, id, strategy, signal string, keys []string) (string, error) {
-	switch strategy {
-	case rotate.None:
-		return "", nil
-	case rotate.Signal:
-		a.mu.Lock()
-		var envChanged []string
-		if h := a.held[id]; h != nil {
-			for _, k := range keys {
-				if h.envKeys[k] {
-					envChanged = append(envChanged, keyName(k))
-				}
-			}
-		}
-		a.mu.Unlock()
-		if err := a.deliver(ctx, id, signal); err != nil {
-			return "", err
-		}
-		if len(envChanged) > 0 {
-			return "", fmt.Errorf("files rewritten and %s sent, but %s reach the application as environment variables, which a running process cannot change: use strategy restart for them", signal, strings.Join(envChanged, ", "))
-		}
-		return id, nil
-	case rotate.Restart:
-		// Should the old container be stopped and brought back, it gets the
-		// values it had, not the new ones that may be what fails; it keeps
-		// them until a rotation replaces it.
-		a.mu.Lock()
-		a.pinned[id] = true
-		a.mu.Unlock()
-		health := a.opts.HealthTimeout
-		r := &rotate.Restarter{Docker: a.opts.Docker, Deliver: a.Deliver, HealthTimeout: health, Log: a.opts.Log}
-		backoff := a.opts.RetryBackoff
-		var err error
-		for attempt := 1; attempt <= 3; attempt++ {
-			var newID string
-			if newID, err = r.Restart(ctx, id); err == nil {
-				return newID, nil
-			}
-			a.opts.Log.Warn("restart rotation failed; the old container serves", "container", shortID(id), "attempt", attempt, "error", err)
-			if attempt == 3 {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return "", ctx.Err()
-			case <-time.After(backoff):
-			}
-			backoff *= 2
-		}
-		return "", fmt.Errorf("after 3 attempts: %w", err)
-	}
-	return "", errors.New("unknown strategy " + strategy)
-}
-
-// strategyFor picks a container's strategy: its dso.update.strategy label,
-// else the rotation of a dso.yaml secret it names in dso.secrets, else the
-// defaults of dso.yaml, else restart.
-func (a *Agent) strategyFor(c container.InspectResponse) (string, string, error) {
-	labels := c.Config.Labels
-	strategy, signal := labels[compose.LabelStrategy], labels[LabelSignal]
-	cfg, err := a.opts.Configs(a.projects.config(labels["com.docker.compose.project"]))
-	if err == nil && cfg != nil {
-		for _, name := range strings.Split(labels[compose.LabelSecrets], ",") {
-			for _, s := range cfg.Secrets {
-				if s.Name == strings.TrimSpace(name) {
-					if !s.Rotation.Enabled && strategy == "" {
-						strategy = rotate.None
-					}
-					if strategy == "" {
-						strategy = string(s.Rotation.Strategy)
-					}
-					if signal == "" {
-						signal = s.Rotation.Signal
-					}
-				}
-			}
-		}
-		if strategy == "" {
-			if !cfg.Defaults.Rotation.Enabled {
-				strategy = rotate.None
-			} else {
-				strategy = string(cfg.Defaults.Rotation.Strategy)
-			}
-		}
-		if signal == "" {
-			signal = cfg.Defaults.Rotation.Signal
-		}
-	}
-	if strategy == "" {
-		strategy = rotate.Restart
-	}
-	if signal == "" {
-		signal = "SIGHUP"
-	}
-	s, err := rotate.ParseStrategy(strategy)
-	return s, signal, err
 }

@@ -117,6 +117,7 @@ type AgentRotation struct {
 	Enabled            bool     `yaml:"enabled" json:"enabled" desc:"Rotate containers when their secrets change (default true)."`
 	Strategy           Strategy `yaml:"strategy,omitempty" json:"strategy,omitempty" desc:"Strategy for secrets that set none, in defaults or themselves: rolling (default) | restart | signal | none."`
 	HealthCheckTimeout Duration `yaml:"health_check_timeout,omitempty" json:"health_check_timeout,omitempty" desc:"How long a rotated container may take to become healthy (default \"30s\")."`
+	DrainTimeout       Duration `yaml:"drain_timeout,omitempty" json:"drain_timeout,omitempty" desc:"rolling: how long the replaced container's open connections may take to end before they are closed (default \"30s\")."`
 }
 
 // API configures the agent's REST API.

@@ -10,6 +10,7 @@ const (
 	DefaultVersion            = "v1"
 	DefaultPollingInterval    = Duration(30 * time.Second)
 	DefaultHealthCheckTimeout = Duration(30 * time.Second)
+	DefaultDrainTimeout       = Duration(30 * time.Second)
 	DefaultStrategy           = StrategyRolling
 	DefaultSignal             = "SIGHUP"
 	DefaultAPIAddress         = "127.0.0.1:8471"
@@ -99,6 +100,9 @@ func applyDefaults(c *Config) {
 	a.Rotation.Strategy = first(a.Rotation.Strategy, DefaultStrategy)
 	if !m.set("agent.rotation.health_check_timeout") {
 		a.Rotation.HealthCheckTimeout = DefaultHealthCheckTimeout
+	}
+	if !m.set("agent.rotation.drain_timeout") {
+		a.Rotation.DrainTimeout = DefaultDrainTimeout
 	}
 	a.API.Address = first(a.API.Address, DefaultAPIAddress)
 	a.Socket = first(a.Socket, DefaultSocket)

@@ -1,0 +1,98 @@
+package rotate
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dso-project/dso/internal/compose"
+	"github.com/dso-project/dso/internal/config"
+)
+
+// LabelSignal names the signal of the signal strategy on a container.
+const LabelSignal = "dso.update.signal"
+
+// Decision is what a secret change does to one container.
+type Decision struct {
+	Strategy Strategy
+	Signal   string // for Signal
+}
+
+// Decide picks a container's strategy from its labels and the dso.yaml it
+// was wired with (nil when none): the dso.update.strategy label, else the
+// rotation of a dso.yaml secret it names in dso.secrets, else the defaults
+// of dso.yaml, else rolling.
+func Decide(labels map[string]string, cfg *config.Config) (Decision, error) {
+	strategy, signal := Strategy(labels[compose.LabelStrategy]), labels[LabelSignal]
+	if cfg != nil {
+		for _, name := range strings.Split(labels[compose.LabelSecrets], ",") {
+			for _, s := range cfg.Secrets {
+				if s.Name != strings.TrimSpace(name) {
+					continue
+				}
+				if strategy == "" && !s.Rotation.Enabled {
+					strategy = None
+				}
+				strategy = first2(strategy, s.Rotation.Strategy)
+				signal = first(signal, s.Rotation.Signal)
+			}
+		}
+		if strategy == "" && !cfg.Defaults.Rotation.Enabled {
+			strategy = None
+		}
+		strategy = first2(strategy, cfg.Defaults.Rotation.Strategy)
+		signal = first(signal, cfg.Defaults.Rotation.Signal)
+	}
+	s, err := ParseStrategy(string(first2(strategy, config.DefaultStrategy)))
+	return Decision{Strategy: s, Signal: first(signal, config.DefaultSignal)}, err
+}
+
+func first2(a, b Strategy) Strategy {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+// Rotate applies d to the container of job: nothing (none), new files and
+// a signal (signal), or a replacement (restart, rolling), retried with
+// backoff (3 attempts) while the old container keeps serving. envChanged
+// names the changed secrets that the container holds as environment
+// variables, which a signal cannot change.
+func (r *Replacer) Rotate(ctx context.Context, job Job, d Decision, envChanged []string) (string, error) {
+	switch d.Strategy {
+	case None:
+		return "", nil
+	case Signal:
+		if err := r.Resignal(ctx, job.Old, d.Signal); err != nil {
+			return "", err
+		}
+		if len(envChanged) > 0 {
+			return "", fmt.Errorf("files rewritten and %s sent, but %s reach the application as environment variables, which a running process cannot change: use strategy rolling or restart for them", d.Signal, strings.Join(envChanged, ", "))
+		}
+		return job.Old, nil
+	}
+	job.Strategy = d.Strategy
+	backoff := r.RetryBackoff
+	if backoff <= 0 {
+		backoff = 2 * time.Second
+	}
+	var err error
+	for attempt := 1; ; attempt++ {
+		var newID string
+		if newID, err = r.Replace(ctx, job); err == nil || err == ErrInterrupted {
+			return newID, err
+		}
+		r.log().Warn("rotation failed; the old container serves", "container", short(job.Old), "strategy", d.Strategy, "attempt", attempt, "error", err)
+		if attempt == 3 {
+			return "", fmt.Errorf("after 3 attempts: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return "", ErrInterrupted
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}

@@ -1,0 +1,67 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+)
+
+// waitHealthy waits until the new container id is healthy: its healthcheck
+// passes, else (behind a proxy) every proxied port accepts a connection,
+// else it has kept running for Settle. It fails as soon as the container
+// stops or is unhealthy.
+func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.InspectResponse, proxy, ip string) error {
+	timeout := r.HealthTimeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	settle := r.Settle
+	if settle <= 0 {
+		settle = 2 * time.Second
+	}
+	hc := old.Config.Healthcheck
+	hasHealthcheck := hc != nil && len(hc.Test) > 0 && hc.Test[0] != "NONE"
+	start := r.now()
+	deadline := start.Add(timeout)
+	var probeErr error
+	for {
+		ins, err := r.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+		if err != nil {
+			return err
+		}
+		st := ins.Container.State
+		switch {
+		case st == nil || !st.Running || st.Restarting:
+			code := 0
+			if st != nil {
+				code = st.ExitCode
+			}
+			return fmt.Errorf("the new container stopped (exit code %d)", code)
+		case hasHealthcheck && st.Health != nil && st.Health.Status == container.Unhealthy:
+			return errors.New("the new container is unhealthy")
+		case hasHealthcheck && st.Health != nil && st.Health.Status == container.Healthy:
+			return nil
+		case !hasHealthcheck && proxy != "":
+			if probeErr = r.Proxy.Probe(ctx, proxy, ip, time.Second); probeErr == nil {
+				return nil
+			}
+		case !hasHealthcheck && r.now().Sub(start) >= settle:
+			return nil
+		}
+		if r.now().After(deadline) {
+			if probeErr != nil {
+				return fmt.Errorf("the new container did not accept connections within %s: %w", timeout, probeErr)
+			}
+			return fmt.Errorf("the new container was not healthy within %s", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,405 @@
+package rotate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	cerrdefs "github.com/containerd/errdefs"
+
+	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/state"
+)
+
+// Steps of a replacement, in the order they are taken. Each is journaled
+// before it is taken.
+const (
+	StepCreate    = "create"       // create the new container under its temporary name
+	StepStopOld   = "stop-old"     // stop-first: hold the proxy, stop the old container
+	StepStart     = "start"        // start the new container and deliver its secrets
+	StepHealth    = "wait-healthy" // wait until the new container is healthy
+	StepSwitch    = "switch"       // the proxy sends new connections to the new container
+	StepDrain     = "drain"        // the old container's connections drain
+	StepRemoveOld = "remove-old"   // stop and remove the old container
+	StepRename    = "rename"       // the new container takes the compose name
+)
+
+// Steps lists the steps in order.
+var Steps = []string{StepCreate, StepStopOld, StepStart, StepHealth, StepSwitch, StepDrain, StepRemoveOld, StepRename}
+
+// committed reports whether a replacement journaled at step is past its
+// commit point: the new container serves, so recovery finishes the swap.
+func committed(step string) bool {
+	switch step {
+	case StepSwitch, StepDrain, StepRemoveOld, StepRename:
+		return true
+	}
+	return false
+}
+
+// Labels of the proxy container and of services.
+const (
+	// LabelProxyFor is set on a proxy container: the service whose host
+	// ports it owns.
+	LabelProxyFor = "dso.proxy.for"
+	// LabelOrder overrides the order of a rolling service: start-first or
+	// stop-first.
+	LabelOrder = "dso.update.order"
+)
+
+// ErrInterrupted means the replacement stopped because the agent is
+// stopping: the journal keeps its step, and the next agent recovers it.
+var ErrInterrupted = errors.New("interrupted: the agent is stopping; the next agent start finishes or undoes it")
+
+// Job is one replacement.
+type Job struct {
+	// Journal is the rotation's journal entry, begun by the caller.
+	Journal  uint64
+	Old      string // ID of the container replaced
+	Strategy Strategy
+}
+
+// tempSuffix matches the suffixes DSO gives temporary containers (and the
+// ones earlier versions gave), so that a temporary name is never the base
+// of another.
+var tempSuffix = regexp.MustCompile(`(-dso-r?[0-9]+)+$`)
+
+// CanonicalName is the compose name of a container, without any temporary
+// suffix.
+func CanonicalName(name string) string {
+	return tempSuffix.ReplaceAllString(strings.TrimPrefix(name, "/"), "")
+}
+
+// swap is one replacement in progress.
+type swap struct {
+	r        *Replacer
+	job      Job
+	old      container.InspectResponse
+	rec      state.Rotation
+	newID    string
+	oldStops bool // the old container was stopped by this swap
+}
+
+// Replace replaces container job.Old by a new one with the same
+// configuration and returns the new one's ID. On failure the old container
+// is serving again and the error says why the new one failed.
+func (r *Replacer) Replace(ctx context.Context, job Job) (string, error) {
+	ins, err := r.Docker.ContainerInspect(ctx, job.Old, client.ContainerInspectOptions{})
+	if err != nil {
+		return "", err
+	}
+	s := &swap{r: r, job: job, old: ins.Container}
+	name := CanonicalName(s.old.Name)
+	s.rec = state.Rotation{Name: name, TempName: fmt.Sprintf("%s-dso-r%d", name, job.Journal)}
+	s.rec.Order, s.rec.Proxy = r.plan(ctx, s.old, job.Strategy)
+	if err := r.Journal.UpdateRotation(job.Journal, func(e *state.Rotation) {
+		e.Name, e.TempName, e.Order, e.Proxy = s.rec.Name, s.rec.TempName, s.rec.Order, s.rec.Proxy
+	}); err != nil {
+		return "", fmt.Errorf("journal: %w", err)
+	}
+	newID, err := s.run(ctx)
+	if err == nil {
+		return newID, nil
+	}
+	if ctx.Err() != nil {
+		return "", ErrInterrupted
+	}
+	if rerr := s.rollback(context.WithoutCancel(ctx)); rerr != nil {
+		return "", fmt.Errorf("%w; and bringing the old container back failed: %v", err, rerr)
+	}
+	return "", err
+}
+
+// plan chooses the order and finds the proxy of the old container's
+// service.
+func (r *Replacer) plan(ctx context.Context, old container.InspectResponse, strategy Strategy) (order, proxy string) {
+	holdsPorts := publishesHostPorts(old.HostConfig)
+	if strategy == Restart {
+		if holdsPorts {
+			return string(StopFirst), ""
+		}
+		return string(StartFirst), ""
+	}
+	if r.Proxy != nil {
+		proxy = r.findProxy(ctx, old)
+	}
+	switch Order(old.Config.Labels[LabelOrder]) {
+	case StartFirst:
+		order = string(StartFirst)
+	case StopFirst:
+		order = string(StopFirst)
+	default:
+		order = string(StartFirst)
+		if stateful(old) {
+			order = string(StopFirst)
+		}
+	}
+	if holdsPorts {
+		order = string(StopFirst) // two containers cannot bind one host port
+	}
+	return order, proxy
+}
+
+// findProxy returns the running proxy container of old's service, or "".
+func (r *Replacer) findProxy(ctx context.Context, old container.InspectResponse) string {
+	l := old.Config.Labels
+	f := client.Filters{}.Add("label", labelProject+"="+l[labelProject], LabelProxyFor+"="+l[labelService]).Add("status", "running")
+	list, err := r.Docker.ContainerList(ctx, client.ContainerListOptions{Filters: f})
+	if err != nil || len(list.Items) == 0 {
+		return ""
+	}
+	return list.Items[0].ID
+}
+
+const (
+	labelProject = "com.docker.compose.project"
+	labelService = "com.docker.compose.service"
+)
+
+// step journals the step about to be taken.
+func (s *swap) step(step string) error {
+	err := s.r.Journal.UpdateRotation(s.job.Journal, func(e *state.Rotation) {
+		e.Step = step
+		if s.newID != "" {
+			e.NewContainer = s.newID
+		}
+	})
+	if err != nil {
+		return fmt.Errorf("journal step %s: %w", step, err)
+	}
+	if s.r.BeforeStep != nil {
+		s.r.BeforeStep(s.job.Strategy, step)
+	}
+	return nil
+}
+
+func (s *swap) run(ctx context.Context) (string, error) {
+	r, old := s.r, s.old
+	if err := s.step(StepCreate); err != nil {
+		return "", err
+	}
+	// A container left under the temporary name by an earlier attempt of
+	// this rotation is not ours to keep.
+	r.Docker.ContainerRemove(ctx, s.rec.TempName, client.ContainerRemoveOptions{Force: true})
+	nets, first := endpoints(old)
+	created, err := r.Docker.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: s.rec.TempName, Config: old.Config, HostConfig: old.HostConfig, NetworkingConfig: first,
+	})
+	if err != nil {
+		return "", fmt.Errorf("create the new container: %w", err)
+	}
+	s.newID = created.ID
+	for netName, ep := range nets {
+		if _, err := r.Docker.NetworkConnect(ctx, netName, client.NetworkConnectOptions{Container: s.newID, EndpointConfig: ep}); err != nil {
+			return "", fmt.Errorf("connect the new container to %s: %w", netName, err)
+		}
+	}
+	if s.rec.Order == string(StopFirst) {
+		if err := s.step(StepStopOld); err != nil {
+			return "", err
+		}
+		if s.rec.Proxy != "" {
+			if err := r.Proxy.Hold(ctx, s.rec.Proxy); err != nil {
+				return "", fmt.Errorf("hold new connections at the proxy: %w", err)
+			}
+		}
+		s.oldStops = true
+		if _, err := r.Docker.ContainerStop(ctx, old.ID, client.ContainerStopOptions{}); err != nil {
+			return "", fmt.Errorf("stop the old container: %w", err)
+		}
+	}
+	if err := s.step(StepStart); err != nil {
+		return "", err
+	}
+	if _, err := r.Docker.ContainerStart(ctx, s.newID, client.ContainerStartOptions{}); err != nil {
+		return "", fmt.Errorf("start the new container: %w", err)
+	}
+	if err := r.Deliver(ctx, s.newID); err != nil {
+		return "", fmt.Errorf("deliver to the new container: %w", err)
+	}
+	if err := s.step(StepHealth); err != nil {
+		return "", err
+	}
+	newIP := ""
+	if s.rec.Proxy != "" {
+		if newIP, err = r.ipFor(ctx, s.newID, s.rec.Proxy); err != nil {
+			return "", err
+		}
+	}
+	if err := r.waitHealthy(ctx, s.newID, old, s.rec.Proxy, newIP); err != nil {
+		return "", err
+	}
+	return s.finish(ctx, newIP)
+}
+
+// finish takes the steps after the commit point; recovery runs it too.
+func (s *swap) finish(ctx context.Context, newIP string) (string, error) {
+	r, oldID := s.r, s.old.ID
+	if s.rec.Proxy != "" {
+		if err := s.step(StepSwitch); err != nil {
+			return "", err
+		}
+		if err := r.Proxy.Set(ctx, s.rec.Proxy, []string{newIP}); err != nil {
+			return "", fmt.Errorf("switch the proxy to the new container: %w", err)
+		}
+		if oldIP, err := r.ipFor(ctx, oldID, s.rec.Proxy); err == nil && !s.oldStops {
+			if err := s.step(StepDrain); err != nil {
+				return "", err
+			}
+			if err := r.Proxy.Drain(ctx, s.rec.Proxy, oldIP, r.drainTimeout()); err != nil {
+				r.log().Warn("draining the old container's connections failed", "container", short(oldID), "error", err)
+			}
+		}
+	}
+	if err := s.step(StepRemoveOld); err != nil {
+		return "", err
+	}
+	if oldID != "" {
+		// Its own stop signal and grace period, then gone.
+		if _, err := r.Docker.ContainerStop(ctx, oldID, client.ContainerStopOptions{}); err != nil && !notFound(err) {
+			return "", fmt.Errorf("stop the old container: %w", err)
+		}
+		if _, err := r.Docker.ContainerRemove(ctx, oldID, client.ContainerRemoveOptions{Force: true}); err != nil && !notFound(err) {
+			return "", fmt.Errorf("remove the old container: %w", err)
+		}
+	}
+	if err := s.step(StepRename); err != nil {
+		return "", err
+	}
+	if err := r.rename(ctx, s.newID, s.rec.Name); err != nil {
+		return "", err
+	}
+	if s.rec.Proxy != "" {
+		// Back to the service's name: the project network resolves it to
+		// the replicas that run, whatever compose does to them later.
+		if err := r.Proxy.Set(ctx, s.rec.Proxy, []string{s.old.Config.Labels[labelService]}); err != nil {
+			return "", fmt.Errorf("point the proxy at the service: %w", err)
+		}
+	}
+	return s.newID, nil
+}
+
+// rollback removes the new container and brings the old one back.
+func (s *swap) rollback(ctx context.Context) error {
+	r := s.r
+	var errs []error
+	if s.newID != "" {
+		if _, err := r.Docker.ContainerRemove(ctx, s.newID, client.ContainerRemoveOptions{Force: true}); err != nil && !notFound(err) {
+			errs = append(errs, fmt.Errorf("remove the new container: %w", err))
+		}
+	} else {
+		r.Docker.ContainerRemove(ctx, s.rec.TempName, client.ContainerRemoveOptions{Force: true})
+	}
+	if s.oldStops {
+		if err := r.restartOld(ctx, s.old.ID); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.rec.Proxy != "" {
+		if err := r.Proxy.Set(ctx, s.rec.Proxy, []string{s.old.Config.Labels[labelService]}); err != nil {
+			errs = append(errs, fmt.Errorf("point the proxy back at the service: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// restartOld starts the old container again (when it is not running) and
+// hands it its secrets.
+func (r *Replacer) restartOld(ctx context.Context, id string) error {
+	ins, err := r.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return fmt.Errorf("inspect the old container: %w", err)
+	}
+	if ins.Container.State != nil && ins.Container.State.Running {
+		return nil
+	}
+	if _, err := r.Docker.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("start the old container again: %w", err)
+	}
+	if err := r.Deliver(ctx, id); err != nil {
+		return fmt.Errorf("give the old container its secrets again: %w", err)
+	}
+	return nil
+}
+
+// rename gives container id the name, unless it has it already.
+func (r *Replacer) rename(ctx context.Context, id, name string) error {
+	ins, err := r.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return fmt.Errorf("inspect the new container: %w", err)
+	}
+	if strings.TrimPrefix(ins.Container.Name, "/") == name {
+		return nil
+	}
+	if _, err := r.Docker.ContainerRename(ctx, id, client.ContainerRenameOptions{NewName: name}); err != nil {
+		return fmt.Errorf("give the new container the name %s: %w", name, err)
+	}
+	return nil
+}
+
+// ipFor returns the address of container id on a network it shares with
+// the proxy.
+func (r *Replacer) ipFor(ctx context.Context, id, proxy string) (string, error) {
+	ins, err := r.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return "", err
+	}
+	p, err := r.Docker.ContainerInspect(ctx, proxy, client.ContainerInspectOptions{})
+	if err != nil {
+		return "", fmt.Errorf("inspect the proxy: %w", err)
+	}
+	if ins.Container.NetworkSettings == nil || p.Container.NetworkSettings == nil {
+		return "", fmt.Errorf("container %s shares no network with its proxy", short(id))
+	}
+	names := make([]string, 0, len(ins.Container.NetworkSettings.Networks))
+	for n := range ins.Container.NetworkSettings.Networks {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		ep := ins.Container.NetworkSettings.Networks[n]
+		if _, shared := p.Container.NetworkSettings.Networks[n]; shared && ep != nil && ep.IPAddress.IsValid() {
+			return ep.IPAddress.String(), nil
+		}
+	}
+	return "", fmt.Errorf("container %s shares no network with its proxy", short(id))
+}
+
+func (r *Replacer) drainTimeout() time.Duration {
+	if r.DrainTimeout <= 0 {
+		return 30 * time.Second
+	}
+	return r.DrainTimeout
+}
+
+func publishesHostPorts(hc *container.HostConfig) bool {
+	if hc == nil {
+		return false
+	}
+	for _, bindings := range hc.PortBindings {
+		if len(bindings) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// stateful reports whether a container writes to a volume or a bind mount
+// (not the init's read-only bind mount, nor tmpfs): two of them must never
+// run at once.
+func stateful(c container.InspectResponse) bool {
+	for _, m := range c.Mounts {
+		if (m.Type == "volume" || m.Type == "bind") && m.RW {
+			return true
+		}
+	}
+	return false
+}
+
+func notFound(err error) bool { return cerrdefs.IsNotFound(err) }
