@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/compose-spec/compose-go/v2/types"
+	goyaml "gopkg.in/yaml.v3"
 
 	"github.com/dso-project/dso/internal/secretref"
 )
@@ -152,7 +153,7 @@ func TestOverrideIsSecretFreeAndEscaped(t *testing.T) {
 			Labels     map[string]string
 		}
 	}
-	if err := json.Unmarshal(out, &doc); err != nil {
+	if err := goyaml.Unmarshal(out, &doc); err != nil {
 		t.Fatal(err)
 	}
 	s := doc.Services["s"]
@@ -238,7 +239,7 @@ func TestPlanFilePerms(t *testing.T) {
 		var doc struct {
 			Services map[string]struct{ Labels map[string]string }
 		}
-		if err := json.Unmarshal(out, &doc); err != nil {
+		if err := goyaml.Unmarshal(out, &doc); err != nil {
 			t.Fatal(err)
 		}
 		refs, err := RefsFromLabels(doc.Services["s"].Labels)

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
+	"gopkg.in/yaml.v3"
 
 	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/secretref"
@@ -71,6 +72,9 @@ func ownerText(p secretref.Perm, sp ServicePlan) string {
 type Wiring struct {
 	InitBinary string // host path of dso-init, bind-mounted read-only
 	Agent      string // the agent that serves the containers (dso.agent label)
+	// Rolling reports whether a service rotates by the rolling strategy:
+	// then DSO's proxy owns its host ports.
+	Rolling func(svc types.ServiceConfig) bool
 }
 
 // Image is what the wiring needs of a service's image.
@@ -78,6 +82,7 @@ type Image struct {
 	Entrypoint []string
 	Cmd        []string
 	User       string
+	Exposed    []string // "80/tcp"
 }
 
 // Images reads the image a service runs (from the engine, after any build
@@ -96,6 +101,8 @@ type ServicePlan struct {
 	User       string // as the service or image names it ("" is root)
 	UID, GID   int    // numeric, owner of the secrets tmpfs
 	Uses       []Use
+	// Proxy owns the service's host ports (rolling services with ports).
+	Proxy *ProxyPlan
 }
 
 // Plan is the wiring of a project.
@@ -147,29 +154,38 @@ func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, images
 		if err := checkPerms(sp); err != nil {
 			return nil, err
 		}
+		if w.Rolling != nil && w.Rolling(svc) {
+			if sp.Proxy, err = planProxy(p, svc, img); err != nil {
+				return nil, err
+			}
+		}
 		plan.Services = append(plan.Services, sp)
+	}
+	if err := checkClaims(p, plan.Services); err != nil {
+		return nil, fmt.Errorf("project %q: %w", p.Name, err)
 	}
 	return plan, nil
 }
 
 // Override returns the compose file, to be read after the project's own
-// files, that wires the planned services. It is JSON, which compose reads as
-// YAML, and holds references only, never a value.
+// files, that wires the planned services. It holds references only, never
+// a value. The host ports of a service behind a proxy move to the proxy
+// (compose's !reset tag clears the service's own).
 func (pl *Plan) Override() ([]byte, error) {
 	type volume struct {
-		Type     string `json:"type"`
-		Source   string `json:"source"`
-		Target   string `json:"target"`
-		ReadOnly bool   `json:"read_only"`
+		Type     string `yaml:"type"`
+		Source   string `yaml:"source"`
+		Target   string `yaml:"target"`
+		ReadOnly bool   `yaml:"read_only"`
 	}
 	type service struct {
-		Entrypoint []string          `json:"entrypoint"`
-		Command    []string          `json:"command,omitempty"`
-		Volumes    []volume          `json:"volumes"`
-		Tmpfs      []string          `json:"tmpfs"`
-		Labels     map[string]string `json:"labels"`
+		Entrypoint []string          `yaml:"entrypoint"`
+		Command    []string          `yaml:"command,omitempty"`
+		Volumes    []volume          `yaml:"volumes"`
+		Tmpfs      []string          `yaml:"tmpfs"`
+		Labels     map[string]string `yaml:"labels"`
 	}
-	services := map[string]service{}
+	services := map[string]any{}
 	for _, sp := range pl.Services {
 		refs := map[string]string{}
 		for _, u := range sp.Uses {
@@ -194,8 +210,33 @@ func (pl *Plan) Override() ([]byte, error) {
 		}
 		s.Volumes[0].Source = escape(s.Volumes[0].Source)
 		services[sp.Name] = s
+		if sp.Proxy != nil {
+			services[sp.Proxy.Service] = pl.proxyService(sp)
+		}
 	}
-	return json.MarshalIndent(map[string]any{"services": services}, "", "  ")
+	var doc yaml.Node
+	if err := doc.Encode(map[string]any{"services": services}); err != nil {
+		return nil, err
+	}
+	for _, sp := range pl.Services {
+		if sp.Proxy != nil {
+			svc := mapValue(mapValue(&doc, "services"), sp.Name)
+			svc.Content = append(svc.Content,
+				&yaml.Node{Kind: yaml.ScalarNode, Value: "ports"},
+				&yaml.Node{Kind: yaml.SequenceNode, Tag: "!reset", Style: yaml.FlowStyle})
+		}
+	}
+	return yaml.Marshal(&doc)
+}
+
+// mapValue returns the value of key in mapping node n.
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
 }
 
 // escape protects a literal from compose's interpolation of the override.

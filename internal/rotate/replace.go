@@ -14,6 +14,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/state"
 )
 
@@ -47,7 +48,7 @@ func committed(step string) bool {
 const (
 	// LabelProxyFor is set on a proxy container: the service whose host
 	// ports it owns.
-	LabelProxyFor = "dso.proxy.for"
+	LabelProxyFor = compose.LabelProxyFor
 	// LabelOrder overrides the order of a rolling service: start-first or
 	// stop-first.
 	LabelOrder = "dso.update.order"

@@ -36,7 +36,11 @@ func (e engineImages) Config(ctx context.Context, svc types.ServiceConfig) (comp
 	if img.Config == nil {
 		return compose.Image{}, nil
 	}
-	return compose.Image{Entrypoint: img.Config.Entrypoint, Cmd: img.Config.Cmd, User: img.Config.User}, nil
+	exposed := make([]string, 0, len(img.Config.ExposedPorts))
+	for p := range img.Config.ExposedPorts {
+		exposed = append(exposed, string(p))
+	}
+	return compose.Image{Entrypoint: img.Config.Entrypoint, Cmd: img.Config.Cmd, User: img.Config.User, Exposed: exposed}, nil
 }
 
 // IDs resolves user ("name", "name:group", "uid", "uid:group") against the

@@ -137,7 +137,12 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return err
 	}
-	plan, err := compose.NewPlan(ctx, p, uses, compose.Wiring{InitBinary: initBin, Agent: serving.ID}, engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}})
+	rolling, err := rollingServices(p, uses, cfg)
+	if err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+	}
+	wiring := compose.Wiring{InitBinary: initBin, Agent: serving.ID, Rolling: func(svc types.ServiceConfig) bool { return rolling[svc.Name] }}
+	plan, err := compose.NewPlan(ctx, p, uses, wiring, engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}})
 	if err != nil {
 		if inv.dryRun {
 			err = fmt.Errorf("%w\n(--dry-run neither builds nor pulls: run `docker dso pull` or `docker dso compose build` first)", err)
@@ -150,6 +155,9 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	}
 	if inv.dryRun {
 		return printPlan(f.IO.Out, p, plan, versions, override)
+	}
+	if err := prepareProxies(ctx, docker, p.Name, plan); err != nil {
+		return err
 	}
 	if err := agentctl.EnsureLocal(ctx, clock.RealClock{}, cfg, cfgPath, f.IO.ErrOut); err != nil {
 		return err

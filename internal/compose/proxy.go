@@ -1,0 +1,247 @@
+package compose
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/dso-project/dso/internal/initproc"
+)
+
+// Labels of rolling services and their proxies.
+const (
+	// LabelHostPorts is the seed's form of host ports that DSO's proxy
+	// owns: "HOST:CONTAINER[,…]" (each as compose's short port syntax),
+	// the container ports being in the service's expose.
+	LabelHostPorts = "dso.host_ports"
+	// LabelProxyFor marks a proxy container: the service whose host ports
+	// it owns.
+	LabelProxyFor = "dso.proxy.for"
+)
+
+// ProxyImage is the image proxy containers run: an empty image (imported
+// from an empty tar), since the proxy is dso-init, bind-mounted.
+const ProxyImage = "dso/proxy-base:1"
+
+// proxyUID is the user the proxy runs as (nobody).
+const proxyUID = 65534
+
+// ProxyPlan is the proxy container that owns a rolling service's host
+// ports.
+type ProxyPlan struct {
+	Service  string                    // the proxy's compose service: NAME-dso-proxy
+	Ports    []types.ServicePortConfig // as the service declared them
+	Networks []string                  // the service's networks
+}
+
+// ProxyService is the name of the proxy service of service.
+func ProxyService(service string) string { return service + "-dso-proxy" }
+
+// planProxy returns the proxy of a rolling service that publishes host
+// ports (compose ports or the seed's dso.host_ports label), or nil.
+func planProxy(p *types.Project, svc types.ServiceConfig, img Image) (*ProxyPlan, error) {
+	ports := slices.Clone(svc.Ports)
+	if label, ok := svc.Labels[LabelHostPorts]; ok {
+		fromLabel, err := parseHostPorts(label)
+		if err != nil {
+			return nil, fmt.Errorf("service %q, label %s %q: %w", svc.Name, LabelHostPorts, label, err)
+		}
+		for _, pc := range fromLabel {
+			if !exposes(svc, img, pc.Target) {
+				return nil, fmt.Errorf("service %q, label %s %q: container port %d is not exposed (add it to the service's expose: [\"%d\"])", svc.Name, LabelHostPorts, label, pc.Target, pc.Target)
+			}
+		}
+		ports = append(ports, fromLabel...)
+	}
+	if len(ports) == 0 {
+		return nil, nil
+	}
+	for _, pc := range ports {
+		if pc.Protocol != "" && pc.Protocol != "tcp" {
+			return nil, fmt.Errorf("service %q, port %s: DSO's proxy forwards TCP only; use strategy restart for a service with %s ports", svc.Name, portString(pc), pc.Protocol)
+		}
+		if strings.Contains(pc.Published, "-") {
+			return nil, fmt.Errorf("service %q, port %s: a range of host ports for one container port is not supported for rolling services; publish one host port per container port", svc.Name, portString(pc))
+		}
+	}
+	if svc.NetworkMode != "" {
+		return nil, fmt.Errorf("service %q: network_mode %q: a rolling service with host ports needs a compose network for its proxy; use strategy restart, or remove network_mode", svc.Name, svc.NetworkMode)
+	}
+	name := ProxyService(svc.Name)
+	if _, taken := p.Services[name]; taken {
+		return nil, fmt.Errorf("service %q: its proxy needs the service name %q, which the project already uses", svc.Name, name)
+	}
+	nets := make([]string, 0, len(svc.Networks))
+	for n := range svc.Networks {
+		nets = append(nets, n)
+	}
+	slices.Sort(nets)
+	return &ProxyPlan{Service: name, Ports: ports, Networks: nets}, nil
+}
+
+// parseHostPorts reads the dso.host_ports label.
+func parseHostPorts(label string) ([]types.ServicePortConfig, error) {
+	var out []types.ServicePortConfig
+	for _, item := range strings.Split(label, ",") {
+		item = strings.TrimSpace(item)
+		host, _, ok := strings.Cut(strings.TrimSuffix(item, "/tcp"), ":")
+		if !ok || host == "" {
+			return nil, fmt.Errorf("%q: expected HOST:CONTAINER, such as 3306:3306", item)
+		}
+		pcs, err := types.ParsePortConfig(item)
+		if err != nil {
+			return nil, fmt.Errorf("%q: %v", item, err)
+		}
+		out = append(out, pcs...)
+	}
+	return out, nil
+}
+
+// exposes reports whether the service or its image exposes port (TCP).
+func exposes(svc types.ServiceConfig, img Image, port uint32) bool {
+	for _, e := range append(slices.Clone(svc.Expose), img.Exposed...) {
+		e = strings.TrimSuffix(e, "/tcp")
+		lo, hi, isRange := strings.Cut(e, "-")
+		l, err1 := strconv.ParseUint(lo, 10, 32)
+		h, err2 := strconv.ParseUint(hi, 10, 32)
+		switch {
+		case !isRange && err1 == nil && uint32(l) == port:
+			return true
+		case isRange && err1 == nil && err2 == nil && uint32(l) <= port && port <= uint32(h):
+			return true
+		}
+	}
+	return false
+}
+
+func portString(pc types.ServicePortConfig) string {
+	s := strconv.Itoa(int(pc.Target))
+	if pc.Published != "" {
+		s = pc.Published + ":" + s
+	}
+	if pc.HostIP != "" {
+		s = pc.HostIP + ":" + s
+	}
+	if pc.Protocol != "" {
+		s += "/" + pc.Protocol
+	}
+	return s
+}
+
+// HostPort is one host address a project publishes.
+type HostPort struct {
+	IP   string // "" for every address
+	Port int
+}
+
+func (h HostPort) String() string { return net.JoinHostPort(h.IP, strconv.Itoa(h.Port)) }
+
+// HostPorts lists the fixed host ports the plan's proxies will publish.
+func (pl *Plan) HostPorts() []HostPort {
+	var out []HostPort
+	for _, sp := range pl.Services {
+		if sp.Proxy == nil {
+			continue
+		}
+		for _, pc := range sp.Proxy.Ports {
+			if n, err := strconv.Atoi(pc.Published); err == nil && n > 0 {
+				out = append(out, HostPort{IP: pc.HostIP, Port: n})
+			}
+		}
+	}
+	return out
+}
+
+// checkClaims fails when two services, or two ports of one, claim the
+// same host port (on overlapping addresses).
+func checkClaims(p *types.Project, plans []ServicePlan) error {
+	type claim struct{ ip, port, proto string }
+	owner := map[claim]string{}
+	extra := map[string][]types.ServicePortConfig{}
+	for _, sp := range plans {
+		if sp.Proxy != nil {
+			extra[sp.Name] = sp.Proxy.Ports
+		}
+	}
+	names := slices.Sorted(func(yield func(string) bool) {
+		for n := range p.Services {
+			if !yield(n) {
+				return
+			}
+		}
+	})
+	for _, n := range names {
+		ports := p.Services[n].Ports
+		if e, ok := extra[n]; ok {
+			ports = e
+		}
+		for _, pc := range ports {
+			if pc.Published == "" || strings.Contains(pc.Published, "-") {
+				continue
+			}
+			proto := pc.Protocol
+			if proto == "" {
+				proto = "tcp"
+			}
+			c := claim{pc.HostIP, pc.Published, proto}
+			for other, by := range owner {
+				if other.port == c.port && other.proto == c.proto && (other.ip == c.ip || other.ip == "" || c.ip == "" || other.ip == "0.0.0.0" || c.ip == "0.0.0.0") {
+					return fmt.Errorf("host port %s/%s is claimed twice: by service %q and by service %q", pc.Published, proto, by, n)
+				}
+			}
+			owner[c] = n
+		}
+	}
+	return nil
+}
+
+// proxyService is the compose service of a proxy.
+func (pl *Plan) proxyService(sp ServicePlan) map[string]any {
+	pp := sp.Proxy
+	entry := []string{initproc.InitPath, "proxy", "--backend", sp.Name}
+	var targets []uint32
+	for _, pc := range pp.Ports {
+		if !slices.Contains(targets, pc.Target) {
+			targets = append(targets, pc.Target)
+		}
+	}
+	slices.Sort(targets)
+	for _, t := range targets {
+		entry = append(entry, "--port", strconv.Itoa(int(t)))
+	}
+	escapeAll(entry)
+	ports := make([]map[string]any, 0, len(pp.Ports))
+	for _, pc := range pp.Ports {
+		m := map[string]any{"target": pc.Target, "protocol": "tcp", "mode": "ingress"}
+		if pc.HostIP != "" {
+			m["host_ip"] = pc.HostIP
+		}
+		if pc.Published != "" {
+			m["published"] = pc.Published
+		}
+		ports = append(ports, m)
+	}
+	s := map[string]any{
+		"image":        ProxyImage,
+		"pull_policy":  "never",
+		"entrypoint":   entry,
+		"user":         fmt.Sprintf("%d:%d", proxyUID, proxyUID),
+		"read_only":    true,
+		"cap_drop":     []string{"ALL"},
+		"security_opt": []string{"no-new-privileges:true"},
+		"sysctls":      map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"},
+		"restart":      "unless-stopped",
+		"volumes":      []map[string]any{{"type": "bind", "source": escape(pl.Wiring.InitBinary), "target": initproc.InitPath, "read_only": true}},
+		"tmpfs":        []string{fmt.Sprintf("%s:uid=%d,gid=%d,mode=0700,size=1m", initproc.RunDir, proxyUID, proxyUID)},
+		"ports":        ports,
+		"labels":       map[string]string{LabelProxyFor: sp.Name, LabelAgent: pl.Wiring.Agent},
+	}
+	if len(pp.Networks) > 0 {
+		s["networks"] = pp.Networks
+	}
+	return s
+}

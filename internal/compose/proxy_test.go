@@ -1,0 +1,109 @@
+package compose
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/compose-spec/compose-go/v2/types"
+	"gopkg.in/yaml.v3"
+)
+
+func rollingPlan(t *testing.T, services string, img Image) (*Plan, error) {
+	t.Helper()
+	p := load(t, "services:\n"+services)
+	uses, err := FindUses(p, p.ServiceNames(), Secrets{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rolling := func(types.ServiceConfig) bool { return true }
+	return NewPlan(context.Background(), p, uses, Wiring{InitBinary: "/opt/dso/dso-init", Agent: "local-1", Rolling: rolling}, fakeImages{img})
+}
+
+// TestProxyOwnsEveryPortForm: every form of compose ports and the seed's
+// dso.host_ports move to the proxy, bind addresses kept; the service keeps
+// none.
+func TestProxyOwnsEveryPortForm(t *testing.T) {
+	plan, err := rollingPlan(t, `  web:
+    image: x
+    environment: {A: dso://x/y}
+    expose: ["3306"]
+    ports: ["8080:80", "127.0.0.1:8443:443/tcp", "9000-9001:90-91"]
+    labels: {dso.host_ports: "3306:3306"}
+`, Image{Cmd: []string{"serve"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := plan.Override()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "ports: !reset []") {
+		t.Errorf("the service keeps its own ports:\n%s", out)
+	}
+	var doc struct {
+		Services map[string]struct {
+			Entrypoint []string
+			Ports      []map[string]any
+			Labels     map[string]string
+			Networks   []string
+		}
+	}
+	if err := yaml.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	px, ok := doc.Services["web-dso-proxy"]
+	if !ok {
+		t.Fatalf("no proxy service:\n%s", out)
+	}
+	var got []string
+	for _, p := range px.Ports {
+		ip, _ := p["host_ip"].(string)
+		got = append(got, ip+"|"+p["published"].(string)+"|"+strings.TrimSpace(yamlScalar(p["target"])))
+	}
+	want := "|8080|80 127.0.0.1|8443|443 |9000|90 |9001|91 |3306|3306"
+	if strings.Join(got, " ") != want {
+		t.Errorf("proxy ports %q, want %q", strings.Join(got, " "), want)
+	}
+	if e := strings.Join(px.Entrypoint, " "); e != "/.dso/init proxy --backend web --port 80 --port 90 --port 91 --port 443 --port 3306" {
+		t.Errorf("proxy entrypoint %q", e)
+	}
+	if px.Labels[LabelProxyFor] != "web" || px.Labels[LabelAgent] != "local-1" {
+		t.Errorf("proxy labels %v", px.Labels)
+	}
+}
+
+func yamlScalar(v any) string {
+	b, _ := yaml.Marshal(v)
+	return string(b)
+}
+
+func TestProxyRefusesBadPorts(t *testing.T) {
+	for _, tt := range []struct{ services, want string }{
+		{"  db:\n    image: x\n    environment: {A: dso://x/y}\n    labels: {dso.host_ports: \"3306\"}\n    expose: [\"3306\"]\n",
+			`service "db", label dso.host_ports "3306": "3306": expected HOST:CONTAINER`},
+		{"  db:\n    image: x\n    environment: {A: dso://x/y}\n    labels: {dso.host_ports: \"a:b\"}\n",
+			`service "db", label dso.host_ports "a:b"`},
+		{"  db:\n    image: x\n    environment: {A: dso://x/y}\n    labels: {dso.host_ports: \"3306:3306\"}\n",
+			`service "db", label dso.host_ports "3306:3306": container port 3306 is not exposed`},
+		{"  dns:\n    image: x\n    environment: {A: dso://x/y}\n    ports: [\"5353:53/udp\"]\n",
+			`service "dns", port 5353:53/udp: DSO's proxy forwards TCP only`},
+		{"  a:\n    image: x\n    environment: {A: dso://x/y}\n    ports: [\"8080:80\"]\n  b:\n    image: x\n    ports: [\"127.0.0.1:8080:81\"]\n",
+			`host port 8080/tcp is claimed twice: by service "a" and by service "b"`},
+		{"  a:\n    image: x\n    environment: {A: dso://x/y}\n    network_mode: host\n    ports: [\"8080:80\"]\n",
+			`service "a": network_mode "host"`},
+	} {
+		_, err := rollingPlan(t, tt.services, Image{Cmd: []string{"serve"}})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("got %v\nwant an error with %q", err, tt.want)
+		}
+	}
+}
+
+func TestProxyPortExposedByImage(t *testing.T) {
+	_, err := rollingPlan(t, "  db:\n    image: x\n    environment: {A: dso://x/y}\n    labels: {dso.host_ports: \"127.0.0.1:13306:3306\"}\n",
+		Image{Cmd: []string{"serve"}, Exposed: []string{"3306/tcp"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
