@@ -3,6 +3,7 @@ package composecmd
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"strconv"
@@ -81,4 +82,34 @@ func prepareProxies(ctx context.Context, docker client.APIClient, project string
 		ln.Close()
 	}
 	return nil
+}
+
+// seesProxies are the passed commands that act on the proxies too (and
+// read nothing from stdin, which carries the stubs).
+var seesProxies = map[string]bool{"down": true, "ps": true, "logs": true, "stop": true, "start": true, "restart": true,
+	"kill": true, "rm": true, "pause": true, "unpause": true, "top": true, "port": true, "images": true, "events": true}
+
+// proxyStubs is the override that shows compose the project's proxy
+// services (which `up` added), so that down removes them, ps lists them
+// with the ports a user can reach, and logs shows theirs. nil when the
+// project has none (or the engine cannot say).
+func proxyStubs(ctx context.Context, f *cmdutil.Factory, project string) []byte {
+	docker, err := f.Docker()
+	if err != nil {
+		return nil
+	}
+	filter := client.Filters{}.Add("label", "com.docker.compose.project="+project, compose.LabelProxyFor)
+	list, err := docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: filter})
+	if err != nil || len(list.Items) == 0 {
+		return nil
+	}
+	services := map[string]any{}
+	for _, c := range list.Items {
+		services[c.Labels["com.docker.compose.service"]] = map[string]string{"image": compose.ProxyImage}
+	}
+	out, err := json.Marshal(map[string]any{"services": services})
+	if err != nil {
+		return nil
+	}
+	return out
 }

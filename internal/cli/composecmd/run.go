@@ -128,5 +128,9 @@ func passthrough(ctx context.Context, f *cmdutil.Factory, sub string, args []str
 	if err != nil {
 		return err
 	}
-	return dockerCompose(ctx, f, p, inv, nil, append([]string{sub}, inv.rest...)...)
+	var stubs []byte
+	if seesProxies[sub] {
+		stubs = proxyStubs(ctx, f, p.Name)
+	}
+	return dockerCompose(ctx, f, p, inv, stubs, append([]string{sub}, inv.rest...)...)
 }
