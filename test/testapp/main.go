@@ -19,6 +19,9 @@
 //	GET /healthz        "ok"
 //	GET /bytes?n=N      N zero bytes (benchmarks: bulk transfer)
 //
+// `testapp check PATH WANT` is a healthcheck: it asks the running testapp
+// for PATH and exits 0 when the answer is WANT, 1 otherwise.
+//
 // It never logs the values it serves.
 package main
 
@@ -42,6 +45,9 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "check" {
+		os.Exit(check(os.Args[2], os.Args[3]))
+	}
 	addr := os.Getenv("TESTAPP_ADDR")
 	if addr == "" {
 		addr = ":8080"
@@ -201,4 +207,19 @@ func fileError(w http.ResponseWriter, err error) {
 	}
 	// The error names only the path and the reason, never file content.
 	http.Error(w, err.Error(), http.StatusInternalServerError)
+}
+
+// check asks the testapp of this container for path and compares.
+func check(path, want string) int {
+	c := &http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get("http://127.0.0.1:8080" + path)
+	if err != nil {
+		return 1
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK || string(b) != want {
+		return 1
+	}
+	return 0
 }

@@ -1,0 +1,415 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptrace"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/testbed"
+)
+
+// proxyAddr returns the host address of the proxy of a service for a
+// container port ("" when it has none yet).
+func proxyAddr(t *testing.T, project, service string, port uint16) string {
+	t.Helper()
+	f := client.Filters{}.Add("label", "com.docker.compose.project="+project, "dso.proxy.for="+service).Add("status", "running")
+	list, err := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{Filters: f})
+	if err != nil || len(list.Items) != 1 {
+		return ""
+	}
+	for _, p := range list.Items[0].Ports {
+		if p.PrivatePort == port && p.PublicPort != 0 {
+			return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.PublicPort)))
+		}
+	}
+	return ""
+}
+
+// load sends requests to addr until stopped: a new connection per request
+// from several workers, and one long-lived keep-alive connection whose
+// connections' lifetimes are recorded.
+type load struct {
+	addr, path string
+	ok, failed atomic.Int64
+	mu         sync.Mutex
+	errs       []string
+	conns      []time.Time // when the long-lived client opened each connection
+	stop       chan struct{}
+	wg         sync.WaitGroup
+}
+
+func startLoad(addr, path string, workers int) *load {
+	l := &load{addr: addr, path: path, stop: make(chan struct{})}
+	for range workers {
+		l.wg.Add(1)
+		go l.worker(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}, false)
+	}
+	l.wg.Add(1)
+	go l.worker(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}, true)
+	return l
+}
+
+func (l *load) worker(c *http.Client, longLived bool) {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.stop:
+			return
+		default:
+		}
+		ctx := context.Background()
+		if longLived {
+			ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(info httptrace.GotConnInfo) {
+				if !info.Reused {
+					l.mu.Lock()
+					l.conns = append(l.conns, time.Now())
+					l.mu.Unlock()
+				}
+			}})
+		}
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l.addr+l.path, nil)
+		resp, err := c.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				err = fmt.Errorf("status %d", resp.StatusCode)
+			}
+		}
+		if err != nil {
+			l.failed.Add(1)
+			l.mu.Lock()
+			if len(l.errs) < 5 {
+				l.errs = append(l.errs, err.Error())
+			}
+			l.mu.Unlock()
+		} else {
+			l.ok.Add(1)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// finish stops the load and fails the test on any failed request.
+func (l *load) finish(t *testing.T) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	t.Logf("load on %s: %d requests answered, %d failed", l.addr, l.ok.Load(), l.failed.Load())
+	if l.failed.Load() > 0 || l.ok.Load() == 0 {
+		t.Errorf("load on %s: %d of %d requests failed: %s", l.addr, l.failed.Load(), l.failed.Load()+l.ok.Load(), strings.Join(l.errs, "; "))
+	}
+}
+
+// killLocalAgent kills the user's local agent with SIGKILL and waits until
+// its lock is free.
+func killLocalAgent(t *testing.T, u *user) {
+	t.Helper()
+	lock := filepath.Join(u.home, ".dso", "run", "agent.lock")
+	b, err := os.ReadFile(lock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatalf("agent lock %s: %v", lock, err)
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitFor(t, "the killed agent to be gone", func() bool { return syscall.Kill(pid, 0) != nil })
+}
+
+// startLocalAgent starts the user's local agent by hand, as systemd would
+// (not through `docker dso up`, which would run compose again), with env
+// added, logging to the usual agent.log.
+func startLocalAgent(t *testing.T, u *user, cfg string, env ...string) {
+	t.Helper()
+	logPath := filepath.Join(u.home, ".dso", "run", "agent.log")
+	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	args := []string{"agent", "--local"}
+	if cfg != "" {
+		args = append(args, "--config", cfg)
+	}
+	cmd := exec.Command(filepath.Join(u.home, ".docker", "cli-plugins", "docker-dso"), args...)
+	cmd.Env = append(append([]string{}, u.env...), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go cmd.Wait()
+	sock := filepath.Join(u.home, ".dso", "run", "dso.sock")
+	waitFor(t, "the agent's socket", func() bool { _, err := os.Stat(sock); return err == nil && u.run("", nil, "dso", "status").code == 0 })
+}
+
+// projectContainers returns name -> state of every container of a project.
+func projectContainers(t *testing.T, project string) map[string]string {
+	t.Helper()
+	f := client.Filters{}.Add("label", "com.docker.compose.project="+project)
+	list, err := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, c := range list.Items {
+		out[strings.TrimPrefix(c.Names[0], "/")] = string(c.State)
+	}
+	return out
+}
+
+// clean reports whether the project holds exactly the wanted containers,
+// each running.
+func clean(t *testing.T, project string, want ...string) (bool, string) {
+	got := projectContainers(t, project)
+	ok := len(got) == len(want)
+	for _, n := range want {
+		ok = ok && got[n] == "running"
+	}
+	return ok, fmt.Sprint(got)
+}
+
+// rollingProject is two rolling services with the same secret: web with
+// compose ports, db in the seed's expose + dso.host_ports form.
+func rollingProject(t *testing.T, drain string) (dir, project, dbPort string) {
+	dbPort = freePort(t)
+	dir = writeProject(t, map[string]string{
+		"compose.yaml": `
+services:
+  web:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    environment:
+      TOKEN: dso://app/token
+  db:
+    image: ` + testbed.TestappImage(t) + `
+    expose: ["8080"]
+    labels:
+      dso.update.strategy: rolling
+      dso.host_ports: "127.0.0.1:` + dbPort + `:8080"
+    environment:
+      TOKEN: dso://app/token
+`,
+		"dso.yaml": "providers:\n  local: {type: local}\nagent:\n  rotation:\n    drain_timeout: " + drain + "\n",
+	})
+	return dir, testbed.Project(t, dir), dbPort
+}
+
+// TestRollingZeroDowntime: two rolling services under steady load (a new
+// connection per request, and a long-lived connection) through 20
+// rotations and a kill -9 of the agent in the middle of one: no request
+// fails, long-lived connections end only by the drain bound, and one
+// container per service is left, under its compose name; the proxies never
+// restarted.
+func TestRollingZeroDowntime(t *testing.T) {
+	u := newUser(t)
+	const drain = 2 * time.Second
+	dir, project, dbPort := rollingProject(t, drain.String())
+	u.initVault(map[string][]byte{"app/token": []byte("v0")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	webAddr := ""
+	waitFor(t, "the web proxy", func() bool { webAddr = proxyAddr(t, project, "web", 8080); return webAddr != "" })
+	dbAddr := "127.0.0.1:" + dbPort
+	for _, addr := range []string{webAddr, dbAddr} {
+		waitFor(t, "the first value at "+addr, func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "v0" })
+	}
+	ps := u.must(dir, nil, "dso", "ps", "-p", project)
+	if !strings.Contains(ps.stdout, "127.0.0.1:"+dbPort+"->8080/tcp") || !strings.Contains(ps.stdout, strings.TrimPrefix(webAddr, "")+"->8080/tcp") {
+		t.Errorf("docker dso ps does not show the ports a user can reach (%s, %s):\n%s", webAddr, dbAddr, ps.stdout)
+	}
+	loads := []*load{startLoad(webAddr, "/env/TOKEN", 3), startLoad(dbAddr, "/env/TOKEN", 3)}
+
+	cfg := filepath.Join(dir, "dso.yaml")
+	for i := 1; i <= 20; i++ {
+		v := fmt.Sprintf("v%d", i)
+		u.must("", []byte(v), "dso", "secret", "set", "app/token")
+		if i == 10 {
+			// A kill in the middle of the rotation, timed as a user would.
+			time.Sleep(700 * time.Millisecond)
+			killLocalAgent(t, u)
+			startLocalAgent(t, u, cfg)
+		}
+		for _, addr := range []string{webAddr, dbAddr} {
+			waitFor(t, v+" at "+addr, func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == v })
+		}
+		waitFor(t, "one container per service after rotation "+v, func() bool {
+			ok, _ := clean(t, project, project+"-web-1", project+"-db-1", project+"-web-dso-proxy-1", project+"-db-dso-proxy-1")
+			return ok
+		})
+	}
+	for _, l := range loads {
+		l.finish(t)
+		l.mu.Lock()
+		for i := 1; i < len(l.conns); i++ {
+			if life := l.conns[i].Sub(l.conns[i-1]); life < drain {
+				t.Errorf("a long-lived connection to %s ended after %s, before the drain bound %s", l.addr, life, drain)
+			}
+		}
+		l.mu.Unlock()
+	}
+	for _, name := range []string{project + "-web-dso-proxy-1", project + "-db-dso-proxy-1"} {
+		ins, err := testbed.Docker(t).ContainerInspect(t.Context(), name, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ins.Container.RestartCount != 0 {
+			t.Errorf("proxy %s restarted %d times", name, ins.Container.RestartCount)
+		}
+	}
+	if ok, got := clean(t, project, project+"-web-1", project+"-db-1", project+"-web-dso-proxy-1", project+"-db-dso-proxy-1"); !ok {
+		t.Errorf("after the rotations the project holds %s", got)
+	}
+	assertNoLeak(t, u, nil, agentLog(t, u))
+}
+
+// TestRollingStatefulStopsFirst: a service with a named volume never runs
+// two containers at once; clients that connect during the swap wait and
+// get the new value, none is refused.
+func TestRollingStatefulStopsFirst(t *testing.T) {
+	u := newUser(t)
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  store:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    volumes: ["data:/data"]
+    environment:
+      TOKEN: dso://app/token
+volumes:
+  data: {}
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": []byte("s0")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	addr := ""
+	waitFor(t, "the proxy", func() bool { addr = proxyAddr(t, project, "store", 8080); return addr != "" })
+	waitFor(t, "the first value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "s0" })
+
+	l := startLoad(addr, "/healthz", 4)
+	most := atomic.Int64{}
+	stopWatch := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		f := client.Filters{}.Add("label", "com.docker.compose.project="+project, "com.docker.compose.service=store").Add("status", "running")
+		for {
+			select {
+			case <-stopWatch:
+				return
+			default:
+			}
+			if list, err := testbed.Docker(t).ContainerList(context.Background(), client.ContainerListOptions{Filters: f}); err == nil {
+				if n := int64(len(list.Items)); n > most.Load() {
+					most.Store(n)
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	u.must("", []byte("s1"), "dso", "secret", "set", "app/token")
+	waitFor(t, "the new value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "s1" })
+	waitFor(t, "the rotation to finish", func() bool {
+		ok, _ := clean(t, project, project+"-store-1", project+"-store-dso-proxy-1")
+		return ok
+	})
+	close(stopWatch)
+	<-watched
+	l.finish(t)
+	if most.Load() > 1 {
+		t.Errorf("a stateful service ran %d containers at once", most.Load())
+	}
+	r := u.must("", nil, "dso", "status", "--json")
+	if !strings.Contains(r.stdout, `"order": "stop-first"`) {
+		t.Errorf("the rotation is not journaled as stop-first:\n%s", r.stdout)
+	}
+}
+
+// TestRollingUnhealthyKeepsOld: the new container never gets healthy: it
+// is removed, the proxy never switched (no request failed and every answer
+// came from the old container), and the failure is reported.
+func TestRollingUnhealthyKeepsOld(t *testing.T) {
+	u := newUser(t)
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  api:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    environment:
+      TOKEN: dso://app/token
+    healthcheck:
+      test: ["CMD", "/testapp", "check", "/env/TOKEN", "good"]
+      interval: 1s
+      retries: 2
+`,
+		"dso.yaml": "providers:\n  local: {type: local}\nagent:\n  rotation:\n    health_check_timeout: 8s\n"})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": []byte("good")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	addr := ""
+	waitFor(t, "the proxy", func() bool { addr = proxyAddr(t, project, "api", 8080); return addr != "" })
+	waitFor(t, "the first value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "good" })
+	oldID := serviceContainer(t, project, "api")
+
+	l := startLoad(addr, "/env/TOKEN", 2)
+	u.must("", []byte("bad"), "dso", "secret", "set", "app/token")
+	waitFor(t, "the failed rotation in the status", func() bool {
+		r := u.run(dir, nil, "dso", "status", "--json")
+		return strings.Contains(r.stdout, `"result": "failure"`)
+	})
+	l.finish(t)
+	if s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); s != 200 || b != "good" {
+		t.Errorf("after the failed rotation the proxy answers %d %q, want the old container's value", s, b)
+	}
+	if got := serviceContainer(t, project, "api"); got != oldID {
+		t.Errorf("the old container was replaced")
+	}
+	if ok, got := clean(t, project, project+"-api-1", project+"-api-dso-proxy-1"); !ok {
+		t.Errorf("after the failed rotation the project holds %s", got)
+	}
+}
+
+// TestUpRefusesBadHostPorts: a host port already in use, or a malformed
+// dso.host_ports, stops up before any container is created.
+func TestUpRefusesBadHostPorts(t *testing.T) {
+	u := newUser(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	_, port, _ := net.SplitHostPort(busy.Addr().String())
+	u.initVault(map[string][]byte{"app/token": []byte("x")})
+	for _, tt := range []struct{ ports, want string }{
+		{`ports: ["127.0.0.1:` + port + `:8080"]`, "host port 127.0.0.1:" + port + " is already in use"},
+		{`labels: {dso.host_ports: "` + port + `"}`, `label dso.host_ports "` + port + `"`},
+		{`labels: {dso.host_ports: "127.0.0.1:1:9999"}`, "container port 9999 is not exposed"},
+		{`ports: ["127.0.0.1::53/udp"]`, "DSO's proxy forwards TCP only"},
+	} {
+		dir := writeProject(t, map[string]string{"compose.yaml": "services:\n  api:\n    image: " + testbed.TestappImage(t) + "\n    " + tt.ports + "\n    environment:\n      TOKEN: dso://app/token\n"})
+		project := testbed.Project(t, dir)
+		r := u.run(dir, nil, "dso", "up", "-p", project, "-d")
+		if r.code != 3 || !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, `service "api"`) && !strings.Contains(r.stderr, "host port") {
+			t.Errorf("%s: exit %d, stderr %q; want exit 3 naming %q", tt.ports, r.code, r.stderr, tt.want)
+		}
+		if got := projectContainers(t, project); len(got) != 0 {
+			t.Errorf("%s: up created containers: %v", tt.ports, got)
+		}
+	}
+}
