@@ -1,0 +1,144 @@
+package e2e
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/rotate"
+	"github.com/dso-project/dso/internal/testbed"
+)
+
+// crashCase is a service whose rotation the agent is killed in.
+type crashCase struct {
+	strategy string
+	volume   bool // a writable volume: rolling goes stop-first
+	steps    []string
+}
+
+// TestRotationCrashRecovery kills the agent with SIGKILL at every step of
+// restart and rolling rotations (the test-only crash point
+// DSO_TEST_CRASH_AT), starts it again as systemd would, and checks that it
+// finishes or undoes the rotation with no human action: exactly one
+// container per replica under its compose name, running, holding the
+// newest value, nothing left over, the recovery in the journal, and under
+// rolling no failed request at any time.
+func TestRotationCrashRecovery(t *testing.T) {
+	cases := []crashCase{
+		// restart with a host port: stop-first, no proxy.
+		{strategy: "restart", steps: []string{rotate.StepCreate, rotate.StepStopOld, rotate.StepStart, rotate.StepHealth, rotate.StepRemoveOld, rotate.StepRename}},
+		// rolling behind its proxy: start-first.
+		{strategy: "rolling", steps: []string{rotate.StepCreate, rotate.StepStart, rotate.StepHealth, rotate.StepSwitch, rotate.StepDrain, rotate.StepRemoveOld, rotate.StepRename}},
+		// rolling with a volume: stop-first while the proxy holds.
+		{strategy: "rolling", volume: true, steps: []string{rotate.StepStopOld, rotate.StepStart}},
+	}
+	for _, c := range cases {
+		for _, step := range c.steps {
+			name := c.strategy + "/" + step
+			if c.volume {
+				name = c.strategy + "-volume/" + step
+			}
+			t.Run(name, func(t *testing.T) {
+				t.Parallel()
+				crashAndRecover(t, c, step)
+			})
+		}
+	}
+}
+
+func crashAndRecover(t *testing.T, c crashCase, step string) {
+	u := newUser(t)
+	volume := ""
+	if c.volume {
+		volume = "    volumes: [\"data:/data\"]\n"
+	}
+	compose := "services:\n  api:\n    image: " + testbed.TestappImage(t) + "\n    ports: [\"127.0.0.1::8080\"]\n" + volume +
+		"    labels:\n      dso.update.strategy: " + c.strategy + "\n    environment:\n      TOKEN: dso://app/token\n"
+	if c.volume {
+		compose += "volumes:\n  data: {}\n"
+	}
+	dir := writeProject(t, map[string]string{"compose.yaml": compose,
+		"dso.yaml": "providers:\n  local: {type: local}\nagent:\n  rotation:\n    drain_timeout: 1s\n"})
+	project := testbed.Project(t, dir)
+	cfg := filepath.Join(dir, "dso.yaml")
+	u.initVault(map[string][]byte{"app/token": []byte("old")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	want := []string{project + "-api-1"}
+	if c.strategy == "rolling" {
+		want = append(want, project+"-api-dso-proxy-1")
+	}
+	addr := func() string {
+		if c.strategy == "rolling" {
+			return proxyAddr(t, project, "api", 8080)
+		}
+		return servicePort(t, project, "api")
+	}
+	waitFor(t, "the first value", func() bool {
+		a := addr()
+		s, b := testbed.HTTPGet(t, "http://"+a+"/env/TOKEN")
+		return a != "" && s == 200 && b == "old"
+	})
+	var l *load
+	if c.strategy == "rolling" {
+		l = startLoad(addr(), "/healthz", 2)
+	}
+
+	u.must("", nil, "dso", "agent", "stop")
+	startLocalAgent(t, u, cfg, "DSO_TEST_CRASH_AT="+c.strategy+":"+step)
+	pid := agentPID(t, u)
+	u.must("", []byte("new"), "dso", "secret", "set", "app/token")
+	waitFor(t, "the agent to kill itself at "+step, func() bool { return syscall.Kill(pid, 0) != nil })
+
+	startLocalAgent(t, u, cfg)
+	var got string
+	waitFor(t, "a clean state holding the new value", func() bool {
+		ok, containers := clean(t, project, want...)
+		got = containers
+		a := addr()
+		s, b := testbed.HTTPGet(t, "http://"+a+"/env/TOKEN")
+		return ok && a != "" && s == 200 && b == "new"
+	})
+	if l != nil {
+		l.finish(t)
+	}
+	r := u.must("", nil, "dso", "status", "--json")
+	if !strings.Contains(r.stdout, `"recovery": "recovered at step `+step) {
+		t.Errorf("the journal does not say what the recovery did (containers %s):\n%s", got, r.stdout)
+	}
+}
+
+// agentPID is the pid in the user's local agent lock.
+func agentPID(t *testing.T, u *user) int {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(u.home, ".dso", "run", "agent.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pid
+}
+
+// servicePort is the host address of a service's published 8080.
+func servicePort(t *testing.T, project, service string) string {
+	t.Helper()
+	f := client.Filters{}.Add("label", "com.docker.compose.project="+project, "com.docker.compose.service="+service).Add("status", "running")
+	list, err := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{Filters: f})
+	if err != nil || len(list.Items) != 1 {
+		return ""
+	}
+	for _, p := range list.Items[0].Ports {
+		if p.PrivatePort == 8080 && p.PublicPort != 0 {
+			return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.PublicPort)))
+		}
+	}
+	return ""
+}
