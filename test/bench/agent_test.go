@@ -3,18 +3,9 @@ package bench
 // Benchmarks of the agent, on the real engine, with the local agent that
 // `docker dso up` starts (the same binary and code as the system agent):
 //
-//	go test -run '^$' -bench BenchmarkRotateRestart -benchtime 10x -timeout 20m ./test/bench/
 //	go test -run '^$' -bench BenchmarkAgentIdle10k -benchtime 1x -timeout 30m ./test/bench/
 //
-// BenchmarkRotateRestart: one service (the testapp image, dso.update.strategy:
-// restart) holds one secret of the local vault. Each iteration stores a new
-// value with `docker dso secret set` and times until the app answers
-// GET /env/TOKEN with it from a new container: from the start of the
-// command (change-to-serving-s, median; -max too) and from its return, when
-// the vault file has been replaced (set-done-to-serving-s). Target <= 2 s.
-// Between rounds, untimed, it waits for the rotation to finish: a restart
-// rotation keeps the service's lock for a 2 s settle after the new
-// container runs, so a change arriving within it is served ~1 s later.
+// BenchmarkRotate (rotate_test.go) times a change until it is served.
 //
 // BenchmarkAgentIdle10k: 10 services of the testapp image hold 1,000
 // references each, 10,000 distinct secrets of the local vault in all, so
@@ -44,7 +35,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,67 +46,6 @@ import (
 	"github.com/dso-project/dso/internal/testbed"
 	"github.com/dso-project/dso/internal/vaultfile"
 )
-
-// BenchmarkRotateRestart: see the comment at the top of the file.
-func BenchmarkRotateRestart(b *testing.B) {
-	u := newUser(b)
-	port := freePort(b)
-	first := random(b)
-	u.initVault(b, map[string][]byte{"bench/token": first})
-	dir := b.TempDir()
-	compose := fmt.Sprintf(`services:
-  api:
-    image: %s
-    ports: ["127.0.0.1:%d:8080"]
-    labels:
-      dso.update.strategy: restart
-    environment:
-      TOKEN: dso://bench/token
-`, testbed.TestappImage(b), port)
-	if err := os.WriteFile(filepath.Join(dir, "compose.yaml"), []byte(compose), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	project := testbed.Project(b, dir)
-	if r := u.run(dir, "dso", "up", "-p", project, "-d"); r.code != 0 {
-		b.Fatalf("docker dso up: exit %d\n%s", r.code, r.out)
-	}
-	url := fmt.Sprintf("http://127.0.0.1:%d/env/TOKEN", port)
-	hc := &http.Client{Timeout: time.Second}
-	waitValue := func(want []byte) {
-		b.Helper()
-		deadline := time.Now().Add(readyWithin)
-		for {
-			if got, ok := get(b.Context(), hc, url); ok && got == string(want) {
-				return
-			}
-			if time.Now().After(deadline) {
-				b.Fatalf("the app did not serve the new value within %v", readyWithin)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	waitValue(first)
-	var total, afterSet []timing
-	for i := 0; b.Loop(); i++ {
-		v := random(b)
-		start := time.Now()
-		if r := u.runIn("", v, "dso", "secret", "set", "bench/token"); r.code != 0 {
-			b.Fatalf("docker dso secret set: exit %d\n%s", r.code, r.out)
-		}
-		setDone := time.Now()
-		waitValue(v)
-		total = append(total, timing{up: time.Since(start)})
-		afterSet = append(afterSet, timing{up: time.Since(setDone)})
-		b.Logf("round %d: change -> serving %v (after set returned %v)", i+1, total[i].up.Round(time.Millisecond), afterSet[i].up.Round(time.Millisecond))
-		// Untimed: the rotation goes on for its settle time (2s) after
-		// the new container serves; the next change would wait for it.
-		waitRotations(b, u, i+1)
-	}
-	b.ReportMetric(median(total, timing.upOf).Seconds(), "change-to-serving-s")
-	b.ReportMetric(slices.MaxFunc(total, func(x, y timing) int { return int(x.up - y.up) }).up.Seconds(), "change-to-serving-max-s")
-	b.ReportMetric(median(afterSet, timing.upOf).Seconds(), "set-done-to-serving-s")
-	b.ReportMetric(0, "ns/op")
-}
 
 // waitRotations waits until the agent's journal holds n finished
 // rotations, all successful.

@@ -136,9 +136,10 @@ func printStatus(out io.Writer, st api.Status) {
 	}
 	tw.Flush()
 	fmt.Fprintf(out, "\nRecent rotations (%d):\n", len(st.Rotations))
-	fmt.Fprintln(tw, "  ID\tSERVICE\tSTRATEGY\tRESULT\tSTARTED\tERROR")
+	fmt.Fprintln(tw, "  ID\tSERVICE\tSTRATEGY\tRESULT\tSTARTED\tSTEP\tERROR / RECOVERY")
 	for _, r := range st.Rotations {
-		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Service, r.Strategy, r.Result, r.Started.Format(time.TimeOnly), r.Error)
+		note := strings.TrimSpace(r.Error + " " + r.Recovery)
+		fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.Service, r.Strategy, r.Result, r.Started.Format(time.TimeOnly), r.Step, note)
 	}
 	tw.Flush()
 }
