@@ -127,6 +127,9 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 		ao.Cache = secretcache.New(cacheCfg.MaxAge.D(), o.Clock)
 		defer ao.Cache.Close()
 	}
+	px := &Proxies{Docker: docker, Metrics: m, Agent: where.ID}
+	m.Registry.MustRegister(px)
+	ao.Proxy = px
 	// A test-only crash point (see Options.CrashAt).
 	ao.CrashAt = os.Getenv("DSO_TEST_CRASH_AT")
 	var notifiers notify.Set

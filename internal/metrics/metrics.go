@@ -28,6 +28,8 @@ type Metrics struct {
 	CacheSecrets        prometheus.Gauge // secrets held in the cache
 	ContainersFromCache prometheus.Gauge // containers holding a cached value
 	ContainersWaiting   prometheus.Gauge // containers waiting for their secrets
+	ProxySwitch        prometheus.Histogram   // time for a proxy to take new backends
+	ProxyDrained       *prometheus.CounterVec // outcome: drained | closed
 }
 
 // New creates the metrics in a fresh registry, with the Go runtime and
@@ -81,6 +83,15 @@ func New() *Metrics {
 			Namespace: "dso", Name: "containers_waiting",
 			Help: "Started containers waiting for their secrets (deliveries being retried).",
 		}),
+		ProxySwitch: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "dso", Name: "proxy_switch_seconds",
+			Help:    "Time from the agent's order to a proxy sending new connections to new backends.",
+			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5},
+		}),
+		ProxyDrained: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "dso", Name: "proxy_drained_connections_total",
+			Help: "Connections of replaced containers at the end of a drain: drained (ended by themselves) or closed (still open at the bound).",
+		}, []string{"outcome"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -88,6 +99,7 @@ func New() *Metrics {
 		m.Rotations, m.RotationDuration, m.ProviderRequests, m.ProviderLatency,
 		m.SecretsWatched, m.Deliveries, m.LastSuccessfulPoll,
 		m.CacheServed, m.CacheSecrets, m.ContainersFromCache, m.ContainersWaiting,
+		m.ProxySwitch, m.ProxyDrained,
 	)
 	return m
 }

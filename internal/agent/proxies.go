@@ -1,0 +1,113 @@
+package agent
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/moby/moby/client"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dso-project/dso/internal/compose"
+	"github.com/dso-project/dso/internal/metrics"
+	"github.com/dso-project/dso/internal/proxy"
+	"github.com/dso-project/dso/internal/proxy/control"
+)
+
+// ProxyDocker is the part of the engine client the proxies' control uses.
+type ProxyDocker interface {
+	control.Docker
+	ContainerList(ctx context.Context, opts client.ContainerListOptions) (client.ContainerListResult, error)
+}
+
+// Proxies drives the proxy containers of rolling services through their
+// control (internal/proxy) and records what they did in the metrics. It is
+// the agent's rotate.Proxy.
+type Proxies struct {
+	Docker  ProxyDocker
+	Metrics *metrics.Metrics // optional
+	// Agent is the dso.agent label of the proxies this agent drives.
+	Agent string
+}
+
+func (p *Proxies) send(ctx context.Context, id string, req proxy.Request, wait time.Duration) (proxy.Reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait+15*time.Second)
+	defer cancel()
+	return control.Send(ctx, p.Docker, id, req)
+}
+
+// Set sends new connections to backends.
+func (p *Proxies) Set(ctx context.Context, id string, backends []string) error {
+	start := time.Now()
+	_, err := p.send(ctx, id, proxy.Request{Op: "set", Backends: backends}, 0)
+	if err == nil && p.Metrics != nil {
+		p.Metrics.ProxySwitch.Observe(time.Since(start).Seconds())
+	}
+	return err
+}
+
+// Hold makes new connections wait until the next Set.
+func (p *Proxies) Hold(ctx context.Context, id string) error {
+	_, err := p.send(ctx, id, proxy.Request{Op: "hold"}, 0)
+	return err
+}
+
+// Drain waits until backend's connections end, at most timeout, then
+// closes the rest.
+func (p *Proxies) Drain(ctx context.Context, id, backend string, timeout time.Duration) error {
+	r, err := p.send(ctx, id, proxy.Request{Op: "drain", Backend: backend, Timeout: proxy.Duration(timeout)}, timeout)
+	if err == nil && r.Drain != nil && p.Metrics != nil {
+		p.Metrics.ProxyDrained.WithLabelValues("drained").Add(float64(r.Drain.Drained))
+		p.Metrics.ProxyDrained.WithLabelValues("closed").Add(float64(r.Drain.Closed))
+	}
+	return err
+}
+
+// Probe connects to every proxied port of backend.
+func (p *Proxies) Probe(ctx context.Context, id, backend string, timeout time.Duration) error {
+	_, err := p.send(ctx, id, proxy.Request{Op: "probe", Backend: backend, Timeout: proxy.Duration(timeout)}, timeout)
+	return err
+}
+
+var (
+	descActive   = prometheus.NewDesc("dso_proxy_connections", "Live connections through a proxy port.", []string{"project", "service", "port"}, nil)
+	descAccepted = prometheus.NewDesc("dso_proxy_connections_accepted_total", "Connections a proxy port accepted.", []string{"project", "service", "port"}, nil)
+	descBytes    = prometheus.NewDesc("dso_proxy_bytes_total", "Bytes a proxy port forwarded, by direction.", []string{"project", "service", "port", "direction"}, nil)
+	descFailures = prometheus.NewDesc("dso_proxy_dial_failures_total", "Failed connection attempts from a proxy port to its backend.", []string{"project", "service", "port"}, nil)
+	descDropped  = prometheus.NewDesc("dso_proxy_dropped_total", "Clients a proxy port closed because no backend answered in time.", []string{"project", "service", "port"}, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (p *Proxies) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descActive, descAccepted, descBytes, descFailures, descDropped} {
+		ch <- d
+	}
+}
+
+// Collect asks every running proxy of this agent for its counters; they
+// live in the proxy, which outlives the agent.
+func (p *Proxies) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f := client.Filters{}.Add("label", compose.LabelAgent+"="+p.Agent, compose.LabelProxyFor).Add("status", "running")
+	list, err := p.Docker.ContainerList(ctx, client.ContainerListOptions{Filters: f})
+	if err != nil {
+		return
+	}
+	for _, c := range list.Items {
+		r, err := p.send(ctx, c.ID, proxy.Request{Op: "stats"}, 0)
+		if err != nil || r.Stats == nil {
+			continue
+		}
+		project, service := c.Labels["com.docker.compose.project"], c.Labels[compose.LabelProxyFor]
+		for _, ps := range r.Stats.Ports {
+			port := strconv.Itoa(ps.Listen)
+			ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(ps.Active), project, service, port)
+			ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(ps.Accepted), project, service, port)
+			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(ps.BytesToBackend), project, service, port, "to_backend")
+			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(ps.BytesToClient), project, service, port, "to_client")
+			ch <- prometheus.MustNewConstMetric(descFailures, prometheus.CounterValue, float64(ps.DialFailures), project, service, port)
+			ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(ps.Dropped), project, service, port)
+		}
+	}
+}
