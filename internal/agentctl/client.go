@@ -53,6 +53,11 @@ func EnsureLocal(ctx context.Context, clk clock.Clock, cfg *config.Config, cfgPa
 	if cfgPath != "" {
 		args = append(args, "--config", cfgPath)
 	}
+	// What it runs with, until `agent stop` removes it: a local agent that
+	// dies leaves it behind, so that Revive can start it again.
+	if err := os.WriteFile(runsWith(w), []byte(cfgPath), 0o600); err != nil {
+		return err
+	}
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = agentEnv(os.Environ())
@@ -130,6 +135,7 @@ func StopLocal(ctx context.Context, clk clock.Clock) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read %s: %w", w.Lock, err)
 	}
+	os.Remove(runsWith(w))
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		return pid, fmt.Errorf("stop the local agent (pid %d): %w", pid, err)
 	}
@@ -143,4 +149,32 @@ func StopLocal(ctx context.Context, clk clock.Clock) (int, error) {
 		}
 	}
 	return pid, nil
+}
+
+// runsWith is the file that holds the dso.yaml path a local agent was
+// started with, while it is meant to run.
+func runsWith(w Where) string { return filepath.Join(filepath.Dir(w.Lock), "agent.config") }
+
+// Revive starts the user's local agent again when it died: it was started
+// (EnsureLocal) and not stopped (StopLocal), and no longer holds its lock.
+// Local mode has no systemd to do that; the commands that need the agent
+// (status, watch) call this. It says so on log and returns whether it
+// started one.
+func Revive(ctx context.Context, clk clock.Clock, log io.Writer) (bool, error) {
+	w, err := Serving(nil)
+	if err != nil || w.Kind != Local || Held(w.Lock) {
+		return false, err
+	}
+	cfgPath, err := os.ReadFile(runsWith(w))
+	if err != nil {
+		return false, nil // never started, or stopped on purpose
+	}
+	var cfg *config.Config
+	if len(cfgPath) > 0 {
+		if cfg, err = config.Load(string(cfgPath)); err != nil {
+			return false, err
+		}
+	}
+	fmt.Fprintln(log, "dso: the local agent had died (it was not stopped with `docker dso agent stop`); starting it again")
+	return true, EnsureLocal(ctx, clk, cfg, string(cfgPath), log)
 }

@@ -26,10 +26,13 @@ import (
 
 // agentClient reaches the running agent, on the socket dso.yaml's
 // agent.socket names when there is a dso.yaml.
-func agentClient(f *cmdutil.Factory) (*api.Client, error) {
+func agentClient(ctx context.Context, f *cmdutil.Factory) (*api.Client, error) {
 	cfg, _, err := config.Find(f.ConfigPath)
 	if err != nil {
 		return nil, cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+	}
+	if _, err := agentctl.Revive(ctx, clock.RealClock{}, f.IO.ErrOut); err != nil {
+		return nil, cmdutil.WithExitCode(cmdutil.ExitBackend, err)
 	}
 	c, err := agentctl.Dial(cfg)
 	if err != nil {
@@ -65,7 +68,7 @@ func NewCmd(f *cmdutil.Factory, runF func(*Options) error) *cobra.Command {
 }
 
 func run(ctx context.Context, opts *Options) error {
-	c, err := agentClient(opts.Factory)
+	c, err := agentClient(ctx, opts.Factory)
 	if err != nil {
 		return err
 	}
@@ -163,7 +166,7 @@ func NewCmdWatch(f *cmdutil.Factory) *cobra.Command {
 		Short: "Stream the agent's events live: deliveries, rotations, provider errors, container events",
 		Args:  cmdutil.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := agentClient(f)
+			c, err := agentClient(cmd.Context(), f)
 			if err != nil {
 				return err
 			}
