@@ -140,10 +140,14 @@ func (p *Proxy) connsTo(host string) []*conn {
 	return p.connsToLocked(host)
 }
 
+// connsToLocked matches host against the backend each connection was
+// dialed by (an address, or a name such as the service's) and against the
+// address it reached: draining a container by its address also drains the
+// connections that reached it through the service's name.
 func (p *Proxy) connsToLocked(host string) []*conn {
 	var out []*conn
 	for c := range p.conns {
-		if c.host == host {
+		if c.host == host || c.addr == host {
 			out = append(out, c)
 		}
 	}

@@ -234,7 +234,8 @@ func (p *Proxy) accept(ctx context.Context, pp *port) {
 // conn is one forwarded connection, registered once its backend answered.
 type conn struct {
 	client, backend *net.TCPConn
-	host            string
+	host            string        // the backend as set: an address or a name
+	addr            string        // the address it reached
 	done            chan struct{} // closed when both directions ended
 	once            sync.Once
 }
@@ -254,6 +255,9 @@ func (p *Proxy) handle(ctx context.Context, pp *port, client *net.TCPConn) {
 		return
 	}
 	c := &conn{client: client, backend: backend, host: host, done: make(chan struct{})}
+	if ra, ok := backend.RemoteAddr().(*net.TCPAddr); ok {
+		c.addr = ra.IP.String()
+	}
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.mu.Unlock()

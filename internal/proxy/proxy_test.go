@@ -397,6 +397,28 @@ func TestDrain(t *testing.T) {
 	}
 }
 
+// TestDrainByAddressTakesNamedConnections: connections dialed through a
+// name (the service's, in a compose project) are drained by the address
+// they reached (the old container's).
+func TestDrainByAddressTakesNamedConnections(t *testing.T) {
+	port := twoBackends(t)
+	p := startProxy(t, Options{Ports: []Port{{Target: port}}, Backend: "localhost"})
+	c := dial(t, listenAddr(p, 0))
+	if got := c.line(); got != "old" {
+		t.Fatalf("through localhost the client reached %q", got)
+	}
+	if _, err := p.Set([]string{"127.0.0.2"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := p.Drain(t.Context(), "127.0.0.1", 200*time.Millisecond)
+	if err != nil || res != (DrainResult{Closed: 1}) {
+		t.Fatalf("drain = %+v, %v; want the named connection closed", res, err)
+	}
+	if _, err := io.ReadAll(c.r); err != nil {
+		t.Fatalf("the connection left after the drain: %v; want it closed", err)
+	}
+}
+
 func TestProbeNamesThePortThatFails(t *testing.T) {
 	up := startBackend(t, "127.0.0.1:0", "up")
 	down := unusedPort(t)

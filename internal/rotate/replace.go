@@ -209,6 +209,13 @@ func (s *swap) run(ctx context.Context) (string, error) {
 			if err := r.Proxy.Hold(ctx, s.rec.Proxy); err != nil {
 				return "", fmt.Errorf("hold new connections at the proxy: %w", err)
 			}
+			// Requests in flight end before the old container is told to
+			// stop: none is cut in the middle.
+			if oldIP, err := r.ipFor(ctx, old.ID, s.rec.Proxy); err == nil {
+				if err := r.Proxy.Drain(ctx, s.rec.Proxy, oldIP, r.drainTimeout()); err != nil {
+					r.log().Warn("draining the old container's connections failed", "container", short(old.ID), "error", err)
+				}
+			}
 		}
 		s.oldStops = true
 		if _, err := r.Docker.ContainerStop(ctx, old.ID, client.ContainerStopOptions{}); err != nil {

@@ -160,8 +160,8 @@ func startLocalAgent(t *testing.T, u *user, cfg string, env ...string) {
 	waitFor(t, "the agent's socket", func() bool { _, err := os.Stat(sock); return err == nil && u.run("", nil, "dso", "status").code == 0 })
 }
 
-// projectContainers returns name -> state of every container of a project.
-func projectContainers(t *testing.T, project string) map[string]string {
+// containerStates returns name -> state of every container of a project.
+func containerStates(t *testing.T, project string) map[string]string {
 	t.Helper()
 	f := client.Filters{}.Add("label", "com.docker.compose.project="+project)
 	list, err := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f})
@@ -178,7 +178,7 @@ func projectContainers(t *testing.T, project string) map[string]string {
 // clean reports whether the project holds exactly the wanted containers,
 // each running.
 func clean(t *testing.T, project string, want ...string) (bool, string) {
-	got := projectContainers(t, project)
+	got := containerStates(t, project)
 	ok := len(got) == len(want)
 	for _, n := range want {
 		ok = ok && got[n] == "running"
@@ -408,7 +408,7 @@ func TestUpRefusesBadHostPorts(t *testing.T) {
 		if r.code != 3 || !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, `service "api"`) && !strings.Contains(r.stderr, "host port") {
 			t.Errorf("%s: exit %d, stderr %q; want exit 3 naming %q", tt.ports, r.code, r.stderr, tt.want)
 		}
-		if got := projectContainers(t, project); len(got) != 0 {
+		if got := containerStates(t, project); len(got) != 0 {
 			t.Errorf("%s: up created containers: %v", tt.ports, got)
 		}
 	}
