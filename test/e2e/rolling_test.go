@@ -40,6 +40,20 @@ func proxyAddr(t *testing.T, project, service string, port uint16) string {
 	return ""
 }
 
+// serviceAddr is where a user reaches a service's port 8080: the host port
+// of its proxy (rolling, the default), else its own.
+func serviceAddr(t *testing.T, project, service string) string {
+	t.Helper()
+	var addr string
+	waitFor(t, "a published port of "+service, func() bool {
+		if addr = proxyAddr(t, project, service, 8080); addr == "" {
+			addr = servicePort(t, project, service)
+		}
+		return addr != ""
+	})
+	return addr
+}
+
 // load sends requests to addr until stopped: a new connection per request
 // from several workers, and one long-lived keep-alive connection whose
 // connections' lifetimes are recorded.

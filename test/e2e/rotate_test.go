@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"io"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,8 +24,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// answer asks the one container of a service, without failing the test
-// when it is not (yet) there or not answering.
+// answer asks the one running container of a service (through its proxy
+// when it has one), without failing the test when it is not (yet) there or
+// not answering.
 func answer(t *testing.T, project, service, path string) (string, string, bool) {
 	t.Helper()
 	f := client.Filters{}.Add("label", "com.docker.compose.project="+project).Add("label", "com.docker.compose.service="+service).Add("status", "running")
@@ -36,20 +34,12 @@ func answer(t *testing.T, project, service, path string) (string, string, bool) 
 	if err != nil || len(list.Items) != 1 {
 		return "", "", false
 	}
-	c := list.Items[0]
-	for _, p := range c.Ports {
-		if p.PrivatePort == 8080 && p.PublicPort != 0 {
-			hc := &http.Client{Timeout: 2 * time.Second}
-			resp, err := hc.Get("http://127.0.0.1:" + strconv.Itoa(int(p.PublicPort)) + path)
-			if err != nil {
-				return c.ID, "", false
-			}
-			defer resp.Body.Close()
-			b, err := io.ReadAll(resp.Body)
-			return c.ID, string(b), err == nil && resp.StatusCode == http.StatusOK
-		}
+	addr := proxyAddr(t, project, service, 8080)
+	if addr == "" {
+		addr = servicePort(t, project, service)
 	}
-	return c.ID, "", false
+	got := tryGet(addr, path)
+	return list.Items[0].ID, got, got != ""
 }
 
 func agentLog(t *testing.T, u *user) string {

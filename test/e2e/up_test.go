@@ -102,7 +102,7 @@ services:
 
 	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
 	id := serviceContainer(t, project, "web")
-	addr := testbed.HostAddr(t, id, "8080/tcp")
+	addr := serviceAddr(t, project, "web")
 
 	if got := get(t, addr, "/env/DB_PASSWORD"); got != string(dbValue) {
 		t.Errorf("DB_PASSWORD: got %d bytes, not the secret", len(got))
@@ -131,7 +131,7 @@ services:
 	// app sees both secrets again, the file with its owner and mode.
 	servedAgain := func(after string) {
 		t.Helper()
-		addr = testbed.HostAddr(t, id, "8080/tcp")
+		addr = serviceAddr(t, project, "web")
 		eventually(t, addr, "/env/DB_PASSWORD", string(dbValue))
 		if got := get(t, addr, "/file?path="+path); got != string(fileValue) {
 			t.Errorf("after %s: the file differs from the secret (%d bytes)", after, len(got))
@@ -194,9 +194,8 @@ services:
 	project := testbed.Project(t, dir)
 	u.initVault(map[string][]byte{"app/token": value})
 	up := u.must(dir, nil, "dso", "up", "-p", project, "-d")
-	id := serviceContainer(t, project, "script")
 	sum := sha256.Sum256(value)
-	got := strings.TrimSpace(get(t, testbed.HostAddr(t, id, "8080/tcp"), "/sum"))
+	got := strings.TrimSpace(get(t, serviceAddr(t, project, "script"), "/sum"))
 	if got != hex.EncodeToString(sum[:]) {
 		t.Errorf("the entrypoint script saw another TOKEN at start (sha256 %s)", got)
 	}
@@ -354,7 +353,7 @@ secrets:
 	if st := u.must(dir, nil, "dso", "status", "--json"); !strings.Contains(st.stdout, `"id": "`+id[:12]+`"`) {
 		t.Errorf("up --wait returned before the delivery:\n%s", st.stdout)
 	}
-	addr := testbed.HostAddr(t, id, "8080/tcp")
+	addr := serviceAddr(t, project, "mysql")
 	if got := get(t, addr, "/env/MYSQL_ROOT_PASSWORD"); got != string(root) {
 		t.Errorf("MYSQL_ROOT_PASSWORD: %d bytes, not the secret", len(got))
 	}
