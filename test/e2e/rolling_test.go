@@ -349,6 +349,12 @@ volumes:
 	if most.Load() > 1 {
 		t.Errorf("a stateful service ran %d containers at once", most.Load())
 	}
+	// The new container got one delivery: the rotation's, not also the
+	// start event's.
+	newID := serviceContainer(t, project, "store")
+	if n := strings.Count(agentLog(t, u), `"msg":"delivered secrets","container":"`+newID[:12]+`"`); n != 1 {
+		t.Errorf("the new container got %d deliveries, want 1", n)
+	}
 	r := u.must("", nil, "dso", "status", "--json")
 	if !strings.Contains(r.stdout, `"order": "stop-first"`) {
 		t.Errorf("the rotation is not journaled as stop-first:\n%s", r.stdout)
