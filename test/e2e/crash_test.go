@@ -85,7 +85,7 @@ func crashAndRecover(t *testing.T, c crashCase, step string) {
 	waitFor(t, "the first value", func() bool { return tryGet(addr(), "/env/TOKEN") == "old" })
 	var l *load
 	if c.strategy == "rolling" {
-		l = startLoad(addr(), "/healthz", 2)
+		l = startLoad(t, addr(), "/healthz", 2, false)
 	}
 
 	u.must("", nil, "dso", "agent", "stop")

@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,7 +51,7 @@ func TestProxySwitchesBackendsUnderLoad(t *testing.T) {
 	}
 	stats := func() proxy.Stats { return *ctl(proxy.Request{Op: proxy.OpStats}).Stats }
 
-	load := startLoad(t, addr, 4)
+	load := startLoad(t, addr, "/healthz", 4, false)
 	long := dialKeepAlive(t, addr)
 	if got, err := long.get("/env/COLOR"); err != nil || got != "blue" {
 		t.Fatalf("long-lived connection: %q, %v", got, err)
@@ -137,62 +135,6 @@ func TestProxySwitchesBackendsUnderLoad(t *testing.T) {
 	if !strings.Contains(stderr, "backends set") || !strings.Contains(stderr, "proxy stopping") {
 		t.Fatalf("the proxy's log misses the switches or the stop:\n%s", stderr)
 	}
-}
-
-// load is clients sending requests, each on a new connection, until stop.
-type load struct {
-	stopc  chan struct{}
-	wg     sync.WaitGroup
-	ok     atomic.Int64
-	mu     sync.Mutex
-	failed []string
-}
-
-func startLoad(t *testing.T, addr string, workers int) *load {
-	l := &load{stopc: make(chan struct{})}
-	hc := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	for range workers {
-		l.wg.Go(func() {
-			for {
-				select {
-				case <-l.stopc:
-					return
-				default:
-				}
-				resp, err := hc.Get("http://" + addr + "/healthz")
-				if err == nil {
-					_, err = io.ReadAll(resp.Body)
-					resp.Body.Close()
-					if err == nil && resp.StatusCode != http.StatusOK {
-						err = fmt.Errorf("status %d", resp.StatusCode)
-					}
-				}
-				if err != nil {
-					l.mu.Lock()
-					l.failed = append(l.failed, err.Error())
-					l.mu.Unlock()
-					continue
-				}
-				l.ok.Add(1)
-			}
-		})
-	}
-	t.Cleanup(func() { l.stop() })
-	return l
-}
-
-func (l *load) done() int64 { return l.ok.Load() }
-
-func (l *load) stop() (ok int, failed []string) {
-	select {
-	case <-l.stopc:
-	default:
-		close(l.stopc)
-	}
-	l.wg.Wait()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return int(l.ok.Load()), l.failed
 }
 
 // fresh asks for the color on a new connection.

@@ -55,34 +55,38 @@ func serviceAddr(t *testing.T, project, service string) string {
 }
 
 // load sends requests to addr until stopped: a new connection per request
-// from several workers, and one long-lived keep-alive connection whose
-// connections' lifetimes are recorded.
+// from several workers and, when asked, one long-lived keep-alive
+// connection whose connections' opening times are recorded.
 type load struct {
 	addr, path string
-	ok, failed atomic.Int64
+	ok         atomic.Int64
 	mu         sync.Mutex
-	errs       []string
+	failed     []string
 	conns      []time.Time // when the long-lived client opened each connection
-	stop       chan struct{}
+	stopc      chan struct{}
 	wg         sync.WaitGroup
 }
 
-func startLoad(addr, path string, workers int) *load {
-	l := &load{addr: addr, path: path, stop: make(chan struct{})}
+func startLoad(t *testing.T, addr, path string, workers int, longLived bool) *load {
+	l := &load{addr: addr, path: path, stopc: make(chan struct{})}
 	for range workers {
-		l.wg.Add(1)
-		go l.worker(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}, false)
+		l.wg.Go(func() {
+			l.worker(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}, false)
+		})
 	}
-	l.wg.Add(1)
-	go l.worker(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}, true)
+	if longLived {
+		l.wg.Go(func() {
+			l.worker(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}, true)
+		})
+	}
+	t.Cleanup(func() { l.stop() })
 	return l
 }
 
 func (l *load) worker(c *http.Client, longLived bool) {
-	defer l.wg.Done()
 	for {
 		select {
-		case <-l.stop:
+		case <-l.stopc:
 			return
 		default:
 		}
@@ -99,18 +103,15 @@ func (l *load) worker(c *http.Client, longLived bool) {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+l.addr+l.path, nil)
 		resp, err := c.Do(req)
 		if err == nil {
-			io.Copy(io.Discard, resp.Body)
+			_, err = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != http.StatusOK {
+			if err == nil && resp.StatusCode != http.StatusOK {
 				err = fmt.Errorf("status %d", resp.StatusCode)
 			}
 		}
 		if err != nil {
-			l.failed.Add(1)
 			l.mu.Lock()
-			if len(l.errs) < 5 {
-				l.errs = append(l.errs, err.Error())
-			}
+			l.failed = append(l.failed, err.Error())
 			l.mu.Unlock()
 		} else {
 			l.ok.Add(1)
@@ -119,14 +120,30 @@ func (l *load) worker(c *http.Client, longLived bool) {
 	}
 }
 
+// done is how many requests were answered so far.
+func (l *load) done() int64 { return l.ok.Load() }
+
+// stop ends the load and returns how many requests were answered and the
+// errors of those that failed.
+func (l *load) stop() (ok int, failed []string) {
+	select {
+	case <-l.stopc:
+	default:
+		close(l.stopc)
+	}
+	l.wg.Wait()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return int(l.ok.Load()), l.failed
+}
+
 // finish stops the load and fails the test on any failed request.
 func (l *load) finish(t *testing.T) {
 	t.Helper()
-	close(l.stop)
-	l.wg.Wait()
-	t.Logf("load on %s: %d requests answered, %d failed", l.addr, l.ok.Load(), l.failed.Load())
-	if l.failed.Load() > 0 || l.ok.Load() == 0 {
-		t.Errorf("load on %s: %d of %d requests failed: %s", l.addr, l.failed.Load(), l.failed.Load()+l.ok.Load(), strings.Join(l.errs, "; "))
+	ok, failed := l.stop()
+	t.Logf("load on %s: %d requests answered, %d failed", l.addr, ok, len(failed))
+	if len(failed) > 0 || ok == 0 {
+		t.Errorf("load on %s: %d of %d requests failed: %s", l.addr, len(failed), len(failed)+ok, strings.Join(failed[:min(5, len(failed))], "; "))
 	}
 }
 
@@ -248,7 +265,7 @@ func TestRollingZeroDowntime(t *testing.T) {
 	if !strings.Contains(ps.stdout, "127.0.0.1:"+dbPort+"->8080/tcp") || !strings.Contains(ps.stdout, strings.TrimPrefix(webAddr, "")+"->8080/tcp") {
 		t.Errorf("docker dso ps does not show the ports a user can reach (%s, %s):\n%s", webAddr, dbAddr, ps.stdout)
 	}
-	loads := []*load{startLoad(webAddr, "/env/TOKEN", 3), startLoad(dbAddr, "/env/TOKEN", 3)}
+	loads := []*load{startLoad(t, webAddr, "/env/TOKEN", 3, true), startLoad(t, dbAddr, "/env/TOKEN", 3, true)}
 
 	cfg := filepath.Join(dir, "dso.yaml")
 	for i := 1; i <= 20; i++ {
@@ -316,7 +333,7 @@ volumes:
 	waitFor(t, "the proxy", func() bool { addr = proxyAddr(t, project, "store", 8080); return addr != "" })
 	waitFor(t, "the first value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "s0" })
 
-	l := startLoad(addr, "/healthz", 4)
+	l := startLoad(t, addr, "/healthz", 4, false)
 	most := atomic.Int64{}
 	stopWatch := make(chan struct{})
 	watched := make(chan struct{})
@@ -387,7 +404,7 @@ services:
 	waitFor(t, "the first value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "good" })
 	oldID := serviceContainer(t, project, "api")
 
-	l := startLoad(addr, "/env/TOKEN", 2)
+	l := startLoad(t, addr, "/env/TOKEN", 2, false)
 	u.must("", []byte("bad"), "dso", "secret", "set", "app/token")
 	waitFor(t, "the failed rotation in the status", func() bool {
 		r := u.run(dir, nil, "dso", "status", "--json")
