@@ -188,6 +188,18 @@ func (s *swap) run(ctx context.Context) (string, error) {
 	// A container left under the temporary name by an earlier attempt of
 	// this rotation is not ours to keep.
 	r.Docker.ContainerRemove(ctx, s.rec.TempName, client.ContainerRemoveOptions{Force: true})
+	if s.rec.Proxy != "" {
+		// The new container answers to the service's name too, from its
+		// start: until the switch the proxy sends new connections to the
+		// replicas that serve now, by address.
+		ips, err := r.replicaIPs(ctx, old, s.rec.Proxy, "")
+		if err != nil {
+			return "", err
+		}
+		if err := r.Proxy.Set(ctx, s.rec.Proxy, ips); err != nil {
+			return "", fmt.Errorf("pin the proxy to the serving containers: %w", err)
+		}
+	}
 	nets, first := endpoints(old)
 	created, err := r.Docker.ContainerCreate(ctx, client.ContainerCreateOptions{
 		Name: s.rec.TempName, Config: old.Config, HostConfig: old.HostConfig, NetworkingConfig: first,
@@ -253,7 +265,11 @@ func (s *swap) finish(ctx context.Context, newIP string) (string, error) {
 		if err := s.step(StepSwitch); err != nil {
 			return "", err
 		}
-		if err := r.Proxy.Set(ctx, s.rec.Proxy, []string{newIP}); err != nil {
+		others, err := r.replicaIPs(ctx, s.old, s.rec.Proxy, s.old.ID)
+		if err != nil {
+			return "", err
+		}
+		if err := r.Proxy.Set(ctx, s.rec.Proxy, append(others, newIP)); err != nil {
 			return "", fmt.Errorf("switch the proxy to the new container: %w", err)
 		}
 		if oldIP, err := r.ipFor(ctx, oldID, s.rec.Proxy); err == nil && !s.oldStops {
@@ -349,6 +365,30 @@ func (r *Replacer) rename(ctx context.Context, id, name string) error {
 		return fmt.Errorf("give the new container the name %s: %w", name, err)
 	}
 	return nil
+}
+
+// replicaIPs returns the addresses of the running containers of old's
+// service under their compose names (not temporary ones), less the one
+// with ID except.
+func (r *Replacer) replicaIPs(ctx context.Context, old container.InspectResponse, proxy, except string) ([]string, error) {
+	l := old.Config.Labels
+	f := client.Filters{}.Add("label", labelProject+"="+l[labelProject], labelService+"="+l[labelService]).Add("status", "running")
+	list, err := r.Docker.ContainerList(ctx, client.ContainerListOptions{Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list the replicas: %w", err)
+	}
+	var ips []string
+	for _, c := range list.Items {
+		if c.ID == except || len(c.Names) == 0 || CanonicalName(c.Names[0]) != strings.TrimPrefix(c.Names[0], "/") {
+			continue
+		}
+		ip, err := r.ipFor(ctx, c.ID, proxy)
+		if err != nil {
+			return nil, err
+		}
+		ips = append(ips, ip)
+	}
+	return ips, nil
 }
 
 // ipFor returns the address of container id on a network it shares with

@@ -67,16 +67,21 @@ type load struct {
 	wg         sync.WaitGroup
 }
 
+// clientTimeout is longer than the proxy's hold bound (60s): a client
+// that waits is answered or closed by the proxy, never cut by its own
+// deadline, on a machine however loaded.
+const clientTimeout = 90 * time.Second
+
 func startLoad(t *testing.T, addr, path string, workers int, longLived bool) *load {
 	l := &load{addr: addr, path: path, stopc: make(chan struct{})}
 	for range workers {
 		l.wg.Go(func() {
-			l.worker(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}, false)
+			l.worker(&http.Client{Timeout: clientTimeout, Transport: &http.Transport{DisableKeepAlives: true}}, false)
 		})
 	}
 	if longLived {
 		l.wg.Go(func() {
-			l.worker(&http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}, true)
+			l.worker(&http.Client{Timeout: clientTimeout, Transport: &http.Transport{MaxConnsPerHost: 1, MaxIdleConnsPerHost: 1}}, true)
 		})
 	}
 	t.Cleanup(func() { l.stop() })
