@@ -95,18 +95,14 @@ func crashAndRecover(t *testing.T, c crashCase, step string) {
 	waitFor(t, "the agent to kill itself at "+step, func() bool { return syscall.Kill(pid, 0) != nil })
 
 	startLocalAgent(t, u, cfg)
-	var got, journal string
+	var journal string
 	waitFor(t, "a clean state holding the new value, the recovery journaled", func() bool {
-		ok, containers := clean(t, project, want...)
-		got = containers
+		ok, _ := clean(t, project, want...)
 		journal = u.run("", nil, "dso", "status", "--json").stdout
 		return ok && tryGet(addr(), "/env/TOKEN") == "new" && strings.Contains(journal, `"recovery": "recovered at step `+step)
 	})
 	if l != nil {
 		l.finish(t)
-	}
-	if strings.Contains(journal, `"result": "running"`) {
-		t.Errorf("a rotation is still running after the recovery (containers %s):\n%s", got, journal)
 	}
 }
 
