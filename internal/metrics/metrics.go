@@ -25,11 +25,11 @@ type Metrics struct {
 	// CacheServed counts values delivered from the agent's last-known-good
 	// cache because their provider failed.
 	CacheServed         prometheus.Counter
-	CacheSecrets        prometheus.Gauge // secrets held in the cache
-	ContainersFromCache prometheus.Gauge // containers holding a cached value
-	ContainersWaiting   prometheus.Gauge // containers waiting for their secrets
-	ProxySwitch        prometheus.Histogram   // time for a proxy to take new backends
-	ProxyDrained       *prometheus.CounterVec // outcome: drained | closed
+	CacheSecrets        prometheus.Gauge       // secrets held in the cache
+	ContainersFromCache prometheus.Gauge       // containers holding a cached value
+	ContainersWaiting   prometheus.Gauge       // containers waiting for their secrets
+	ProxySwitch         prometheus.Histogram   // time for a proxy to take new backends
+	ProxyDrained        *prometheus.CounterVec // outcome: drained | closed
 }
 
 // New creates the metrics in a fresh registry, with the Go runtime and

@@ -4,7 +4,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -104,20 +103,6 @@ func crashAndRecover(t *testing.T, c crashCase, step string) {
 	if l != nil {
 		l.finish(t)
 	}
-}
-
-// agentPID is the pid in the user's local agent lock.
-func agentPID(t *testing.T, u *user) int {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(u.home, ".dso", "run", "agent.lock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pid
 }
 
 // servicePort is the host address of a service's published 8080.

@@ -156,15 +156,7 @@ func (l *load) finish(t *testing.T) {
 // its lock is free.
 func killLocalAgent(t *testing.T, u *user) {
 	t.Helper()
-	lock := filepath.Join(u.home, ".dso", "run", "agent.lock")
-	b, err := os.ReadFile(lock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		t.Fatalf("agent lock %s: %v", lock, err)
-	}
+	pid := agentPID(t, u)
 	syscall.Kill(pid, syscall.SIGKILL)
 	waitFor(t, "the killed agent to be gone", func() bool { return syscall.Kill(pid, 0) != nil })
 }
