@@ -250,13 +250,14 @@ func TestRollingZeroDowntime(t *testing.T) {
 	u := newUser(t)
 	const drain = 2 * time.Second
 	dir, project, dbPort := rollingProject(t, drain.String())
-	u.initVault(map[string][]byte{"app/token": []byte("v0")})
+	values := [][]byte{canary(t, "r0")}
+	u.initVault(map[string][]byte{"app/token": values[0]})
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")
 	webAddr := ""
 	waitFor(t, "the web proxy", func() bool { webAddr = proxyAddr(t, project, "web", 8080); return webAddr != "" })
 	dbAddr := "127.0.0.1:" + dbPort
 	for _, addr := range []string{webAddr, dbAddr} {
-		waitFor(t, "the first value at "+addr, func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "v0" })
+		waitFor(t, "the first value at "+addr, func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == string(values[0]) })
 	}
 	ps := u.must(dir, nil, "dso", "ps", "-p", project)
 	if !strings.Contains(ps.stdout, "127.0.0.1:"+dbPort+"->8080/tcp") || !strings.Contains(ps.stdout, strings.TrimPrefix(webAddr, "")+"->8080/tcp") {
@@ -266,8 +267,9 @@ func TestRollingZeroDowntime(t *testing.T) {
 
 	cfg := filepath.Join(dir, "dso.yaml")
 	for i := 1; i <= 20; i++ {
-		v := fmt.Sprintf("v%d", i)
-		u.must("", []byte(v), "dso", "secret", "set", "app/token")
+		values = append(values, canary(t, fmt.Sprintf("r%d", i)))
+		v := string(values[i])
+		u.must("", values[i], "dso", "secret", "set", "app/token")
 		if i == 10 {
 			// A kill in the middle of the rotation, timed as a user would.
 			time.Sleep(700 * time.Millisecond)
@@ -275,9 +277,9 @@ func TestRollingZeroDowntime(t *testing.T) {
 			startLocalAgent(t, u, cfg)
 		}
 		for _, addr := range []string{webAddr, dbAddr} {
-			waitFor(t, v+" at "+addr, func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == v })
+			waitFor(t, fmt.Sprintf("value %d at %s", i, addr), func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == v })
 		}
-		waitFor(t, "one container per service after rotation "+v, func() bool {
+		waitFor(t, fmt.Sprintf("one container per service after rotation %d", i), func() bool {
 			ok, _ := clean(t, project, project+"-web-1", project+"-db-1", project+"-web-dso-proxy-1", project+"-db-dso-proxy-1")
 			return ok
 		})
@@ -304,7 +306,7 @@ func TestRollingZeroDowntime(t *testing.T) {
 	if ok, got := clean(t, project, project+"-web-1", project+"-db-1", project+"-web-dso-proxy-1", project+"-db-dso-proxy-1"); !ok {
 		t.Errorf("after the rotations the project holds %s", got)
 	}
-	assertNoLeak(t, u, nil, agentLog(t, u))
+	assertNoLeak(t, u, values, agentLog(t, u))
 }
 
 // TestRollingStatefulStopsFirst: a service with a named volume never runs

@@ -184,7 +184,7 @@ docker dso init --vault-file /etc/dso/vault.enc --key-file /etc/dso/master.key`)
 	// system agent (mode agent) serves it.
 	up := sh("cd " + proj + " && DSO_INIT=" + shared + "/dso-init docker dso up -p " + project + " -d --wait")
 	app := serviceContainer(t, project, "api")
-	eventually(t, testbed.HostAddr(t, app, "8080/tcp"), "/env/TOKEN", string(v1))
+	eventually(t, serviceAddr(t, project, "api"), "/env/TOKEN", string(v1))
 
 	// kill -9: systemd restarts the agent (Restart=on-failure).
 	pid := sh("systemctl show -p MainPID --value dso-agent.service")

@@ -141,7 +141,12 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
 	}
-	wiring := compose.Wiring{InitBinary: initBin, Agent: serving.ID, Rolling: func(svc types.ServiceConfig) bool { return rolling[svc.Name] }}
+	wiring := compose.Wiring{InitBinary: initBin, Agent: serving.ID}
+	if opts.Sub != "run" {
+		// A one-off container (run) is not rotated: it keeps its ports
+		// (--service-ports) and gets no proxy.
+		wiring.Rolling = func(svc types.ServiceConfig) bool { return rolling[svc.Name] }
+	}
 	plan, err := compose.NewPlan(ctx, p, uses, wiring, engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}})
 	if err != nil {
 		if inv.dryRun {
