@@ -257,7 +257,10 @@ func TestRollingZeroDowntime(t *testing.T) {
 	waitFor(t, "the web proxy", func() bool { webAddr = proxyAddr(t, project, "web", 8080); return webAddr != "" })
 	dbAddr := "127.0.0.1:" + dbPort
 	for _, addr := range []string{webAddr, dbAddr} {
-		waitFor(t, "the first value at "+addr, func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == string(values[0]) })
+		waitFor(t, "the first value at "+addr, func() bool {
+			s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN")
+			return s == 200 && b == string(values[0])
+		})
 	}
 	ps := u.must(dir, nil, "dso", "ps", "-p", project)
 	if !strings.Contains(ps.stdout, "127.0.0.1:"+dbPort+"->8080/tcp") || !strings.Contains(ps.stdout, strings.TrimPrefix(webAddr, "")+"->8080/tcp") {
