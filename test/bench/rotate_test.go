@@ -57,7 +57,9 @@ func benchRotate(b *testing.B, strategy string) {
 	if r := u.run(dir, "dso", "up", "-p", project, "-d"); r.code != 0 {
 		b.Fatalf("docker dso up: exit %d\n%s", r.code, r.out)
 	}
-	hc := &http.Client{Timeout: time.Second}
+	// A new connection per request: what a new client sees (a kept-alive
+	// connection stays on the old container until the drain ends it).
+	hc := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	waitValue := func(url string, want []byte) {
 		b.Helper()
 		deadline := time.Now().Add(readyWithin)
