@@ -82,9 +82,6 @@ main() {
 	((${#args[@]})) || { full=1; args=(./...); }
 	say "go test -count=1 -timeout 60m ${args[*]}"
 	go test -count=1 -timeout 60m "${args[@]}" || status=1
-	# The empty image `docker dso up` makes for rolling services' proxies:
-	# the engine is left as the tests found it.
-	docker image rm dso/proxy-base:1 >/dev/null 2>&1 || true
 
 	if ((full)); then
 		local pkgs
@@ -93,6 +90,10 @@ main() {
 		go test -race -count=1 -timeout 30m "${pkgs[@]}" || status=1
 		fuzz_briefly || status=1
 	fi
+	# The empty image `docker dso up` makes for rolling services' proxies
+	# (the quickstart test of the -race run makes it too): the engine is
+	# left as the tests found it.
+	docker image rm dso/proxy-base:1 >/dev/null 2>&1 || true
 
 	if ((status)); then
 		say "FAILED"
