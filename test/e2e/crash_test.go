@@ -2,16 +2,12 @@ package e2e
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/rotate"
 	"github.com/dso-project/dso/internal/testbed"
@@ -108,17 +104,7 @@ func crashAndRecover(t *testing.T, c crashCase, step string) {
 // servicePort is the host address of a service's published 8080.
 func servicePort(t *testing.T, project, service string) string {
 	t.Helper()
-	f := client.Filters{}.Add("label", "com.docker.compose.project="+project, "com.docker.compose.service="+service).Add("status", "running")
-	list, err := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{Filters: f})
-	if err != nil || len(list.Items) != 1 {
-		return ""
-	}
-	for _, p := range list.Items[0].Ports {
-		if p.PrivatePort == 8080 && p.PublicPort != 0 {
-			return net.JoinHostPort("127.0.0.1", strconv.Itoa(int(p.PublicPort)))
-		}
-	}
-	return ""
+	return publishedAddr(t, project, "com.docker.compose.service="+service, 8080)
 }
 
 // tryGet asks the testapp at addr once, without failing the test: "" when

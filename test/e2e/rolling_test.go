@@ -27,7 +27,15 @@ import (
 // container port ("" when it has none yet).
 func proxyAddr(t *testing.T, project, service string, port uint16) string {
 	t.Helper()
-	f := client.Filters{}.Add("label", "com.docker.compose.project="+project, "dso.proxy.for="+service).Add("status", "running")
+	return publishedAddr(t, project, "dso.proxy.for="+service, port)
+}
+
+// publishedAddr returns the host address where the one running container
+// of project with label publishes port ("" when there is none, or more than
+// one container).
+func publishedAddr(t *testing.T, project, label string, port uint16) string {
+	t.Helper()
+	f := client.Filters{}.Add("label", "com.docker.compose.project="+project, label).Add("status", "running")
 	list, err := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{Filters: f})
 	if err != nil || len(list.Items) != 1 {
 		return ""
