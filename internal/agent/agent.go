@@ -203,7 +203,7 @@ func New(opts Options) (*Agent, error) {
 	// Replacements are created through the adopting client: they are the
 	// agent's own, served without a registration.
 	a.replacer = &rotate.Replacer{Docker: a.opts.Docker, Journal: a.journal(), Proxy: opts.Proxy, Deliver: a.Deliver, Resignal: a.deliver,
-		HealthTimeout: opts.HealthTimeout, DrainTimeout: opts.DrainTimeout, RetryBackoff: opts.RetryBackoff, Log: opts.Log, BeforeStep: crashPoint(opts.CrashAt)}
+		HealthTimeout: opts.HealthTimeout, DrainTimeout: opts.DrainTimeout, RetryBackoff: opts.RetryBackoff, Clock: opts.Clock, Log: opts.Log, BeforeStep: crashPoint(opts.CrashAt)}
 	return a, nil
 }
 

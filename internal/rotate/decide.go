@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dso-project/dso/internal/backoff"
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/config"
 )
@@ -57,7 +58,8 @@ func first2(a, b Strategy) Strategy {
 
 // Rotate applies d to the container of job: nothing (none), new files and
 // a signal (signal), or a replacement (restart, rolling), retried with
-// backoff (3 attempts) while the old container keeps serving. envChanged
+// backoff (3 attempts, the waits from RetryBackoff, jittered, on the
+// Replacer's clock) while the old container keeps serving. envChanged
 // names the changed secrets that the container holds as environment
 // variables, which a signal cannot change.
 func (r *Replacer) Rotate(ctx context.Context, job Job, d Decision, envChanged []string) (string, error) {
@@ -74,25 +76,22 @@ func (r *Replacer) Rotate(ctx context.Context, job Job, d Decision, envChanged [
 		return job.Old, nil
 	}
 	job.Strategy = d.Strategy
-	backoff := r.RetryBackoff
-	if backoff <= 0 {
-		backoff = 2 * time.Second
+	first := r.RetryBackoff
+	if first <= 0 {
+		first = 2 * time.Second
 	}
-	var err error
+	b := backoff.New(r.clock(), first, 4*first)
 	for attempt := 1; ; attempt++ {
-		var newID string
-		if newID, err = r.Replace(ctx, job); err == nil || err == ErrInterrupted {
+		newID, err := r.Replace(ctx, job)
+		if err == nil || err == ErrInterrupted {
 			return newID, err
 		}
 		r.log().Warn("rotation failed; the old container serves", "container", short(job.Old), "strategy", d.Strategy, "attempt", attempt, "error", err)
 		if attempt == 3 {
 			return "", fmt.Errorf("after 3 attempts: %w", err)
 		}
-		select {
-		case <-ctx.Done():
+		if b.Wait(ctx) != nil {
 			return "", ErrInterrupted
-		case <-time.After(backoff):
 		}
-		backoff *= 2
 	}
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/clock"
 )
 
 // waitHealthy waits until the new container id is healthy: its healthcheck
@@ -25,7 +27,7 @@ func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.Ins
 	}
 	hc := old.Config.Healthcheck
 	hasHealthcheck := hc != nil && len(hc.Test) > 0 && hc.Test[0] != "NONE"
-	start := r.now()
+	start := r.clock().Now()
 	deadline := start.Add(timeout)
 	var probeErr error
 	for {
@@ -49,19 +51,17 @@ func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.Ins
 			if probeErr = r.Proxy.Probe(ctx, proxy, ip, time.Second); probeErr == nil {
 				return nil
 			}
-		case !hasHealthcheck && r.now().Sub(start) >= settle:
+		case !hasHealthcheck && r.clock().Now().Sub(start) >= settle:
 			return nil
 		}
-		if r.now().After(deadline) {
+		if r.clock().Now().After(deadline) {
 			if probeErr != nil {
 				return fmt.Errorf("the new container did not accept connections within %s: %w", timeout, probeErr)
 			}
 			return fmt.Errorf("the new container was not healthy within %s", timeout)
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		if err := clock.Sleep(ctx, r.clock(), 100*time.Millisecond); err != nil {
+			return err
 		}
 	}
 }

@@ -30,6 +30,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/state"
 )
@@ -124,8 +125,8 @@ type Replacer struct {
 	// it is taken (the agent's test-only crash point).
 	BeforeStep func(strategy Strategy, step string)
 	Log        *slog.Logger
-	// Now is the clock (time.Now when nil).
-	Now func() time.Time
+	// Clock is the time source of every wait (the system clock when nil).
+	Clock clock.Clock
 }
 
 func (r *Replacer) log() *slog.Logger {
@@ -135,11 +136,11 @@ func (r *Replacer) log() *slog.Logger {
 	return r.Log
 }
 
-func (r *Replacer) now() time.Time {
-	if r.Now == nil {
-		return time.Now()
+func (r *Replacer) clock() clock.Clock {
+	if r.Clock == nil {
+		return clock.RealClock{}
 	}
-	return r.Now()
+	return r.Clock
 }
 
 func short(id string) string {

@@ -16,6 +16,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/state"
 )
@@ -320,6 +321,35 @@ func TestFailedStartRollsBack(t *testing.T) {
 	}
 	if s.proxy.holding || !slices.Equal(s.proxy.backends, []string{"web"}) {
 		t.Errorf("proxy holding %v backends %v", s.proxy.holding, s.proxy.backends)
+	}
+}
+
+// TestRotateRetriesOnItsClock: a replacement that keeps failing is tried
+// 3 times, waiting between attempts on the Replacer's clock (RetryBackoff,
+// then about twice that, jittered by half), and the old container serves.
+func TestRotateRetriesOnItsClock(t *testing.T) {
+	s := newSetup(t, map[string]string{LabelOrder: string(StopFirst)})
+	s.eng.failOn = "start:shop-web-1-dso-r7"
+	clk := clock.NewFakeClock(time.Unix(1.7e9, 0))
+	s.r.Clock, s.r.RetryBackoff = clk, 2*time.Second
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.r.Rotate(t.Context(), Job{Journal: 7, Old: s.old}, Decision{Strategy: Rolling}, nil)
+		done <- err
+	}()
+	for i, want := range []time.Duration{2 * time.Second, 4 * time.Second} {
+		clk.WaitArmed()
+		wait := clk.NextDeadline().Sub(clk.Now())
+		if wait < want/2 || wait > want*3/2 {
+			t.Errorf("wait %d: %v, want %v ±50%%", i+1, wait, want)
+		}
+		clk.Advance(wait)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "after 3 attempts") {
+		t.Fatalf("error %v, want after 3 attempts", err)
+	}
+	if got := s.eng.service(); len(got) != 1 || !got["shop-web-1"] {
+		t.Errorf("service containers %v, want the old one running only", got)
 	}
 }
 
