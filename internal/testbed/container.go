@@ -2,6 +2,8 @@ package testbed
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"strings"
@@ -108,8 +110,9 @@ func Logs(t testing.TB, containerID string) (stdout, stderr string) {
 
 // ExecOptions are the optional settings of Exec.
 type ExecOptions struct {
-	User string   // as in `docker exec -u`; "" is the container's user
-	Env  []string // added to the container's environment
+	User  string    // as in `docker exec -u`; "" is the container's user
+	Env   []string  // added to the container's environment
+	Stdin io.Reader // when set, the command's standard input, closed at its end
 }
 
 // Exec runs cmd in the running container, as `docker exec` does, and returns
@@ -117,30 +120,56 @@ type ExecOptions struct {
 // when the command cannot be run at all.
 func Exec(t testing.TB, containerID string, opts ExecOptions, cmd ...string) (output string, code int) {
 	t.Helper()
-	cli := Docker(t)
-	ex, err := cli.ExecCreate(t.Context(), containerID, client.ExecCreateOptions{
-		User: opts.User, Env: opts.Env, Cmd: cmd, AttachStdout: true, AttachStderr: true,
+	var out strings.Builder
+	code, err := execIn(t.Context(), Docker(t), containerID, opts, cmd, &out, &out)
+	if err != nil {
+		t.Fatalf("testbed: %v", err)
+	}
+	return out.String(), code
+}
+
+// execIn runs cmd in the running container through cli, copies its output
+// to stdout and stderr, and returns its exit code; an error is a command
+// that could not be run at all.
+func execIn(ctx context.Context, cli client.APIClient, containerID string, opts ExecOptions, cmd []string, stdout, stderr io.Writer) (int, error) {
+	fail := func(err error) (int, error) {
+		return 0, fmt.Errorf("exec %q in container %s: %w", cmd, shortID(containerID), err)
+	}
+	ex, err := cli.ExecCreate(ctx, containerID, client.ExecCreateOptions{
+		User: opts.User, Env: opts.Env, Cmd: cmd, AttachStdin: opts.Stdin != nil, AttachStdout: true, AttachStderr: true,
 	})
 	if err != nil {
-		t.Fatalf("testbed: exec %q in container %s: %v", cmd, containerID[:12], err)
+		return fail(err)
 	}
-	att, err := cli.ExecAttach(t.Context(), ex.ID, client.ExecAttachOptions{})
+	att, err := cli.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
 	if err != nil {
-		t.Fatalf("testbed: exec %q in container %s: %v", cmd, containerID[:12], err)
+		return fail(err)
 	}
 	defer att.Close()
-	var out strings.Builder
-	if _, err := stdcopy.StdCopy(&out, &out, att.Reader); err != nil {
-		t.Fatalf("testbed: exec %q in container %s: reading output: %v", cmd, containerID[:12], err)
+	if opts.Stdin != nil {
+		go func() {
+			_, _ = io.Copy(att.Conn, opts.Stdin)
+			_ = att.CloseWrite()
+		}()
+	}
+	if _, err := stdcopy.StdCopy(stdout, stderr, att.Reader); err != nil {
+		return fail(fmt.Errorf("reading output: %w", err))
 	}
 	for {
-		res, err := cli.ExecInspect(t.Context(), ex.ID, client.ExecInspectOptions{})
+		res, err := cli.ExecInspect(ctx, ex.ID, client.ExecInspectOptions{})
 		if err != nil {
-			t.Fatalf("testbed: exec %q in container %s: %v", cmd, containerID[:12], err)
+			return fail(err)
 		}
 		if !res.Running {
-			return out.String(), res.ExitCode
+			return res.ExitCode, nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
 }

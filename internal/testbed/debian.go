@@ -46,32 +46,48 @@ var debianPackages = []string{
 	"systemd-sysv",
 }
 
-// debianBuildTimeout bounds building the root file system (about 5 minutes
+// rootfsBuildTimeout bounds building a root file system (about 5 minutes
 // cold on 2 cores) and importing it.
-const debianBuildTimeout = 30 * time.Minute
+const rootfsBuildTimeout = 30 * time.Minute
 
-// debianRecipe is what the cached tarball and image are keyed by: a change to
-// any of it builds a new image under a new name.
-func debianRecipe() string {
-	return fmt.Sprintf("mmdebstrap --variant=apt %s\ninclude=%s\n%s\n",
-		debianSuite, strings.Join(debianPackages, ","), strings.Join(debianSources, "\n"))
+// rootfsImage is an image made from a Debian root file system built by
+// mmdebstrap (variant apt, Debian 12 from debianSources) and `docker
+// import`ed, cached once per machine under a tag that is a hash of its
+// recipe: a change to any of it builds a new image under a new name.
+type rootfsImage struct {
+	name     string   // the tarball's base name and the image's repository under dso-testbed/
+	packages []string // installed on top of the apt variant
+	changes  []string // Dockerfile instructions applied at import (docker import --change)
 }
 
-func debianKey() string {
-	sum := sha256.Sum256([]byte(debianRecipe()))
+var debian12 = rootfsImage{name: "debian12", packages: debianPackages}
+
+func (r rootfsImage) recipe() string {
+	s := fmt.Sprintf("mmdebstrap --variant=apt %s\ninclude=%s\n%s\n",
+		debianSuite, strings.Join(r.packages, ","), strings.Join(debianSources, "\n"))
+	for _, c := range r.changes {
+		s += "change=" + c + "\n"
+	}
+	return s
+}
+
+func (r rootfsImage) key() string {
+	sum := sha256.Sum256([]byte(r.recipe()))
 	return hex.EncodeToString(sum[:])[:12]
 }
 
+func (r rootfsImage) ref() string { return "dso-testbed/" + r.name + ":" + r.key() }
+
 // DebianImageRef is the name under which DebianImage imports the image. The
 // tag is a hash of the recipe (suite, sources, package list).
-func DebianImageRef() string { return "dso-testbed/debian12:" + debianKey() }
+func DebianImageRef() string { return debian12.ref() }
 
 var debianImage = sync.OnceValues(func() (string, error) {
 	e := engineOnce()
 	if e.err != nil {
 		return "", e.err
 	}
-	return ensureDebianImage(e.cli)
+	return ensureRootfsImage(e.cli, debian12)
 })
 
 // DebianImage returns the name of a Debian 12 image made as a user makes one
@@ -96,7 +112,7 @@ func DebianImage(t testing.TB) string {
 	return ref
 }
 
-// toolsDir is where built tools and the image tarball are cached, the same
+// toolsDir is where built tools and the image tarballs are cached, the same
 // directory as scripts/tools/*.sh use.
 func toolsDir() (string, error) {
 	if dir := os.Getenv("DSO_TOOLS_DIR"); dir != "" {
@@ -109,9 +125,12 @@ func toolsDir() (string, error) {
 	return filepath.Join(home, ".cache", "dso-tools"), nil
 }
 
-func ensureDebianImage(cli client.APIClient) (string, error) {
-	ref := DebianImageRef()
-	ctx, cancel := context.WithTimeout(context.Background(), debianBuildTimeout)
+// ensureRootfsImage returns r's image, building its tarball and importing
+// it when the engine lacks it, under a file lock so that test processes
+// running at the same time build it once.
+func ensureRootfsImage(cli client.APIClient, r rootfsImage) (string, error) {
+	ref := r.ref()
+	ctx, cancel := context.WithTimeout(context.Background(), rootfsBuildTimeout)
 	defer cancel()
 	if imageExists(ctx, cli, ref) {
 		return ref, nil
@@ -123,7 +142,7 @@ func ensureDebianImage(cli client.APIClient) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	base := filepath.Join(dir, "debian12-"+debianKey())
+	base := filepath.Join(dir, r.name+"-"+r.key())
 	unlock, err := lockFile(base + ".lock")
 	if err != nil {
 		return "", err
@@ -135,11 +154,11 @@ func ensureDebianImage(cli client.APIClient) (string, error) {
 	}
 	tarball := base + ".tar"
 	if _, err := os.Stat(tarball); err != nil {
-		if err := buildDebianRootfs(ctx, tarball); err != nil {
+		if err := buildRootfs(ctx, r.packages, tarball); err != nil {
 			return "", err
 		}
 	}
-	if err := importImage(ctx, cli, tarball, ref); err != nil {
+	if err := importImage(ctx, cli, tarball, ref, r.changes); err != nil {
 		return "", err
 	}
 	return ref, nil
@@ -163,9 +182,9 @@ func lockFile(path string) (unlock func(), err error) {
 	return func() { _ = f.Close() }, nil
 }
 
-// buildDebianRootfs runs mmdebstrap into a temporary file beside tarball and
-// renames it into place once complete.
-func buildDebianRootfs(ctx context.Context, tarball string) error {
+// buildRootfs runs mmdebstrap (Debian 12, variant apt, with packages) into
+// a temporary file beside tarball and renames it into place once complete.
+func buildRootfs(ctx context.Context, packages []string, tarball string) error {
 	bin := os.Getenv("DSO_MMDEBSTRAP_BIN")
 	if bin == "" {
 		var err error
@@ -175,7 +194,7 @@ func buildDebianRootfs(ctx context.Context, tarball string) error {
 	}
 	tmp := fmt.Sprintf("%s.tmp-%s", tarball, runID)
 	defer os.RemoveAll(tmp)
-	args := []string{"--variant=apt", "--format=tar", "--include=" + strings.Join(debianPackages, ","), debianSuite, tmp}
+	args := []string{"--variant=apt", "--format=tar", "--include=" + strings.Join(packages, ","), debianSuite, tmp}
 	args = append(args, debianSources...)
 	cmd := exec.CommandContext(ctx, bin, args...)
 	var log bytes.Buffer
@@ -186,14 +205,14 @@ func buildDebianRootfs(ctx context.Context, tarball string) error {
 	return os.Rename(tmp, tarball)
 }
 
-// importImage does what `docker import TARBALL REF` does.
-func importImage(ctx context.Context, cli client.APIClient, tarball, ref string) error {
+// importImage does what `docker import --change C... TARBALL REF` does.
+func importImage(ctx context.Context, cli client.APIClient, tarball, ref string, changes []string) error {
 	f, err := os.Open(tarball)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	res, err := cli.ImageImport(ctx, client.ImageImportSource{Source: f, SourceName: "-"}, ref, client.ImageImportOptions{})
+	res, err := cli.ImageImport(ctx, client.ImageImportSource{Source: f, SourceName: "-"}, ref, client.ImageImportOptions{Changes: changes})
 	if err != nil {
 		return fmt.Errorf("importing %s as %s: %w", tarball, ref, err)
 	}
