@@ -20,6 +20,7 @@ import (
 	"github.com/dso-project/dso/internal/resolve"
 	"github.com/dso-project/dso/internal/secretcache"
 	"github.com/dso-project/dso/internal/state"
+	"github.com/dso-project/dso/internal/swarm/driver"
 	"github.com/dso-project/dso/internal/watch"
 )
 
@@ -35,7 +36,8 @@ type DaemonOptions struct {
 	// Docker returns the engine client; it is called once the lock is held.
 	Docker func() (Docker, error)
 	Log    *slog.Logger
-	// Getenv reads DSO_WEBHOOK_SECRET and DSO_API_ADDR (os.Getenv when nil).
+	// Getenv reads DSO_WEBHOOK_SECRET, DSO_API_ADDR and
+	// DSO_SWARM_DRIVER_SOCKET (os.Getenv when nil).
 	Getenv func(string) string
 	Clock  clock.Clock
 }
@@ -50,7 +52,8 @@ func (e *ConfigError) Unwrap() error { return e.Err }
 // marks the process not dumpable, takes the agent's lock, opens the state
 // store, then starts its components in order (the providers' background
 // work, the agent itself, the local API, the REST API, notifications, the
-// local vault file watches) and, when ctx ends, stops them in reverse order. A component that fails is reported as degraded in
+// Swarm secret driver when the engine is a Swarm manager, the local vault
+// file watches) and, when ctx ends, stops them in reverse order. A component that fails is reported as degraded in
 // /health and status and started again with backoff; it does not stop the
 // others. A cancelled ctx is not an error.
 func Serve(ctx context.Context, o DaemonOptions) error {
@@ -187,6 +190,13 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	}
 	if len(notifiers) > 0 {
 		comps = append(comps, component{name: "notifications", run: notifiers.Run})
+	}
+	if engine, ok := docker.(swarmInfo); ok {
+		sock := driver.DefaultSocket
+		if p := o.Getenv("DSO_SWARM_DRIVER_SOCKET"); p != "" {
+			sock = p
+		}
+		comps = append(comps, swarmDriver(engine, o.Clock, driver.New(providers.resolver(), log, m), sock))
 	}
 	for _, vault := range localVaults(cfg, o.Getenv) {
 		changed := func() { ag.Watcher().Trigger(); ag.Wake() }

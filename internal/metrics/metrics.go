@@ -30,6 +30,9 @@ type Metrics struct {
 	ContainersWaiting   prometheus.Gauge       // containers waiting for their secrets
 	ProxySwitch         prometheus.Histogram   // time for a proxy to take new backends
 	ProxyDrained        *prometheus.CounterVec // outcome: drained | closed
+	// SwarmSecrets counts the Swarm manager's GetSecret calls to the
+	// secret driver, by result.
+	SwarmSecrets *prometheus.CounterVec // result
 }
 
 // New creates the metrics in a fresh registry, with the Go runtime and
@@ -92,6 +95,10 @@ func New() *Metrics {
 			Namespace: "dso", Name: "proxy_drained_connections_total",
 			Help: "Connections of replaced containers at the end of a drain: drained (ended by themselves) or closed (still open at the bound).",
 		}, []string{"outcome"}),
+		SwarmSecrets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "dso", Name: "swarm_secret_requests_total",
+			Help: "GetSecret calls of the Swarm manager to the dso secret driver by result (failure: refused or not resolved).",
+		}, []string{"result"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -99,7 +106,7 @@ func New() *Metrics {
 		m.Rotations, m.RotationDuration, m.ProviderRequests, m.ProviderLatency,
 		m.SecretsWatched, m.Deliveries, m.LastSuccessfulPoll,
 		m.CacheServed, m.CacheSecrets, m.ContainersFromCache, m.ContainersWaiting,
-		m.ProxySwitch, m.ProxyDrained,
+		m.ProxySwitch, m.ProxyDrained, m.SwarmSecrets,
 	)
 	return m
 }
@@ -135,6 +142,15 @@ func (m *Metrics) ObserveProvider(provider, operation string, err error, d time.
 
 // ObserveDelivery records one delivery into a container.
 func (m *Metrics) ObserveDelivery(err error) { m.Deliveries.WithLabelValues(result(err)).Inc() }
+
+// ObserveSwarmSecret records one GetSecret call of the Swarm secret driver.
+func (m *Metrics) ObserveSwarmSecret(ok bool) {
+	r := ResultSuccess
+	if !ok {
+		r = ResultFailure
+	}
+	m.SwarmSecrets.WithLabelValues(r).Inc()
+}
 
 // Provider operations.
 const (

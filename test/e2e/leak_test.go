@@ -32,6 +32,9 @@ type place struct {
 	path     string
 	required bool // it must exist (else only when present)
 	hasFiles bool // it must hold at least one regular file
+	// skip, when set, names directories under path not to read (counted
+	// under the place's name with " (left out)" added).
+	skip func(dir string) bool
 }
 
 // hostPlaces are where a leaked value would land on the host's disk
@@ -204,6 +207,10 @@ func (s *leakScan) tree(name string, p place) {
 				s.problem("cannot read %s: %v", path, err)
 			}
 			return nil
+		}
+		if d.IsDir() && path != p.path && p.skip != nil && p.skip(path) {
+			s.read[name+" (left out)"]++
+			return filepath.SkipDir
 		}
 		if d.IsDir() && path != p.path {
 			var fs unix.Statfs_t
