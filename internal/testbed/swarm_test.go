@@ -91,6 +91,49 @@ func TestSwarm(t *testing.T) {
 			t.Error("Exec of false: no error")
 		}
 		logMemory(t, s)
+
+		// A worker that dies: it leaves the Swarm at once, and Swarm
+		// replaces the task it ran (Orphaned); the replacement waits for a
+		// node, since each of the two left already has one task and port
+		// 8080 taken.
+		gone := s.Workers()[1]
+		s.RemoveNode(t, gone)
+		if len(s.Workers()) != 1 || len(s.Nodes()) != 2 {
+			t.Errorf("after RemoveNode: %d workers, %d nodes; want 1 and 2", len(s.Workers()), len(s.Nodes()))
+		}
+		nodes, err := s.Manager().Client.NodeList(t.Context(), client.NodeListOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range nodes.Items {
+			if n.ID == gone.NodeID {
+				t.Errorf("node %s is still in the Swarm after RemoveNode", gone.Hostname)
+			}
+		}
+		start = time.Now()
+		deadline = time.Now().Add(time.Minute)
+		for {
+			tasks, err := s.Manager().Client.TaskList(t.Context(), client.TaskListOptions{
+				Filters: make(client.Filters).Add("service", "web").Add("desired-state", "running"),
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			onGone := 0
+			for _, task := range tasks.Items {
+				if task.NodeID == gone.NodeID {
+					onGone++
+				}
+			}
+			if onGone == 0 && len(tasks.Items) == 3 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("a minute after RemoveNode, %d of web's %d tasks are still meant to run on the removed node\n%s", onGone, len(tasks.Items), s.Docker(t, "service", "ps", "web"))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Logf("the removed node's task replaced %v after RemoveNode", time.Since(start).Round(100*time.Millisecond))
 	})
 
 	// Nothing of the nodes stays in the host's cgroups (a node's tasks live
