@@ -243,6 +243,66 @@ func TestSlowReaderGetsMergedBatch(t *testing.T) {
 	}
 }
 
+// TestKeysDueTogetherShareAWakeUp: 600 keys whose first checks are spread
+// over one 60s interval are all checked, never late and at most the slack
+// (1/60 of the interval) early, in far fewer wake-ups of the loop than
+// keys: one wake-up takes every key due within the slack.
+func TestKeysDueTogetherShareAWakeUp(t *testing.T) {
+	const n, interval = 600, 60 * time.Second
+	clk := clock.NewFakeClock(t0)
+	checked := make(chan time.Time, n)
+	w, err := New(Config{Interval: interval, Clock: clk, Seed: 1,
+		Check:   func(context.Context, string) (string, error) { return "1", nil },
+		Observe: func(r Result) { checked <- r.At }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		w.Add(fmt.Sprintf("k%03d", i), "1")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	snap, err := w.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	due := map[string]time.Time{}
+	for _, k := range snap {
+		due[k.Key] = k.NextCheck
+	}
+	wakeUps := 0
+	for seen := 0; seen < n; {
+		clk.WaitArmed()
+		clk.Advance(clk.NextDeadline().Sub(clk.Now()))
+		wakeUps++
+		// The checks of this wake-up: until the loop arms its next timer.
+		for {
+			select {
+			case <-checked:
+				seen++
+				continue
+			case <-time.After(20 * time.Millisecond):
+			}
+			break
+		}
+	}
+	if wakeUps > 2*60 {
+		t.Errorf("%d keys took %d wake-ups of the loop; want at most %d (one per slack of %v)", n, wakeUps, 2*60, interval/60)
+	}
+	snap, _ = w.Snapshot(ctx)
+	for _, k := range snap {
+		if due[k.Key].IsZero() {
+			continue // in flight at the first snapshot: due at once
+		}
+		if early := due[k.Key].Sub(k.LastCheck); early > interval/60 || early < -time.Second {
+			t.Errorf("%s: due %v, checked %v", k.Key, due[k.Key], k.LastCheck)
+		}
+	}
+	t.Logf("%d keys, %d wake-ups", n, wakeUps)
+}
+
 func TestRemoveStopsChecks(t *testing.T) {
 	h := start(t, map[string]string{"a": "1", "b": "1"}, map[string]string{"a": "1", "b": "1"})
 	h.w.Remove("a")
