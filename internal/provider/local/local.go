@@ -77,10 +77,23 @@ type stamp struct {
 }
 
 // current returns the decrypted vault, reading the file again only when its
-// stamp changed. The stamp and the content come from the same descriptor.
+// stamp changed. A path whose stamp is the one read last is that same file
+// (a write renames a new inode into place): one stat, no open, which is
+// what each of the agent's version checks costs. Otherwise the stamp and
+// the content come from the same descriptor.
 func (p *Provider) current(ctx context.Context) (*vaultfile.Vault, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
+	}
+	if fi, err := os.Stat(p.path); err == nil {
+		s := stampOf(fi)
+		p.mu.Lock()
+		v := p.vault
+		same := v != nil && s == p.stamp && s != (stamp{})
+		p.mu.Unlock()
+		if same {
+			return v, nil
+		}
 	}
 	f, err := os.Open(p.path)
 	if err != nil {
@@ -94,10 +107,7 @@ func (p *Provider) current(ctx context.Context) (*vaultfile.Vault, error) {
 	if err != nil {
 		return nil, fmt.Errorf("vault %s: %w", p.path, err)
 	}
-	var s stamp
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		s = stamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: fi.ModTime().UnixNano()}
-	}
+	s := stampOf(fi)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.vault != nil && s == p.stamp && s != (stamp{}) {
@@ -113,4 +123,11 @@ func (p *Provider) current(ctx context.Context) (*vaultfile.Vault, error) {
 	}
 	p.vault, p.stamp = v, s
 	return v, nil
+}
+
+func stampOf(fi os.FileInfo) stamp {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return stamp{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: fi.ModTime().UnixNano()}
+	}
+	return stamp{}
 }
