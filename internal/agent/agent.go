@@ -14,7 +14,9 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -26,7 +28,6 @@ import (
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/deliver"
-	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/metrics"
 	"github.com/dso-project/dso/internal/notify"
 	"github.com/dso-project/dso/internal/resolve"
@@ -131,6 +132,10 @@ type Agent struct {
 	waiting map[string]*waiting // container ID -> why its delivery is late
 	wake    chan struct{}       // closed by Wake
 	cache   *secretcache.Cache
+	// kept holds what each container was last delivered, outside the Go
+	// heap: the cache's memory when the cache is on, memory of its own
+	// otherwise.
+	kept *secretcache.Cache
 	// fromCacheCount is how many held containers have a value from the
 	// cache (0 spares observe a walk over every container).
 	fromCacheCount int
@@ -139,18 +144,63 @@ type Agent struct {
 	running map[uint64]bool
 }
 
-// holding is what one running container received.
+// holding is what one running container received. What was delivered is
+// in Agent.kept, so that a container brought back by a rollback gets its
+// old values again.
 type holding struct {
 	name, project, service string
-	config                 string            // dso.yaml path label
-	versions               map[string]string // watch key -> version delivered
-	envKeys                map[string]bool   // watch keys delivered as env vars
-	// payload is what was delivered, kept in memory only, so that a
-	// container brought back by a rollback gets its old values again.
-	payload *initproc.Payload
+	config                 string // dso.yaml path label
+	// secrets are the watch keys it holds, sorted: one slice rather than
+	// maps, as an agent may hold 10,000.
+	secrets []heldSecret
 	// fromCache are the watch keys served from the cache, with when their
 	// provider last confirmed them, until the provider confirms them again.
 	fromCache map[string]time.Time
+}
+
+// heldSecret is one watch key a container holds: the version delivered,
+// and whether a reference gave it as an environment variable.
+type heldSecret struct {
+	key, version string
+	env          bool
+}
+
+// hold records key at version; finish sorts and merges before use.
+func (h *holding) hold(key, version string, env bool) {
+	h.secrets = append(h.secrets, heldSecret{key: key, version: version, env: env})
+}
+
+// finish sorts the keys held and merges repeats (two references to one
+// secret, with other #keys): env when any of them is.
+func (h *holding) finish() {
+	slices.SortFunc(h.secrets, func(a, b heldSecret) int { return strings.Compare(a.key, b.key) })
+	out := h.secrets[:0]
+	for _, s := range h.secrets {
+		if n := len(out); n > 0 && out[n-1].key == s.key {
+			out[n-1].env = out[n-1].env || s.env
+			continue
+		}
+		out = append(out, s)
+	}
+	h.secrets = slices.Clip(out)
+}
+
+// find returns what h holds of key.
+func (h *holding) find(key string) (heldSecret, bool) {
+	i, ok := slices.BinarySearchFunc(h.secrets, key, func(s heldSecret, k string) int { return strings.Compare(s.key, k) })
+	if !ok {
+		return heldSecret{}, false
+	}
+	return h.secrets[i], true
+}
+
+// versions are the versions h holds by watch key, for the state store.
+func (h *holding) versions() map[string]string {
+	m := make(map[string]string, len(h.secrets))
+	for _, s := range h.secrets {
+		m[s.key] = s.version
+	}
+	return m
 }
 
 // cachedNames are the secrets h got from the cache, as people see them.
@@ -187,7 +237,10 @@ func New(opts Options) (*Agent, error) {
 		opts.StopGrace = 20 * time.Second
 	}
 	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}, failing: parts{}, running: map[uint64]bool{},
-		starts: map[string]*start{}, waiting: map[string]*waiting{}, wake: make(chan struct{}), cache: opts.Cache}
+		starts: map[string]*start{}, waiting: map[string]*waiting{}, wake: make(chan struct{}), cache: opts.Cache, kept: opts.Cache}
+	if a.kept == nil {
+		a.kept = secretcache.New(0, opts.Clock)
+	}
 	w, err := watch.New(watch.Config{Check: a.version, Interval: opts.PollInterval, Observe: a.observe})
 	if err != nil {
 		return nil, err
@@ -361,17 +414,18 @@ func (a *Agent) forget(id string) {
 	delete(a.starts, id)
 	inUse := map[string]bool{}
 	for _, other := range a.held {
-		for k := range other.versions {
-			inUse[k] = true
+		for _, s := range other.secrets {
+			inUse[s.key] = true
 		}
 	}
 	a.mu.Unlock()
+	a.kept.Release(id)
 	if ok {
-		for k := range h.versions {
-			if !inUse[k] {
-				a.watcher.Remove(k)
+		for _, s := range h.secrets {
+			if !inUse[s.key] {
+				a.watcher.Remove(s.key)
 				if a.cache != nil {
-					a.cache.Drop(k)
+					a.cache.Drop(s.key)
 				}
 			}
 		}
@@ -386,8 +440,8 @@ func (a *Agent) updateWatched() {
 	a.mu.Lock()
 	keys := map[string]bool{}
 	for _, h := range a.held {
-		for k := range h.versions {
-			keys[k] = true
+		for _, s := range h.secrets {
+			keys[s.key] = true
 		}
 	}
 	a.mu.Unlock()
@@ -444,8 +498,10 @@ func (a *Agent) confirmed(key, version string) {
 	}
 	n := 0
 	for _, h := range a.held {
-		if _, ok := h.fromCache[key]; ok && h.versions[key] == version {
-			delete(h.fromCache, key)
+		if _, ok := h.fromCache[key]; ok {
+			if s, _ := h.find(key); s.version == version {
+				delete(h.fromCache, key)
+			}
 		}
 		if len(h.fromCache) > 0 {
 			n++

@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -203,9 +205,18 @@ func (a *Agent) send(ctx context.Context, id string, c container.InspectResponse
 	a.mu.Lock()
 	h, pinned := a.held[id], a.pinned[id]
 	a.mu.Unlock()
-	var payload *initproc.Payload
-	if pinned && h != nil && h.payload != nil {
-		payload = h.payload
+	var payload, keep *initproc.Payload
+	var blob []byte
+	if pinned && h != nil {
+		blob, _ = a.kept.Kept(id)
+	}
+	if blob != nil {
+		var err error
+		payload, err = initproc.ReadPayload(bytes.NewReader(blob))
+		clear(blob)
+		if err != nil {
+			return fmt.Errorf("the values container %s had: %w", shortID(id), err)
+		}
 	} else {
 		var values []deliver.Value
 		var err error
@@ -216,7 +227,7 @@ func (a *Agent) send(ctx context.Context, id string, c container.InspectResponse
 			return err
 		}
 		payload = deliver.NewPayload(values, signal)
-		h.payload = &initproc.Payload{Env: payload.Env, Files: payload.Files, Perms: payload.Perms}
+		keep = &initproc.Payload{Env: payload.Env, Files: payload.Files, Perms: payload.Perms}
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -228,6 +239,9 @@ func (a *Agent) send(ctx context.Context, id string, c container.InspectResponse
 		}
 		a.emit(events.Event{Type: events.TypeDelivery, Level: "ERROR", Container: shortID(id), Service: h.service, Project: h.project, Result: metrics.ResultFailure, Message: err.Error()})
 		return err
+	}
+	if keep != nil {
+		a.keep(id, keep)
 	}
 	a.remember(id, h)
 	n := len(payload.Env)
@@ -247,7 +261,7 @@ func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deli
 	labels := c.Config.Labels
 	h := &holding{
 		name: c.Name, project: labels["com.docker.compose.project"], service: labels["com.docker.compose.service"],
-		config: a.projects.config(labels["com.docker.compose.project"]), versions: map[string]string{}, envKeys: map[string]bool{},
+		config: a.projects.config(labels["com.docker.compose.project"]),
 	}
 	refs, err := compose.RefsFromLabels(labels)
 	if err != nil {
@@ -277,10 +291,7 @@ func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deli
 		r := refs[v]
 		res := got[r]
 		key := watchKey(h.config, res.Provider, r.Path)
-		h.versions[key] = res.Version
-		if !r.File {
-			h.envKeys[key] = true
-		}
+		h.hold(key, res.Version, !r.File)
 		if _, cached := h.fromCache[key]; !cached && a.cache != nil {
 			if err := a.cache.Put(key, r.Key, res.Value, res.Version); err != nil {
 				a.opts.Log.Warn("could not keep a value in the cache", "secret", keyName(key), "error", err)
@@ -288,6 +299,7 @@ func (a *Agent) values(ctx context.Context, c container.InspectResponse) ([]deli
 		}
 		values = append(values, deliver.Value{Var: v, File: r.File, Perm: r.Perm, Data: res.Value})
 	}
+	h.finish()
 	a.metric(func(m *metrics.Metrics) {
 		if a.cache != nil {
 			m.CacheSecrets.Set(float64(a.cache.Len()))
@@ -338,6 +350,20 @@ func outage(err error) bool {
 	return errors.Is(err, provider.ErrUnreachable) || errors.Is(err, provider.ErrThrottled) || errors.Is(err, provider.ErrDenied)
 }
 
+// keep stores what container id was delivered in the agent's locked
+// memory, for a rollback that brings it back.
+func (a *Agent) keep(id string, p *initproc.Payload) {
+	blob, err := json.Marshal(p)
+	if err == nil {
+		err = a.kept.Keep(id, blob)
+	}
+	clear(blob)
+	if err != nil {
+		a.opts.Log.Warn("could not keep what the container was delivered; a rollback would deliver the current values", "container", shortID(id), "error", err)
+		a.kept.Release(id)
+	}
+}
+
 // remember records what a container holds and watches its secrets.
 func (a *Agent) remember(id string, h *holding) {
 	a.mu.Lock()
@@ -351,11 +377,11 @@ func (a *Agent) remember(id string, h *holding) {
 	a.fromCacheCount = n
 	a.mu.Unlock()
 	a.metric(func(m *metrics.Metrics) { m.ContainersFromCache.Set(float64(n)) })
-	for key, v := range h.versions {
-		a.watcher.Add(key, v)
+	for _, s := range h.secrets {
+		a.watcher.Add(s.key, s.version)
 	}
 	if a.opts.Store != nil {
-		err := a.opts.Store.PutContainer(state.Container{ID: id, Name: h.name, Project: h.project, Service: h.service, Secrets: h.versions, UpdatedAt: time.Now()})
+		err := a.opts.Store.PutContainer(state.Container{ID: id, Name: h.name, Project: h.project, Service: h.service, Secrets: h.versions(), UpdatedAt: time.Now()})
 		if err != nil {
 			a.opts.Log.Warn("could not record the container in the state store", "container", shortID(id), "error", err)
 		}

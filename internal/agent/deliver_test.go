@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -185,8 +186,9 @@ type bed struct {
 	clk     *jumpClock
 	mu      sync.Mutex
 	started time.Time
-	down    error // the provider's failure, nil when up
-	downFor int   // when > 0, the provider is up again after that many failed calls
+	down    error  // the provider's failure, nil when up
+	downFor int    // when > 0, the provider is up again after that many failed calls
+	value   string // the provider's value when set, else canary
 	got     []*initproc.Payload
 }
 
@@ -224,6 +226,9 @@ func newBed(t *testing.T, cache *secretcache.Cache) *bed {
 					}
 				}
 				return provider.Secret{}, &provider.Error{Provider: name, Path: path, Kind: b.down, Err: errors.New("dial tcp 127.0.0.1:8200: connection refused")}
+			}
+			if b.value != "" {
+				return provider.Secret{Value: []byte(b.value), Version: "4"}, nil
 			}
 			return provider.Secret{Value: []byte(canary), Version: "3"}, nil
 		}}, nil
@@ -438,4 +443,38 @@ func TestCacheNotServedOnceTheProviderMovedOn(t *testing.T) {
 	if err := b.a.Deliver(context.Background(), "c1"); err == nil {
 		t.Fatal("the restart got the value of version 3 after the provider moved to version 4")
 	}
+}
+
+// TestPinnedContainerGetsWhatItHad: the old container of a rotation,
+// brought back by a rollback (pinned), is delivered the values it had,
+// which the agent kept in its locked memory, not the provider's new ones.
+func TestPinnedContainerGetsWhatItHad(t *testing.T) {
+	b := newBed(t, nil)
+	if err := b.a.Deliver(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	b.set(func() { b.value = "canary-new-value-4d1e" })
+	b.a.mu.Lock()
+	b.a.pinned["c1"] = true
+	b.a.mu.Unlock()
+	b.set(func() { b.started = b.started.Add(time.Minute) }) // stopped, started again
+	if err := b.a.Deliver(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	ps := b.payloads()
+	if got := string(ps[len(ps)-1].Env["DB_PASSWORD"]); got != canary {
+		t.Fatalf("the pinned container got %q, want the value it had", got)
+	}
+	if bytes.Contains(mustKept(t, b.a, "c1"), []byte("canary-new-value-4d1e")) {
+		t.Fatal("the new value replaced what the pinned container had")
+	}
+}
+
+func mustKept(t *testing.T, a *Agent, id string) []byte {
+	t.Helper()
+	blob, ok := a.kept.Kept(id)
+	if !ok {
+		t.Fatalf("nothing kept for %s", id)
+	}
+	return blob
 }

@@ -36,9 +36,9 @@ func (a *Agent) rotations(ctx context.Context) {
 			a.mu.Lock()
 			affected := map[string][]string{}
 			for id, h := range a.held {
-				for k := range h.versions {
-					if changed[k] {
-						affected[id] = append(affected[id], k)
+				for _, s := range h.secrets {
+					if changed[s.key] {
+						affected[id] = append(affected[id], s.key)
 					}
 				}
 			}
@@ -124,7 +124,7 @@ func (a *Agent) envChanged(id string, keys []string) []string {
 	var out []string
 	if h := a.held[id]; h != nil {
 		for _, k := range keys {
-			if h.envKeys[k] {
+			if s, _ := h.find(k); s.env {
 				out = append(out, keyName(k))
 			}
 		}

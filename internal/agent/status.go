@@ -74,8 +74,8 @@ func (a *Agent) Status(ctx context.Context) (api.Status, error) {
 	a.mu.Lock()
 	for id, h := range a.held {
 		cs := api.ContainerStatus{ID: shortID(id), Name: strings.TrimPrefix(h.name, "/"), Project: h.project, Service: h.service, Secrets: map[string]string{}}
-		for k, v := range h.versions {
-			cs.Secrets[keyName(k)] = v
+		for _, sec := range h.secrets {
+			cs.Secrets[keyName(sec.key)] = sec.version
 		}
 		for k, at := range h.fromCache {
 			if cs.FromCache == nil {
@@ -109,7 +109,8 @@ func (a *Agent) Trigger(names []string) error {
 	a.mu.Lock()
 	byName := map[string][]string{}
 	for _, h := range a.held {
-		for k := range h.versions {
+		for _, sec := range h.secrets {
+			k := sec.key
 			byName[keyName(k)] = append(byName[keyName(k)], k)
 			_, _, path, _ := splitKey(k)
 			byName[path] = append(byName[path], k)

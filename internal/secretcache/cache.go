@@ -4,7 +4,9 @@
 // locked against swap (mlock) and left out of core dumps (MADV_DONTDUMP);
 // freed bytes are zeroed, and nothing is ever written to disk. Each secret
 // remembers when its backend last confirmed its version; a value older than
-// the maximum age is not served.
+// the maximum age is not served. The same memory keeps what each running
+// container was last delivered (Keep), for a container brought back by a
+// rollback.
 package secretcache
 
 import (
@@ -36,6 +38,7 @@ type Cache struct {
 	live    int    // bytes of values still held
 	lockErr error  // why buf is not locked, when it is not
 	secrets map[string]secret
+	kept    map[string]span // Keep's blobs, by owner
 }
 
 // secret is kept small (it is stored in the map, its fields in a short
@@ -68,7 +71,7 @@ func New(maxAge time.Duration, clk clock.Clock) *Cache {
 	if clk == nil {
 		clk = clock.RealClock{}
 	}
-	return &Cache{maxAge: maxAge, clk: clk, secrets: map[string]secret{}}
+	return &Cache{maxAge: maxAge, clk: clk, secrets: map[string]secret{}, kept: map[string]span{}}
 }
 
 // MaxAge is the oldest a served value may be.
@@ -150,6 +153,45 @@ func (c *Cache) Drop(key string) {
 	}
 }
 
+// Keep stores a copy of blob under owner (the agent: a container's last
+// payload), in place of what owner had; the old bytes are zeroed. Unlike
+// cached values, a kept blob never ages: it stays until Release.
+func (c *Cache) Keep(owner string, blob []byte) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if sp, ok := c.kept[owner]; ok {
+		c.free(sp)
+		delete(c.kept, owner)
+	}
+	sp, err := c.store(blob)
+	if err != nil {
+		return err
+	}
+	c.kept[owner] = sp
+	return nil
+}
+
+// Kept returns a copy of the blob kept under owner.
+func (c *Cache) Kept(owner string) ([]byte, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sp, ok := c.kept[owner]
+	if !ok {
+		return nil, false
+	}
+	return append([]byte(nil), c.buf[sp.off:sp.off+sp.n]...), true
+}
+
+// Release zeroes and forgets the blob kept under owner.
+func (c *Cache) Release(owner string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if sp, ok := c.kept[owner]; ok {
+		c.free(sp)
+		delete(c.kept, owner)
+	}
+}
+
 // Len is the number of secrets held.
 func (c *Cache) Len() int {
 	c.mu.Lock()
@@ -169,7 +211,7 @@ func (c *Cache) Unlocked() error {
 func (c *Cache) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.secrets = map[string]secret{}
+	c.secrets, c.kept = map[string]secret{}, map[string]span{}
 	c.release(c.buf)
 	c.buf, c.used, c.live = nil, 0, 0
 }
@@ -227,6 +269,11 @@ func (c *Cache) compact(extra int) error {
 			s.fields[i].span = span{used, f.n}
 			used += f.n
 		}
+	}
+	for owner, sp := range c.kept {
+		copy(buf[used:], c.buf[sp.off:sp.off+sp.n])
+		c.kept[owner] = span{used, sp.n}
+		used += sp.n
 	}
 	c.release(c.buf)
 	c.buf, c.used = buf, used

@@ -101,3 +101,37 @@ func TestGrowAndCompact(t *testing.T) {
 		t.Fatalf("Len = %d after a drop, want %d", c.Len(), n-1)
 	}
 }
+
+// TestKeptBlobsSurviveCompactionAndAreZeroed: blobs kept beside cached
+// values come back intact after the mapping grows and compacts; a blob
+// replaced or released is no longer in the cache's memory.
+func TestKeptBlobsSurviveCompactionAndAreZeroed(t *testing.T) {
+	c := New(time.Hour, nil)
+	defer c.Close()
+	blob := func(i, gen int) []byte {
+		return fmt.Appendf(nil, "blob-%04d-gen%d-%s", i, gen, bytes.Repeat([]byte{'y'}, 200))
+	}
+	const n = 400
+	for gen := 0; gen < 2; gen++ {
+		for i := range n {
+			if err := c.Keep(fmt.Sprint("c", i), blob(i, gen)); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Put(fmt.Sprint("s", i), "", blob(i, 9), "1"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range n {
+		if got, ok := c.Kept(fmt.Sprint("c", i)); !ok || !bytes.Equal(got, blob(i, 1)) {
+			t.Fatalf("kept blob %d: %q, %v", i, got, ok)
+		}
+	}
+	if bytes.Contains(c.buf, []byte("gen0")) {
+		t.Fatal("replaced blobs are still in the cache's memory")
+	}
+	c.Release("c7")
+	if _, ok := c.Kept("c7"); ok || bytes.Contains(c.buf, blob(7, 1)) {
+		t.Fatal("a released blob is still kept")
+	}
+}
