@@ -71,14 +71,15 @@ func TestGetVersionNotFound(t *testing.T) {
 }
 
 // TestRereadsOnlyOnChange damages the file in place while keeping its size
-// and mtime: the cached vault still answers; once the mtime moves, the
-// provider reads the file again and reports the damage.
+// and mtime: the versions kept still answer a version check (a value is
+// always read from the file: the damage shows); once the mtime moves, the
+// version check reads the file again and reports the damage.
 func TestRereadsOnlyOnChange(t *testing.T) {
 	ctx := context.Background()
 	path, k := setup(t)
 	set(t, path, k, "app/db", canary)
 	p := New(path, k)
-	if _, err := p.Get(ctx, "app/db"); err != nil {
+	if _, err := p.Version(ctx, "app/db"); err != nil {
 		t.Fatal(err)
 	}
 	fi, _ := os.Stat(path)
@@ -91,13 +92,16 @@ func TestRereadsOnlyOnChange(t *testing.T) {
 	f.WriteAt(data, 0)
 	f.Close()
 	os.Chtimes(path, fi.ModTime(), fi.ModTime())
-	if s, err := p.Get(ctx, "app/db"); err != nil || string(s.Value) != canary {
-		t.Fatalf("unchanged stamp: Get = %v; want the cached value", err)
+	if v, err := p.Version(ctx, "app/db"); err != nil || v != "1" {
+		t.Fatalf("unchanged stamp: Version = %q, %v; want the kept version 1", v, err)
+	}
+	if _, err := p.Get(ctx, "app/db"); !errors.Is(err, vaultfile.ErrIntegrity) {
+		t.Fatalf("unchanged stamp: Get = %v; want ErrIntegrity (values are read from the file)", err)
 	}
 	os.Chtimes(path, fi.ModTime().Add(time.Second), fi.ModTime().Add(time.Second))
-	_, err = p.Get(ctx, "app/db")
+	_, err = p.Version(ctx, "app/db")
 	if !errors.Is(err, vaultfile.ErrIntegrity) {
-		t.Fatalf("changed stamp: Get = %v; want ErrIntegrity", err)
+		t.Fatalf("changed stamp: Version = %v; want ErrIntegrity", err)
 	}
 	if strings.Contains(err.Error(), canary) {
 		t.Error("error shows the value")
