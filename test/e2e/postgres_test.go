@@ -24,24 +24,11 @@ import (
 	"github.com/dso-project/dso/internal/testbed"
 )
 
-// pgTLSEntrypoint is pgEntrypoint with TLS on: the server reads its
-// certificate and key, delivered by dsofile:// (root:postgres, 0440, as
-// PostgreSQL accepts for a key owned by root), at every start. The password
-// file only serves initdb, the first time the volume is used.
-const pgTLSEntrypoint = `set -eu
-[ "$(id -u)" = 0 ]
-export PGDATA=/var/lib/postgresql/data
-mkdir -p "$PGDATA"
-chown postgres:postgres "$PGDATA"
-chmod 700 "$PGDATA"
-exec setpriv --reuid=postgres --regid=postgres --init-groups /bin/sh -eu -c '
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-	/usr/lib/postgresql/15/bin/initdb -U postgres --pwfile="$POSTGRES_PASSWORD_FILE" --auth-local=trust --auth-host=scram-sha-256
-	echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
-fi
-exec /usr/lib/postgresql/15/bin/postgres -c listen_addresses="*" -k /tmp \
-	-c ssl=on -c ssl_cert_file="$PG_TLS_CERT" -c ssl_key_file="$PG_TLS_KEY"'
-`
+// pgTLSOptions turn TLS on: the server reads its certificate and key,
+// delivered by dsofile:// (root:postgres, 0440, as PostgreSQL accepts for a
+// key owned by root), at every start, unlike the password file, which only
+// initdb reads, the first time the volume is used.
+const pgTLSOptions = ` -c ssl=on -c ssl_cert_file="$PG_TLS_CERT" -c ssl_key_file="$PG_TLS_KEY"`
 
 // pgClient runs psql on the host against addr as postgres, over TLS, with
 // the password in its environment (never in argv).
@@ -117,7 +104,7 @@ func TestPostgresStopFirstUnderLoad(t *testing.T) {
 	newCert, newKey := selfSigned(t)
 	perm := "?uid=0&gid=" + gid + "&mode=0440"
 	dir := writeProject(t, map[string]string{
-		"db-entrypoint.sh": pgTLSEntrypoint,
+		"db-entrypoint.sh": pgEntrypoint(pgTLSOptions),
 		"compose.yaml": `
 services:
   db:

@@ -73,8 +73,10 @@ func imageID(t *testing.T, image, flag, name string) string {
 
 // pgEntrypoint starts as root, as the entrypoint of the official postgres
 // image does, checks that it can read the password file, then drops
-// privileges to postgres for initdb --pwfile and the server.
-const pgEntrypoint = `set -eu
+// privileges to postgres for initdb --pwfile (the first time the data
+// directory is used) and the server, with options added to its command line.
+func pgEntrypoint(options string) string {
+	return `set -eu
 [ "$(id -u)" = 0 ]
 head -c 0 "$POSTGRES_PASSWORD_FILE"
 export PGDATA=/var/lib/postgresql/data
@@ -86,8 +88,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
 	/usr/lib/postgresql/15/bin/initdb -U postgres --pwfile="$POSTGRES_PASSWORD_FILE" --auth-local=trust --auth-host=scram-sha-256
 	echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
 fi
-exec /usr/lib/postgresql/15/bin/postgres -c listen_addresses="*" -k /tmp'
+exec /usr/lib/postgresql/15/bin/postgres -c listen_addresses="*" -k /tmp` + options + `'
 `
+}
 
 // TestPostgresPasswordFileAndClient: PostgreSQL 15 initialised with
 // `initdb --pwfile` from a dsofile:// secret, by an entrypoint that reads it
@@ -100,7 +103,7 @@ func TestPostgresPasswordFileAndClient(t *testing.T) {
 	image := testbed.DebianImage(t)
 	gid := imageID(t, image, "-g", "postgres")
 	dir := writeProject(t, map[string]string{
-		"db-entrypoint.sh": pgEntrypoint,
+		"db-entrypoint.sh": pgEntrypoint(""),
 		"compose.yaml": `
 services:
   db:
