@@ -78,6 +78,9 @@ const (
 	idleWindow   = 2 * time.Minute // the backoff cap: each secret is checked once per window
 	idleWindows  = 2
 	idleSettle   = 15 * time.Minute // bound on the warm-up
+	// The targets of issue 11.
+	idleRSSTarget = 50 // MB
+	idleCPUTarget = 2  // % of one core
 )
 
 // BenchmarkAgentIdle10k: see the comment at the top of the file.
@@ -178,6 +181,14 @@ func BenchmarkAgentIdle10k(b *testing.B) {
 				w, cpu, calls, rssMB(b, pid), procStatusMB(b, pid, "RssAnon"), procStatusMB(b, pid, "RssFile"), rssMax, m1["go_memstats_heap_inuse_bytes"]/(1<<20), m1["dso_secrets_watched"])
 		}
 	}
+	met := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	b.Logf("idle agent, %d watched secrets, cache on: RSS max %.1f MB (target %d MB: %s), CPU %.2f%% of a core (target %d%%: %s)",
+		idleServices*idlePerSvc, rssMax, idleRSSTarget, met(rssMax <= idleRSSTarget), cpuMax, idleCPUTarget, met(cpuMax <= idleCPUTarget))
 	b.ReportMetric(rssMax, "agent-rss-max-MB")
 	b.ReportMetric(cpuMax, "agent-cpu-pct")
 	b.ReportMetric(calls, "provider-calls-per-min")
