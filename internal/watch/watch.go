@@ -7,7 +7,9 @@
 // share one wake-up of the loop. Changes that
 // arrive close together are delivered as one batch, so that a container
 // using three changed secrets is rotated once. Trigger asks for an
-// immediate check (webhooks, the local vault file changing).
+// immediate check (webhooks, the local vault file changing); changes those
+// checks find are delivered as soon as every triggered check has ended,
+// without waiting out the settle window.
 package watch
 
 import (
@@ -60,7 +62,7 @@ type Config struct {
 	Interval     time.Duration // base polling interval: 30s
 	MaxBackoff   int           // the interval grows up to this many times the base while unchanged: 4
 	Jitter       float64       // fraction of the interval added or removed at random: 0.1
-	Settle       time.Duration // how long to gather changes into one batch: 200ms
+	Settle       time.Duration // how long to gather changes into one batch (at most, after a Trigger): 200ms
 	Concurrency  int           // checks in flight at once: 4
 	CheckTimeout time.Duration // bound on one check: 30s
 	Clock        clock.Clock   // RealClock
@@ -205,6 +207,7 @@ type entry struct {
 	mult      uint8
 	inflight  bool
 	again     bool // triggered while in flight: check again at once
+	triggered bool // a Trigger asked for the next check
 	removed   bool // removed while in flight
 	failing   bool
 	checked   bool // lastCheck is set
@@ -241,7 +244,12 @@ type loop struct {
 	inflight int
 	pending  map[string]Change // gathered during the settle window
 	settleAt time.Time
-	ready    []Change // flushed, waiting for the reader
+	// triggered counts the entries whose triggered check has not ended;
+	// early is set when such a check found a change: the batch goes out
+	// once triggered is 0, before settleAt.
+	triggered int
+	early     bool
+	ready     []Change // flushed, waiting for the reader
 }
 
 // Run polls until ctx is cancelled, then waits for its workers and returns
@@ -352,6 +360,7 @@ func (l *loop) applyOps() {
 				e.removed = true
 				continue
 			}
+			l.untrigger(e)
 			heap.Remove(&l.heap, int(e.idx))
 			delete(l.entries, o.key)
 			delete(l.pending, o.key)
@@ -369,6 +378,10 @@ func (l *loop) applyOps() {
 
 func (l *loop) triggerEntry(e *entry, now time.Time) {
 	e.mult = 1
+	if !e.triggered {
+		e.triggered = true
+		l.triggered++
+	}
 	if e.inflight {
 		e.again = true
 		return
@@ -390,8 +403,13 @@ func (l *loop) done(r Result) {
 	l.inflight--
 	e := l.entries[r.Key]
 	if e.removed {
+		l.untrigger(e)
 		delete(l.entries, r.Key)
 		return
+	}
+	triggered := e.triggered && !e.again // the check asked for, not one that was under way
+	if triggered {
+		l.untrigger(e)
 	}
 	e.inflight = false
 	at := l.at(r.At)
@@ -414,6 +432,7 @@ func (l *loop) done(r Result) {
 		if l.settleAt.IsZero() {
 			l.settleAt = r.At.Add(l.w.cfg.Settle)
 		}
+		l.early = l.early || triggered
 		e.version = r.Version
 		e.mult = 1
 	default:
@@ -428,6 +447,14 @@ func (l *loop) done(r Result) {
 	heap.Push(&l.heap, e)
 	if l.w.cfg.Observe != nil {
 		l.w.cfg.Observe(r)
+	}
+}
+
+// untrigger ends e's triggered check.
+func (l *loop) untrigger(e *entry) {
+	if e.triggered {
+		e.triggered = false
+		l.triggered--
 	}
 }
 
@@ -446,9 +473,10 @@ func (l *loop) interval(e *entry) time.Duration {
 }
 
 // flush moves the gathered changes to the ready batch once the settle
-// window has passed, merging with a batch the reader has not taken yet.
+// window has passed, or once every triggered check has ended when one of
+// them found a change, merging with a batch the reader has not taken yet.
 func (l *loop) flush(now time.Time) {
-	if l.settleAt.IsZero() || now.Before(l.settleAt) {
+	if l.settleAt.IsZero() || now.Before(l.settleAt) && !(l.early && l.triggered == 0) {
 		return
 	}
 	for _, c := range l.ready {
@@ -466,6 +494,7 @@ func (l *loop) flush(now time.Time) {
 	slices.SortFunc(l.ready, func(a, b Change) int { return strings.Compare(a.Key, b.Key) })
 	clear(l.pending)
 	l.settleAt = time.Time{}
+	l.early = false
 }
 
 // at is t as an offset from the loop's base.

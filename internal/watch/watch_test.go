@@ -118,25 +118,64 @@ func (h *harness) batch() []Change {
 	}
 }
 
-func TestChangesArrivingTogetherAreOneBatch(t *testing.T) {
+// TestTriggeredChangesAreOneBatchAtOnce: the changes a Trigger's checks
+// find are one batch, delivered when the last of those checks ends, before
+// the settle window (the clock does not move).
+func TestTriggeredChangesAreOneBatchAtOnce(t *testing.T) {
 	h := start(t, map[string]string{"a": "1", "b": "1", "c": "1", "d": "1"}, map[string]string{"a": "1", "b": "1", "c": "1", "d": "1"})
 	h.be.set("a", "2")
 	h.be.set("b", "2")
 	h.be.set("c", "2")
 	h.w.Trigger()
-	for range 4 {
-		h.result()
-	}
-	select {
-	case b := <-h.w.Changes():
-		t.Fatalf("batch delivered before the settle window: %v", b)
-	default:
-	}
-	h.clock.Advance(200 * time.Millisecond)
 	got := h.batch()
 	want := []Change{{"a", "1", "2"}, {"b", "1", "2"}, {"c", "1", "2"}}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("batch = %v, want %v", got, want)
+	}
+	if n := len(h.be.calls); n != 4 {
+		t.Fatalf("%d checks before the batch, want the 4 triggered", n)
+	}
+}
+
+// TestPolledChangesSettle: changes that polls find are gathered for the
+// settle window, so that changes found close together are one batch.
+func TestPolledChangesSettle(t *testing.T) {
+	clk := clock.NewFakeClock(t0)
+	be := &backend{versions: map[string]string{"a": "2", "b": "2"}, clock: clk}
+	results := make(chan Result, 10)
+	// Both first checks fall within 100ms: inside one settle window.
+	w, err := New(Config{Check: be.check, Interval: 100 * time.Millisecond, Clock: clk, Seed: 1, Observe: func(r Result) { results <- r }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Add("a", "1")
+	w.Add("b", "1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go w.Run(ctx)
+	for seen := map[string]bool{}; len(seen) < 2; {
+		clk.WaitArmed()
+		clk.Advance(clk.NextDeadline().Sub(clk.Now()))
+		select {
+		case r := <-results:
+			seen[r.Key] = true
+		case <-time.After(liveness):
+			t.Fatal("no check result")
+		}
+		select {
+		case b := <-w.Changes():
+			t.Fatalf("batch delivered before the settle window: %v", b)
+		default:
+		}
+	}
+	clk.Advance(200 * time.Millisecond)
+	select {
+	case got := <-w.Changes():
+		if want := []Change{{"a", "1", "2"}, {"b", "1", "2"}}; fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("batch = %v, want %v", got, want)
+		}
+	case <-time.After(liveness):
+		t.Fatal("no batch after the settle window")
 	}
 }
 
@@ -352,10 +391,10 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// TestWatchFileSeesAtomicReplaceWithinASecond: WatchFile looks at the file
-// every DefaultFileInterval (well under a second) on its clock, and a look
-// after an atomic replace (same size: only the inode tells) or a removal
-// reports the change; no look, no report.
+// TestWatchFileSeesAtomicReplaceWithinASecond: without notifications,
+// WatchFile looks at the file every DefaultFileInterval (well under a
+// second) on its clock, and a look after an atomic replace (same size: only
+// the inode tells) or a removal reports the change; no look, no report.
 func TestWatchFileSeesAtomicReplaceWithinASecond(t *testing.T) {
 	if DefaultFileInterval >= time.Second {
 		t.Fatalf("DefaultFileInterval = %v: a change would not be seen within a second", DefaultFileInterval)
@@ -369,7 +408,7 @@ func TestWatchFileSeesAtomicReplaceWithinASecond(t *testing.T) {
 	changed := make(chan struct{}, 10)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
-	go func() { done <- WatchFile(ctx, fake, path, 0, func() { changed <- struct{}{} }) }()
+	go func() { done <- watchFile(ctx, fake, path, 0, false, func() { changed <- struct{}{} }) }()
 
 	// look advances the clock to WatchFile's next look, which must be at
 	// most DefaultFileInterval away, and reports whether it saw a change.
@@ -416,5 +455,50 @@ func TestWatchFileSeesAtomicReplaceWithinASecond(t *testing.T) {
 		}
 	case <-time.After(liveness):
 		t.Fatal("WatchFile did not return after cancel")
+	}
+}
+
+// TestWatchFileIsToldOfChanges: WatchFile sees an atomic replace and a
+// removal when the kernel tells it, without waiting for a look (its clock
+// never moves), and reports each once.
+func TestWatchFileIsToldOfChanges(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "vault.enc")
+	if err := os.WriteFile(path, []byte("v1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fake := clock.NewFakeClock(t0)
+	changed := make(chan struct{}, 10)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go WatchFile(ctx, fake, path, 0, func() { changed <- struct{}{} })
+	fake.WaitArmed() // watching
+
+	seen := func(what string) {
+		t.Helper()
+		select {
+		case <-changed:
+		case <-time.After(liveness):
+			t.Fatalf("%s was not reported while the clock stood still", what)
+		}
+	}
+	// Another file of the directory changes nothing.
+	if err := os.WriteFile(filepath.Join(dir, "other"), []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tmp := filepath.Join(dir, "vault.enc.tmp")
+	if err := os.WriteFile(tmp, []byte("v2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+	seen("an atomic replace")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	seen("a removal")
+	if len(changed) != 0 {
+		t.Fatalf("%d more changes reported than made", len(changed))
 	}
 }
