@@ -77,6 +77,13 @@ func (a *Agent) rotate(ctx context.Context, id string, keys []string) {
 	lock := a.serviceLock(project, service)
 	lock.Lock()
 	defer lock.Unlock()
+	// A rotation of the service that ran meanwhile may have replaced it
+	// (a second change while the first rotated): its replacement got the
+	// values current at its delivery, and one holding an older version is
+	// rotated on its own.
+	if now, err := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err != nil || now.Container.State == nil || !now.Container.State.Running {
+		return
+	}
 
 	names := make([]string, len(keys))
 	for i, k := range keys {
