@@ -387,7 +387,7 @@ func Deliver(in io.Reader, socket string, wait time.Duration) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("the init is not listening on %s: %v", socket, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	defer conn.Close()
 	if _, err := conn.Write(data); err != nil {

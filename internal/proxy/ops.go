@@ -154,9 +154,15 @@ func (p *Proxy) connsToLocked(host string) []*conn {
 	return out
 }
 
+// probeRetry is how long Probe waits before connecting again to a port
+// that refused.
+const probeRetry = 10 * time.Millisecond
+
 // Probe connects to every target port at host from the proxy's network
-// namespace, within timeout in all; the error names the first port that
-// does not answer.
+// namespace, trying again a port that does not answer yet (an application
+// still starting) until timeout, in all; the error names the first port
+// that did not answer. One probe thus sees a backend ready as soon as it
+// listens, without a round trip to the agent per try.
 func (p *Proxy) Probe(ctx context.Context, host string, timeout time.Duration) error {
 	if err := ValidHost(host); err != nil {
 		return fmt.Errorf("backend: %w", err)
@@ -165,11 +171,20 @@ func (p *Proxy) Probe(ctx context.Context, host string, timeout time.Duration) e
 	defer cancel()
 	var d net.Dialer
 	for _, pp := range p.ports {
-		c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(pp.Target)))
-		if err != nil {
-			return fmt.Errorf("port %d: %s:%d does not answer: %s", pp.Listen, host, pp.Target, dialReason(err))
+		for {
+			c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(pp.Target)))
+			if err == nil {
+				c.Close()
+				break
+			}
+			t := time.NewTimer(probeRetry)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("port %d: %s:%d does not answer: %s", pp.Listen, host, pp.Target, dialReason(err))
+			case <-t.C:
+			}
 		}
-		c.Close()
 	}
 	return nil
 }

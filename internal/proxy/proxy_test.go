@@ -423,7 +423,7 @@ func TestProbeNamesThePortThatFails(t *testing.T) {
 	up := startBackend(t, "127.0.0.1:0", "up")
 	down := unusedPort(t)
 	p := startProxy(t, Options{Ports: []Port{{Target: up.port()}, {Target: down}}, Backend: "127.0.0.1"})
-	err := p.Probe(t.Context(), "127.0.0.1", 5*time.Second)
+	err := p.Probe(t.Context(), "127.0.0.1", 300*time.Millisecond)
 	want := "port " + strconv.Itoa(p.Ports()[1].Listen) + ": 127.0.0.1:" + strconv.Itoa(down) + " does not answer"
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("probe = %v; want an error containing %q", err, want)
@@ -431,6 +431,25 @@ func TestProbeNamesThePortThatFails(t *testing.T) {
 	startBackend(t, "127.0.0.1:"+strconv.Itoa(down), "late")
 	if err := p.Probe(t.Context(), "127.0.0.1", 5*time.Second); err != nil {
 		t.Fatalf("probe with both ports up: %v", err)
+	}
+}
+
+// TestProbeWaitsForABackendStillStarting: a port that refuses at first
+// and listens a moment later passes one probe.
+func TestProbeWaitsForABackendStillStarting(t *testing.T) {
+	port := unusedPort(t)
+	p := startProxy(t, Options{Ports: []Port{{Target: port}}, Backend: "127.0.0.1"})
+	probed := make(chan error, 1)
+	go func() { probed <- p.Probe(t.Context(), "127.0.0.1", time.Minute) }()
+	time.Sleep(100 * time.Millisecond) // the probe has been refused
+	select {
+	case err := <-probed:
+		t.Fatalf("probe ended before the backend listened: %v", err)
+	default:
+	}
+	startBackend(t, "127.0.0.1:"+strconv.Itoa(port), "late")
+	if err := <-probed; err != nil {
+		t.Fatalf("probe of a backend that started late: %v", err)
 	}
 }
 
