@@ -25,8 +25,7 @@ func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.Ins
 	if settle <= 0 {
 		settle = 2 * time.Second
 	}
-	hc := old.Config.Healthcheck
-	hasHealthcheck := hc != nil && len(hc.Test) > 0 && hc.Test[0] != "NONE"
+	hasHealthcheck := hasHealthcheck(old)
 	start := r.clock().Now()
 	deadline := start.Add(timeout)
 	var probeErr error
@@ -64,4 +63,11 @@ func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.Ins
 			return err
 		}
 	}
+}
+
+// hasHealthcheck reports whether c's image or service defines a
+// healthcheck.
+func hasHealthcheck(c container.InspectResponse) bool {
+	hc := c.Config.Healthcheck
+	return hc != nil && len(hc.Test) > 0 && hc.Test[0] != "NONE"
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
@@ -24,7 +25,7 @@ const (
 	StepCreate    = "create"       // create the new container under its temporary name
 	StepStopOld   = "stop-old"     // stop-first: hold the proxy, stop the old container
 	StepStart     = "start"        // start the new container and deliver its secrets
-	StepHealth    = "wait-healthy" // wait until the new container is healthy
+	StepHealth    = "wait-healthy" // wait until the new container is healthy (behind a proxy: while it gets its secrets)
 	StepSwitch    = "switch"       // the proxy sends new connections to the new container
 	StepDrain     = "drain"        // the old container's connections drain
 	StepRemoveOld = "remove-old"   // stop and remove the old container
@@ -99,11 +100,6 @@ func (r *Replacer) Replace(ctx context.Context, job Job) (string, error) {
 	name := CanonicalName(s.old.Name)
 	s.rec = state.Rotation{Name: name, TempName: fmt.Sprintf("%s-dso-r%d", name, job.Journal)}
 	s.rec.Order, s.rec.Proxy = r.plan(ctx, s.old, job.Strategy)
-	if err := r.Journal.UpdateRotation(job.Journal, func(e *state.Rotation) {
-		e.Name, e.TempName, e.Order, e.Proxy = s.rec.Name, s.rec.TempName, s.rec.Order, s.rec.Proxy
-	}); err != nil {
-		return "", fmt.Errorf("journal: %w", err)
-	}
 	newID, err := s.run(ctx)
 	if err == nil {
 		return newID, nil
@@ -165,7 +161,16 @@ const (
 
 // step journals the step about to be taken.
 func (s *swap) step(step string) error {
+	return s.stepWith(step, nil)
+}
+
+// stepWith journals the step about to be taken and what fn writes, in one
+// transaction.
+func (s *swap) stepWith(step string, fn func(*state.Rotation)) error {
 	err := s.r.Journal.UpdateRotation(s.job.Journal, func(e *state.Rotation) {
+		if fn != nil {
+			fn(e)
+		}
 		e.Step = step
 		if s.newID != "" {
 			e.NewContainer = s.newID
@@ -182,36 +187,31 @@ func (s *swap) step(step string) error {
 
 func (s *swap) run(ctx context.Context) (string, error) {
 	r, old := s.r, s.old
-	if err := s.step(StepCreate); err != nil {
+	// The plan and the first step, in one transaction.
+	if err := s.stepWith(StepCreate, func(e *state.Rotation) {
+		e.Name, e.TempName, e.Order, e.Proxy = s.rec.Name, s.rec.TempName, s.rec.Order, s.rec.Proxy
+	}); err != nil {
 		return "", err
 	}
 	// A container left under the temporary name by an earlier attempt of
 	// this rotation is not ours to keep.
 	r.Docker.ContainerRemove(ctx, s.rec.TempName, client.ContainerRemoveOptions{Force: true})
+	pinned := make(chan error, 1)
 	if s.rec.Proxy != "" {
 		// The new container answers to the service's name too, from its
 		// start: until the switch the proxy sends new connections to the
-		// replicas that serve now, by address.
-		ips, err := r.replicaIPs(ctx, old, s.rec.Proxy, "")
-		if err != nil {
-			return "", err
-		}
-		if err := r.Proxy.Set(ctx, s.rec.Proxy, ips); err != nil {
-			return "", fmt.Errorf("pin the proxy to the serving containers: %w", err)
-		}
+		// replicas that serve now, by address. The engine creates the
+		// container meanwhile; it starts once the proxy is pinned.
+		go func() { pinned <- r.pin(ctx, old, s.rec.Proxy) }()
+	} else {
+		pinned <- nil
 	}
-	nets, first := endpoints(old)
-	created, err := r.Docker.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name: s.rec.TempName, Config: old.Config, HostConfig: old.HostConfig, NetworkingConfig: first,
-	})
+	err := s.create(ctx)
+	if perr := <-pinned; err == nil {
+		err = perr
+	}
 	if err != nil {
-		return "", fmt.Errorf("create the new container: %w", err)
-	}
-	s.newID = created.ID
-	for netName, ep := range nets {
-		if _, err := r.Docker.NetworkConnect(ctx, netName, client.NetworkConnectOptions{Container: s.newID, EndpointConfig: ep}); err != nil {
-			return "", fmt.Errorf("connect the new container to %s: %w", netName, err)
-		}
+		return "", err
 	}
 	if s.rec.Order == string(StopFirst) {
 		if err := s.step(StepStopOld); err != nil {
@@ -240,22 +240,79 @@ func (s *swap) run(ctx context.Context) (string, error) {
 	if _, err := r.Docker.ContainerStart(ctx, s.newID, client.ContainerStartOptions{}); err != nil {
 		return "", fmt.Errorf("start the new container: %w", err)
 	}
-	if err := r.Deliver(ctx, s.newID); err != nil {
-		return "", fmt.Errorf("deliver to the new container: %w", err)
+	deliver := func(ctx context.Context) error {
+		if err := r.Deliver(ctx, s.newID); err != nil {
+			return fmt.Errorf("deliver to the new container: %w", err)
+		}
+		return nil
 	}
+	newIP := ""
+	healthy := func(ctx context.Context) error {
+		if s.rec.Proxy != "" {
+			var err error
+			if newIP, err = r.ipFor(ctx, s.newID, s.rec.Proxy); err != nil {
+				return err
+			}
+		}
+		return r.waitHealthy(ctx, s.newID, old, s.rec.Proxy, newIP)
+	}
+	if s.rec.Proxy == "" || hasHealthcheck(old) {
+		if err := deliver(ctx); err != nil {
+			return "", err
+		}
+		if err := s.step(StepHealth); err != nil {
+			return "", err
+		}
+		if err := healthy(ctx); err != nil {
+			return "", err
+		}
+		return s.finish(ctx, newIP)
+	}
+	// The application starts once it has its secrets, so the probe of its
+	// ports runs during the delivery, and passes as soon as it listens.
 	if err := s.step(StepHealth); err != nil {
 		return "", err
 	}
-	newIP := ""
-	if s.rec.Proxy != "" {
-		if newIP, err = r.ipFor(ctx, s.newID, s.rec.Proxy); err != nil {
-			return "", err
-		}
-	}
-	if err := r.waitHealthy(ctx, s.newID, old, s.rec.Proxy, newIP); err != nil {
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return deliver(gctx) })
+	g.Go(func() error { return healthy(gctx) })
+	if err := g.Wait(); err != nil {
 		return "", err
 	}
 	return s.finish(ctx, newIP)
+}
+
+// pin sends the proxy's new connections to the replicas of old's service
+// that serve now, by address.
+func (r *Replacer) pin(ctx context.Context, old container.InspectResponse, proxy string) error {
+	ips, err := r.replicaIPs(ctx, old, proxy, "")
+	if err != nil {
+		return err
+	}
+	if err := r.Proxy.Set(ctx, proxy, ips); err != nil {
+		return fmt.Errorf("pin the proxy to the serving containers: %w", err)
+	}
+	return nil
+}
+
+// create creates the new container, not started, on the old one's
+// networks.
+func (s *swap) create(ctx context.Context) error {
+	r, old := s.r, s.old
+	nets, first := endpoints(old)
+	created, err := r.Docker.ContainerCreate(ctx, client.ContainerCreateOptions{
+		Name: s.rec.TempName, Config: old.Config, HostConfig: old.HostConfig, NetworkingConfig: first,
+	})
+	if err != nil {
+		return fmt.Errorf("create the new container: %w", err)
+	}
+	s.newID = created.ID
+	for netName, ep := range nets {
+		if _, err := r.Docker.NetworkConnect(ctx, netName, client.NetworkConnectOptions{Container: s.newID, EndpointConfig: ep}); err != nil {
+			return fmt.Errorf("connect the new container to %s: %w", netName, err)
+		}
+	}
+	return nil
 }
 
 // finish takes the steps after the commit point; recovery runs it too.
