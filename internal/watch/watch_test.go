@@ -391,6 +391,18 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// vaultFile writes a file to watch in a new directory, and returns a fake
+// clock and a channel for the watch's reports.
+func vaultFile(t *testing.T) (dir, path string, fake *clock.FakeClock, changed chan struct{}) {
+	t.Helper()
+	dir = t.TempDir()
+	path = filepath.Join(dir, "vault.enc")
+	if err := os.WriteFile(path, []byte("v1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return dir, path, clock.NewFakeClock(t0), make(chan struct{}, 10)
+}
+
 // TestWatchFileSeesAtomicReplaceWithinASecond: without notifications,
 // WatchFile looks at the file every DefaultFileInterval (well under a
 // second) on its clock, and a look after an atomic replace (same size: only
@@ -399,13 +411,7 @@ func TestWatchFileSeesAtomicReplaceWithinASecond(t *testing.T) {
 	if DefaultFileInterval >= time.Second {
 		t.Fatalf("DefaultFileInterval = %v: a change would not be seen within a second", DefaultFileInterval)
 	}
-	dir := t.TempDir()
-	path := filepath.Join(dir, "vault.enc")
-	if err := os.WriteFile(path, []byte("v1"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fake := clock.NewFakeClock(t0)
-	changed := make(chan struct{}, 10)
+	dir, path, fake, changed := vaultFile(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- watchFile(ctx, fake, path, 0, false, func() { changed <- struct{}{} }) }()
@@ -462,13 +468,7 @@ func TestWatchFileSeesAtomicReplaceWithinASecond(t *testing.T) {
 // removal when the kernel tells it, without waiting for a look (its clock
 // never moves), and reports each once.
 func TestWatchFileIsToldOfChanges(t *testing.T) {
-	dir := t.TempDir()
-	path := filepath.Join(dir, "vault.enc")
-	if err := os.WriteFile(path, []byte("v1"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fake := clock.NewFakeClock(t0)
-	changed := make(chan struct{}, 10)
+	dir, path, fake, changed := vaultFile(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go WatchFile(ctx, fake, path, 0, func() { changed <- struct{}{} })
