@@ -5,6 +5,8 @@
 //
 //	dso-init [--timeout 60s] -- ENTRYPOINT [ARG...]   supervise the application
 //	dso-init deliver                                 hand a payload from stdin to PID 1
+//	dso-init swarm -- ENTRYPOINT [ARG...]            a Swarm task: take the secrets from
+//	                                                 /run/secrets/dso.VAR, then exec the application
 //	dso-init proxy --port LISTEN[:TARGET]... --backend HOST [--hold-timeout 60s] [--control PATH]
 //	dso-init proxy-ctl [--control PATH]              pass a request from stdin to the proxy
 package main
@@ -30,6 +32,13 @@ func run(args []string) int {
 				return 1
 			}
 			return 0
+		case "swarm":
+			_, argv, err := initproc.ParseArgs(args[1:])
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "dso-init swarm: %v\n", err)
+				return initproc.ExitSetup
+			}
+			return initproc.ExecSwarm(argv, os.Stderr)
 		case "proxy":
 			return runProxy(args[1:])
 		case "proxy-ctl":

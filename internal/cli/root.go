@@ -11,6 +11,7 @@ import (
 	"github.com/dso-project/dso/internal/cli/initcmd"
 	"github.com/dso-project/dso/internal/cli/secretcmd"
 	"github.com/dso-project/dso/internal/cli/setupcmd"
+	"github.com/dso-project/dso/internal/cli/stackcmd"
 	"github.com/dso-project/dso/internal/cli/statuscmd"
 	"github.com/dso-project/dso/internal/cli/systemcmd"
 	"github.com/dso-project/dso/internal/cli/versioncmd"
@@ -47,6 +48,7 @@ func NewRootCmd(f *cmdutil.Factory) *cobra.Command {
 		bootstrapcmd.NewCmd(f, nil),
 		systemcmd.NewCmd(f, nil),
 		doctorcmd.NewCmd(f, nil),
+		stackcmd.NewCmd(f),
 	)
 	return root
 }

@@ -27,6 +27,11 @@ type engineImages struct {
 
 var _ compose.Images = engineImages{}
 
+// EngineImages reads the images of project p's services through docker.
+func EngineImages(docker client.APIClient, p *types.Project) compose.Images {
+	return engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}}
+}
+
 func (e engineImages) Config(ctx context.Context, svc types.ServiceConfig) (compose.Image, error) {
 	name := imageName(e.project, svc)
 	img, err := e.docker.ImageInspect(ctx, name)

@@ -26,25 +26,31 @@ import (
 // the project dso loaded, then args. override, when not nil, is read as an
 // extra compose file from stdin.
 func dockerCompose(ctx context.Context, f *cmdutil.Factory, p *types.Project, inv invocation, override []byte, args ...string) error {
+	return RunDocker(ctx, f, override, composeArgs(p, inv, override != nil, args...)...)
+}
+
+// RunDocker runs the docker CLI with args, stdin from the user or, when not
+// nil, from stdin, and passes on its exit code.
+func RunDocker(ctx context.Context, f *cmdutil.Factory, stdin []byte, args ...string) error {
 	docker, err := exec.LookPath("docker")
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitBackend, errors.New("the docker CLI is not on PATH"))
 	}
-	cmd := exec.CommandContext(ctx, docker, composeArgs(p, inv, override != nil, args...)...)
+	cmd := exec.CommandContext(ctx, docker, args...)
 	cmd.Stdout, cmd.Stderr = f.IO.Out, f.IO.ErrOut
 	cmd.Stdin = f.IO.In
-	if override != nil {
-		cmd.Stdin = bytes.NewReader(override)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
 	}
 	cmd.Env = composeEnv(os.Environ())
 	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
 	if err := cmd.Run(); err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
-			// Compose has said what went wrong; pass its exit code on.
+			// Docker has said what went wrong; pass its exit code on.
 			return cmdutil.WithExitCode(ee.ExitCode(), cmdutil.ErrSilent)
 		}
-		return fmt.Errorf("run docker compose: %w", err)
+		return fmt.Errorf("run docker %s: %w", args[0], err)
 	}
 	return nil
 }
@@ -95,10 +101,10 @@ func composeEnv(env []string) []string {
 	return out
 }
 
-// loadConfig reads dso.yaml: the -c file, else ./dso.yaml or
+// LoadConfig reads dso.yaml: the -c file, else ./dso.yaml or
 // /etc/dso/dso.yaml when one exists. With none, it returns nil: references
 // then use the local vault at its default place.
-func loadConfig(explicit string) (*config.Config, string, error) {
+func LoadConfig(explicit string) (*config.Config, string, error) {
 	cfg, path, err := config.Find(explicit)
 	if err != nil {
 		return nil, "", cmdutil.WithExitCode(cmdutil.ExitConfig, err)

@@ -85,7 +85,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if inv.config == "" {
 		inv.config = f.ConfigPath
 	}
-	cfg, cfgPath, err := loadConfig(inv.config)
+	cfg, cfgPath, err := LoadConfig(inv.config)
 	if err != nil {
 		return err
 	}
@@ -113,7 +113,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
 	}
 	defer set.Close()
-	versions, err := check(ctx, set, uses)
+	versions, err := Check(ctx, set, uses)
 	if err != nil {
 		return err
 	}
@@ -147,7 +147,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 		// (--service-ports) and gets no proxy.
 		wiring.Rolling = func(svc types.ServiceConfig) bool { return rolling[svc.Name] }
 	}
-	plan, err := compose.NewPlan(ctx, p, uses, wiring, engineImages{docker: docker, project: p, ids: map[[2]string][2]int{}})
+	plan, err := compose.NewPlan(ctx, p, uses, wiring, EngineImages(docker, p))
 	if err != nil {
 		if inv.dryRun {
 			err = fmt.Errorf("%w\n(--dry-run neither builds nor pulls: run `docker dso pull` or `docker dso compose build` first)", err)
@@ -265,10 +265,11 @@ func LabelSecrets(cfg *config.Config) compose.Secrets {
 	}
 }
 
-// check resolves every reference once, so that a missing secret, a wrong
-// key or an unreachable backend stops `up` before anything is created. The
+// Check resolves every reference once, so that a missing secret, a wrong
+// key or an unreachable backend stops `up` (or `stack deploy`) before
+// anything is created. The
 // values are dropped at once; only versions are kept, for the plan.
-func check(ctx context.Context, set *resolve.Set, uses []compose.Use) (map[secretref.Ref]string, error) {
+func Check(ctx context.Context, set *resolve.Set, uses []compose.Use) (map[secretref.Ref]string, error) {
 	refs := make([]secretref.Ref, 0, len(uses))
 	for _, u := range uses {
 		refs = append(refs, u.Ref)
