@@ -198,8 +198,14 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 		}
 		comps = append(comps, swarmDriver(engine, o.Clock, driver.New(providers.resolver(), log, m), sock))
 	}
+	swarmTrigger := func() {}
+	if sd, ok := docker.(SwarmDocker); ok {
+		rotator, run := ag.swarmRotation(sd, providers, cfg, ao.PollInterval)
+		swarmTrigger = rotator.Trigger
+		comps = append(comps, component{name: "swarm rotation", run: run})
+	}
 	for _, vault := range localVaults(cfg, o.Getenv) {
-		changed := func() { ag.Watcher().Trigger(); ag.Wake() }
+		changed := func() { ag.Watcher().Trigger(); ag.Wake(); swarmTrigger() }
 		comps = append(comps, component{name: "watch " + vault, run: func(ctx context.Context) error {
 			// A change while the watch was down (restarted after a
 			// failure) is not missed: each run starts with a check.

@@ -1,0 +1,94 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/api/events"
+	"github.com/dso-project/dso/internal/clock"
+	"github.com/dso-project/dso/internal/config"
+	"github.com/dso-project/dso/internal/metrics"
+	"github.com/dso-project/dso/internal/notify"
+	"github.com/dso-project/dso/internal/rotate"
+	"github.com/dso-project/dso/internal/secretref"
+	"github.com/dso-project/dso/internal/swarm"
+)
+
+// SwarmDocker is what the Swarm rotation needs of the engine.
+type SwarmDocker interface {
+	swarm.Docker
+	Info(ctx context.Context, opts client.InfoOptions) (client.SystemInfoResult, error)
+}
+
+// swarmRotation returns the component that, on a Swarm manager, keeps the
+// stacks' DSO secrets at their providers' versions (internal/swarm). On an
+// engine that is not a manager it checks again every minute (a node may be
+// promoted).
+func (a *Agent) swarmRotation(docker SwarmDocker, providers *ProviderCache, cfg *config.Config, interval time.Duration) (*swarm.Rotator, func(context.Context) error) {
+	r := &swarm.Rotator{
+		Docker:   docker,
+		Log:      a.opts.Log,
+		Clock:    a.opts.Clock,
+		Interval: interval,
+		Version: func(ctx context.Context, ref secretref.Ref) (string, error) {
+			set, err := providers.Get("")
+			if err != nil {
+				return "", err
+			}
+			p, _, err := set.Provider(ref)
+			if err != nil {
+				return "", err
+			}
+			return p.Version(ctx, ref.Path)
+		},
+		Strategy: func(labels map[string]string) (config.Strategy, error) {
+			d, err := rotate.Decide(labels, cfg)
+			return d.Strategy, err
+		},
+		Done: a.reportSwarm,
+	}
+	return r, func(ctx context.Context) error {
+		for {
+			info, err := docker.Info(ctx, client.InfoOptions{})
+			if err != nil {
+				return fmt.Errorf("reading the engine's Swarm role: %w", err)
+			}
+			if info.Info.Swarm.ControlAvailable {
+				a.opts.Log.Info("Swarm manager: rotating the stacks' DSO secrets")
+				return r.Run(ctx)
+			}
+			if err := clock.Sleep(ctx, a.opts.Clock, time.Minute); err != nil {
+				return nil
+			}
+		}
+	}
+}
+
+// reportSwarm logs, counts, publishes and notifies a finished Swarm
+// rotation.
+func (a *Agent) reportSwarm(r swarm.Rotation) {
+	result, level, errText := metrics.ResultSuccess, "INFO", ""
+	if r.Err != nil {
+		result, level, errText = metrics.ResultFailure, "ERROR", r.Err.Error()
+		a.opts.Log.Error("swarm rotation failed", "stack", r.Stack, "service", r.Service, "strategy", r.Strategy, "error", r.Err)
+	} else {
+		a.opts.Log.Info("swarm service rotated", "stack", r.Stack, "service", r.Service, "strategy", r.Strategy, "took", r.Took)
+	}
+	a.metric(func(m *metrics.Metrics) { m.ObserveRotation(string(r.Strategy), result, r.Took) })
+	msg := fmt.Sprintf("swarm rotation (%s) for %s", r.Strategy, strings.Join(r.Secrets, ", "))
+	if errText != "" {
+		msg += ": " + errText
+	}
+	a.emit(events.Event{Type: events.TypeRotation, Level: level, Project: r.Stack, Service: r.Service, Strategy: string(r.Strategy), Result: result, Message: msg})
+	if a.opts.Notify != nil {
+		event := notify.EventRotationSucceeded
+		if r.Err != nil {
+			event = notify.EventRotationFailed
+		}
+		a.opts.Notify(notify.Notification{Event: event, Time: time.Now(), Project: r.Stack, Service: r.Service, Secrets: r.Secrets, Strategy: string(r.Strategy), Error: errText})
+	}
+}
