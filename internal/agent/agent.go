@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -119,6 +120,9 @@ type Agent struct {
 	// they run under rctx, cancelled a grace period after the agent's.
 	rotationsWG sync.WaitGroup
 	rctx        context.Context
+	// swarmManager is the engine once it is known to be a Swarm manager
+	// (swarm.go); nil before and elsewhere.
+	swarmManager atomic.Pointer[SwarmDocker]
 
 	mu       sync.Mutex
 	held     map[string]*holding    // container ID -> what it holds

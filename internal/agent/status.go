@@ -88,6 +88,9 @@ func (a *Agent) Status(ctx context.Context) (api.Status, error) {
 	a.mu.Unlock()
 	sort.Slice(s.Containers, func(i, j int) bool { return s.Containers[i].Name < s.Containers[j].Name })
 	s.Waiting = a.waitingStatus()
+	if s.Swarm, err = a.swarmStatus(ctx); err != nil {
+		s.Agent.Problems = append(s.Agent.Problems, "swarm status: "+err.Error())
+	}
 	if a.opts.Store != nil {
 		rs, err := a.opts.Store.Rotations(20)
 		if err == nil {

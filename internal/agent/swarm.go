@@ -8,6 +8,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/api/events"
 	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/config"
@@ -58,6 +59,7 @@ func (a *Agent) swarmRotation(docker SwarmDocker, providers *ProviderCache, cfg 
 				return fmt.Errorf("reading the engine's Swarm role: %w", err)
 			}
 			if info.Info.Swarm.ControlAvailable {
+				a.swarmManager.Store(&docker)
 				a.opts.Log.Info("Swarm manager: rotating the stacks' DSO secrets")
 				return r.Run(ctx)
 			}
@@ -66,6 +68,15 @@ func (a *Agent) swarmRotation(docker SwarmDocker, providers *ProviderCache, cfg 
 			}
 		}
 	}
+}
+
+// swarmStatus is the Swarm part of the status, on a manager.
+func (a *Agent) swarmStatus(ctx context.Context) ([]api.SwarmService, error) {
+	d := a.swarmManager.Load()
+	if d == nil {
+		return nil, nil
+	}
+	return swarm.Status(ctx, *d)
 }
 
 // reportSwarm logs, counts, publishes and notifies a finished Swarm

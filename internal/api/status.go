@@ -25,6 +25,29 @@ type Status struct {
 	// Waiting are started containers whose secrets are late, and why.
 	Waiting   []WaitingStatus  `json:"waiting,omitempty"`
 	Rotations []RotationStatus `json:"rotations"`
+	// Swarm are the services of Swarm stacks that mount DSO secrets, on a
+	// manager.
+	Swarm []SwarmService `json:"swarm,omitempty"`
+}
+
+// SwarmService is a Swarm service that mounts DSO secrets.
+type SwarmService struct {
+	Stack string `json:"stack"`
+	Name  string `json:"name"`
+	// Update is the state of Swarm's rolling update ("updating" while a
+	// rotation rolls its tasks; "" when it was never updated).
+	Update        string      `json:"update,omitempty"`
+	UpdateMessage string      `json:"update_message,omitempty"`
+	Tasks         []SwarmTask `json:"tasks"`
+}
+
+// SwarmTask is one running or starting task and the versions it holds.
+type SwarmTask struct {
+	ID      string            `json:"id"`
+	Slot    int               `json:"slot"`
+	Node    string            `json:"node"`
+	State   string            `json:"state"`
+	Secrets map[string]string `json:"secrets"` // reference -> version
 }
 
 // Health values.

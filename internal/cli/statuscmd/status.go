@@ -99,6 +99,41 @@ func run(ctx context.Context, opts *Options) error {
 	}
 }
 
+// printSwarm prints the services of Swarm stacks that mount DSO secrets.
+func printSwarm(out io.Writer, services []api.SwarmService) {
+	if len(services) == 0 {
+		return
+	}
+	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
+	fmt.Fprintf(out, "\nSwarm services (%d):\n", len(services))
+	fmt.Fprintln(tw, "  STACK\tSERVICE\tUPDATE\tTASK\tNODE\tSTATE\tSECRETS (version held)")
+	for _, s := range services {
+		update := s.Update
+		if update == "" {
+			update = "-"
+		}
+		if len(s.Tasks) == 0 {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t-\t-\t-\t-\n", s.Stack, s.Name, update)
+		}
+		for _, t := range s.Tasks {
+			held := make([]string, 0, len(t.Secrets))
+			for ref, v := range t.Secrets {
+				held = append(held, ref+"@"+v)
+			}
+			sort.Strings(held)
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s.%d\t%s\t%s\t%s\n", s.Stack, s.Name, update, s.Name, t.Slot, shortNode(t.Node), t.State, strings.Join(held, " "))
+		}
+	}
+	tw.Flush()
+}
+
+func shortNode(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
 func printStatus(out io.Writer, st api.Status) {
 	a := st.Agent
 	fmt.Fprintf(out, "Agent: %s (version %s, pid %d, up since %s)\n", a.Health, a.Version, a.PID, a.StartedAt.Format(time.RFC3339))
@@ -138,6 +173,7 @@ func printStatus(out io.Writer, st api.Status) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.ID, c.Name, c.Project+"/"+c.Service, strings.Join(held, " "))
 	}
 	tw.Flush()
+	printSwarm(out, st.Swarm)
 	fmt.Fprintf(out, "\nRecent rotations (%d):\n", len(st.Rotations))
 	fmt.Fprintln(tw, "  ID\tSERVICE\tSTRATEGY\tRESULT\tSTARTED\tSTEP\tERROR / RECOVERY")
 	for _, r := range st.Rotations {
