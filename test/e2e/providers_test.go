@@ -21,7 +21,7 @@ import (
 // startVault runs a Vault dev server from DSO_VAULT_BIN (or the tools
 // cache) for the test and returns a root client. Under CI a missing
 // binary fails the test; elsewhere it skips, saying how to build it.
-func startVault(t *testing.T) (*providertest.VaultServer, *vaultapi.Client) {
+func startVault(t testing.TB) (*providertest.VaultServer, *vaultapi.Client) {
 	t.Helper()
 	bin, err := providertest.VaultBinary()
 	if err != nil {
