@@ -239,7 +239,8 @@ func (r *Rotator) rotate(ctx context.Context, svc swarm.Service, changes map[str
 		if err != nil {
 			err = fmt.Errorf("service %s: %w", svc.Spec.Name, err)
 		}
-		if r.Done != nil && strategy != config.StrategyNone {
+		// A stopping agent leaves the update to Swarm and the next pass.
+		if r.Done != nil && strategy != config.StrategyNone && ctx.Err() == nil {
 			r.Done(Rotation{Stack: stack, Service: svc.Spec.Name, Secrets: refs, Strategy: strategy, Err: err, Took: r.Clock.Now().Sub(start)})
 		}
 	}()

@@ -25,10 +25,11 @@ import (
 // running (it serves the dso secret driver and rotates).
 type swarmBed struct {
 	*testbed.Swarm
-	t      testing.TB
-	vault  string // the Vault address the nodes reach
-	token  string
-	stacks []string
+	t        testing.TB
+	vault    string // the Vault address the nodes reach
+	token    string
+	stacks   []string
+	agentPID string
 }
 
 // dsoYAML is the manager's /etc/dso/dso.yaml.
@@ -82,7 +83,7 @@ func newSwarmBed(t testing.TB, workers int, localSecrets map[string][]byte, with
 // secret driver's socket.
 func (b *swarmBed) startAgent() {
 	b.t.Helper()
-	b.mgr("sh", "-c", "docker dso agent >>/var/log/dso-agent.log 2>&1 </dev/null &")
+	b.agentPID = strings.TrimSpace(b.mgr("sh", "-c", testbed.PluginDir+"/docker-dso agent >>/var/log/dso-agent.log 2>&1 </dev/null & echo $!"))
 	waitForLong(b.t, time.Minute, "the agent's secret driver socket on the manager", func() bool {
 		_, _, err := b.Manager().Exec(b.t, "test", "-S", "/run/docker/plugins/dso.sock")
 		return err == nil
@@ -91,7 +92,9 @@ func (b *swarmBed) startAgent() {
 
 func (b *swarmBed) stopAgent() {
 	b.t.Helper()
-	b.mgr("sh", "-c", "pkill -f 'docker-dso agent' ; while pgrep -f 'docker-dso agent' >/dev/null; do sleep 0.1; done")
+	// The node's PID 1 (dockerd) does not reap it: wait for the process
+	// to be gone or a zombie.
+	b.mgr("sh", "-c", "kill "+b.agentPID+"; while [ -e /proc/"+b.agentPID+" ] && ! grep -q '^State:.*Z' /proc/"+b.agentPID+"/status; do sleep 0.1; done")
 }
 
 func (b *swarmBed) agentLog() string {
@@ -257,6 +260,7 @@ func TestSwarmStackDeployAndRotate(t *testing.T) {
 	b.LoadImage(t, img)
 
 	out := b.deploy("app", `
+version: "3.8"
 services:
   api:
     image: `+img+`
@@ -396,6 +400,7 @@ func BenchmarkSwarmRotate(b *testing.B) {
 		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
 			stack := fmt.Sprintf("bench%d", replicas)
 			bed.deploy(stack, fmt.Sprintf(`
+version: "3.8"
 services:
   api:
     image: %s
@@ -483,4 +488,74 @@ func median(ds []time.Duration) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// TestSwarmRotationThroughDriverOutageAndNodeLoss: a rotation of 3
+// replicas is under way when the agent (the secret driver and the rotator)
+// stops and a worker node dies. Once the agent is back, every replica runs
+// again, on the nodes left, holding the new version: no task is left
+// without its secret, none on the old version.
+func TestSwarmRotationThroughDriverOutageAndNodeLoss(t *testing.T) {
+	b := newSwarmBed(t, 2, map[string][]byte{"app/api_key": canary(t, "outage-1")}, false)
+	img := testbed.TestappImage(t)
+	b.LoadImage(t, img)
+	b.deploy("app", `
+version: "3.8"
+services:
+  api:
+    image: `+img+`
+    environment:
+      API_KEY: dso://app/api_key
+    deploy:
+      replicas: 3
+      endpoint_mode: dnsrr
+      update_config: {parallelism: 1, monitor: 1s}
+`)
+	mgr := b.Manager().Client
+	waitForLong(t, 2*time.Minute, "3 tasks running", func() bool { return converged(t, mgr, "app_api", 3) })
+
+	b.mgrIn(canary(t, "outage-2"), "docker", "dso", "secret", "set", "app/api_key")
+	waitForLong(t, time.Minute, "the rotation to start", func() bool {
+		cur, err := mgr.ServiceInspect(t.Context(), "app_api", client.ServiceInspectOptions{})
+		return err == nil && cur.Service.UpdateStatus != nil && cur.Service.UpdateStatus.State == "updating"
+	})
+	b.stopAgent()
+	time.Sleep(3 * time.Second)
+	b.RemoveNode(t, b.Workers()[1])
+	time.Sleep(5 * time.Second)
+	b.startAgent()
+	back := time.Now()
+
+	var want string
+	waitForLong(t, 3*time.Minute, "every replica running on the new version", func() bool {
+		list, err := mgr.SecretList(t.Context(), client.SecretListOptions{})
+		if err != nil {
+			return false
+		}
+		newest := ""
+		for _, s := range list.Items {
+			if s.Spec.Labels["dso.version"] == "2" {
+				newest = s.Spec.Name
+			}
+		}
+		if newest == "" || !converged(t, mgr, "app_api", 3) {
+			return false
+		}
+		want = newest
+		tasks, err := mgr.TaskList(t.Context(), client.TaskListOptions{Filters: make(client.Filters).Add("service", "app_api").Add("desired-state", "running")})
+		if err != nil {
+			return false
+		}
+		for _, tk := range tasks.Items {
+			if tk.Status.State != "running" || len(tk.Spec.ContainerSpec.Secrets) != 1 || tk.Spec.ContainerSpec.Secrets[0].SecretName != newest {
+				return false
+			}
+		}
+		return len(tasks.Items) == 3
+	})
+	t.Logf("every replica ran %s again %v after the agent came back", want, time.Since(back).Round(100*time.Millisecond))
+	waitForLong(t, time.Minute, "the old version's Swarm secret to be removed", func() bool {
+		out := b.mgr("docker", "secret", "ls", "--filter", "label=dso.stack=app", "--format", "{{.Name}}")
+		return strings.TrimSpace(out) == want
+	})
 }
