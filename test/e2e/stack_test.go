@@ -396,9 +396,13 @@ func BenchmarkSwarmRotate(b *testing.B) {
 	img := testbed.TestappImage(b)
 	bed.LoadImage(b, img)
 	mgr := bed.Manager().Client
+	runs := 0
 	for _, replicas := range []int{3, 9} {
 		b.Run(fmt.Sprintf("replicas=%d", replicas), func(b *testing.B) {
-			stack := fmt.Sprintf("bench%d", replicas)
+			// The framework calls this more than once: a stack each time
+			// (a removed stack's network goes away in the background).
+			runs++
+			stack := fmt.Sprintf("bench%d_%d", replicas, runs)
 			bed.deploy(stack, fmt.Sprintf(`
 version: "3.8"
 services:
