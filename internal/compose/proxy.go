@@ -235,7 +235,7 @@ func (pl *Plan) proxyService(sp ServicePlan) map[string]any {
 		"security_opt": []string{"no-new-privileges:true"},
 		"sysctls":      map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"},
 		"restart":      "unless-stopped",
-		"volumes":      []map[string]any{{"type": "bind", "source": escape(pl.Wiring.InitBinary), "target": initproc.InitPath, "read_only": true}},
+		"volumes":      []map[string]any{{"type": "bind", "source": Escape(pl.Wiring.InitBinary), "target": initproc.InitPath, "read_only": true}},
 		"tmpfs":        []string{fmt.Sprintf("%s:uid=%d,gid=%d,mode=0700,size=1m", initproc.RunDir, proxyUID, proxyUID)},
 		"ports":        ports,
 		"labels":       map[string]string{LabelProxyFor: sp.Name, LabelAgent: pl.Wiring.Agent},

@@ -172,16 +172,10 @@ func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, images
 // a value. The host ports of a service behind a proxy move to the proxy
 // (compose's !reset tag clears the service's own).
 func (pl *Plan) Override() ([]byte, error) {
-	type volume struct {
-		Type     string `yaml:"type"`
-		Source   string `yaml:"source"`
-		Target   string `yaml:"target"`
-		ReadOnly bool   `yaml:"read_only"`
-	}
 	type service struct {
 		Entrypoint []string          `yaml:"entrypoint"`
 		Command    []string          `yaml:"command,omitempty"`
-		Volumes    []volume          `yaml:"volumes"`
+		Volumes    []Volume          `yaml:"volumes"`
 		Tmpfs      []string          `yaml:"tmpfs"`
 		Labels     map[string]string `yaml:"labels"`
 	}
@@ -199,16 +193,16 @@ func (pl *Plan) Override() ([]byte, error) {
 		s := service{
 			Entrypoint: append([]string{initproc.InitPath, "--"}, sp.Entrypoint...),
 			Command:    sp.Command,
-			Volumes:    []volume{{Type: "bind", Source: pl.Wiring.InitBinary, Target: initproc.InitPath, ReadOnly: true}},
+			Volumes:    []Volume{{Type: "bind", Source: pl.Wiring.InitBinary, Target: initproc.InitPath, ReadOnly: true}},
 			Tmpfs:      []string{tmpfsSpec(sp.UID, sp.GID, sp.Uses)},
 			Labels:     labels,
 		}
 		escapeAll(s.Entrypoint)
 		escapeAll(s.Command)
 		for k, v := range s.Labels {
-			s.Labels[k] = escape(v)
+			s.Labels[k] = Escape(v)
 		}
-		s.Volumes[0].Source = escape(s.Volumes[0].Source)
+		s.Volumes[0].Source = Escape(s.Volumes[0].Source)
 		services[sp.Name] = s
 		if sp.Proxy != nil {
 			services[sp.Proxy.Service] = pl.proxyService(sp)
@@ -239,12 +233,20 @@ func mapValue(n *yaml.Node, key string) *yaml.Node {
 	return nil
 }
 
-// escape protects a literal from compose's interpolation of the override.
-func escape(s string) string { return strings.ReplaceAll(s, "$", "$$") }
+// Volume is a volume of a service in an override.
+type Volume struct {
+	Type     string `yaml:"type"`
+	Source   string `yaml:"source"`
+	Target   string `yaml:"target"`
+	ReadOnly bool   `yaml:"read_only"`
+}
+
+// Escape protects a literal from compose's interpolation of an override.
+func Escape(s string) string { return strings.ReplaceAll(s, "$", "$$") }
 
 func escapeAll(ss []string) {
 	for i := range ss {
-		ss[i] = escape(ss[i])
+		ss[i] = Escape(ss[i])
 	}
 }
 

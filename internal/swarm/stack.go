@@ -179,12 +179,6 @@ func NewPlan(stack string, services []compose.ServicePlan, versions map[secretre
 // external (DSO makes them, with the driver and labels), and the service
 // labelled as DSO's. It holds references only, never a value.
 func (pl *Plan) Override() ([]byte, error) {
-	type volume struct {
-		Type     string `yaml:"type"`
-		Source   string `yaml:"source"`
-		Target   string `yaml:"target"`
-		ReadOnly bool   `yaml:"read_only"`
-	}
 	type secretUse struct {
 		Source string `yaml:"source"`
 		Target string `yaml:"target"`
@@ -196,11 +190,11 @@ func (pl *Plan) Override() ([]byte, error) {
 		Labels map[string]string `yaml:"labels"`
 	}
 	type service struct {
-		Entrypoint []string    `yaml:"entrypoint"`
-		Command    []string    `yaml:"command,omitempty"`
-		Volumes    []volume    `yaml:"volumes"`
-		Secrets    []secretUse `yaml:"secrets"`
-		Deploy     deploy      `yaml:"deploy"`
+		Entrypoint []string         `yaml:"entrypoint"`
+		Command    []string         `yaml:"command,omitempty"`
+		Volumes    []compose.Volume `yaml:"volumes"`
+		Secrets    []secretUse      `yaml:"secrets"`
+		Deploy     deploy           `yaml:"deploy"`
 	}
 	type external struct {
 		External bool   `yaml:"external"`
@@ -211,7 +205,7 @@ func (pl *Plan) Override() ([]byte, error) {
 		svc := service{
 			Entrypoint: escapeAll(append([]string{initproc.InitPath, "swarm", "--"}, s.Entrypoint...)),
 			Command:    escapeAll(s.Command),
-			Volumes:    []volume{{Type: "bind", Source: escape(pl.InitPath), Target: initproc.InitPath, ReadOnly: true}},
+			Volumes:    []compose.Volume{{Type: "bind", Source: compose.Escape(pl.InitPath), Target: initproc.InitPath, ReadOnly: true}},
 			Deploy:     deploy{Labels: map[string]string{compose.LabelManaged: "true", LabelStack: pl.Stack}},
 		}
 		for _, m := range s.Mounts {
@@ -226,13 +220,10 @@ func (pl *Plan) Override() ([]byte, error) {
 	return yaml.Marshal(map[string]any{"version": "3.8", "services": services, "secrets": secrets})
 }
 
-// escape protects a literal from the interpolation of the override.
-func escape(s string) string { return strings.ReplaceAll(s, "$", "$$") }
-
 func escapeAll(ss []string) []string {
 	out := make([]string, len(ss))
 	for i, s := range ss {
-		out[i] = escape(s)
+		out[i] = compose.Escape(s)
 	}
 	return out
 }

@@ -130,6 +130,11 @@ func (b *swarmBed) deploy(stack, compose string) string {
 	return b.mgr("sh", "-c", "cd "+dir+" && docker dso stack deploy -c compose.yaml "+stack)
 }
 
+// dsoSecrets are the names of the Swarm secrets DSO made for stack.
+func (b *swarmBed) dsoSecrets(stack string) []string {
+	return strings.Fields(b.mgr("docker", "secret", "ls", "--filter", "label=dso.stack="+stack, "--format", "{{.Name}}"))
+}
+
 // forwardFromNetwork serves target (a loopback address) on the gateway of
 // the host engine's network, where the nodes reach the host, for the
 // test's life; it returns the address to give the nodes.
@@ -302,10 +307,7 @@ services:
 	if failed != 0 {
 		t.Errorf("%d of %d requests failed on every node during the rotation", failed, total)
 	}
-	waitForLong(t, time.Minute, "the old Swarm secret to be removed", func() bool {
-		out := b.mgr("docker", "secret", "ls", "--filter", "label=dso.stack=app", "--format", "{{.Name}}")
-		return len(strings.Fields(out)) == 2
-	})
+	waitForLong(t, time.Minute, "the old Swarm secret to be removed", func() bool { return len(b.dsoSecrets("app")) == 2 })
 	st := b.mgr("docker", "dso", "status")
 	if !strings.Contains(st, "Swarm services (1)") || strings.Count(st, "app/api_key@") != 3 {
 		t.Errorf("status does not show the 3 tasks and their versions:\n%s", st)
@@ -559,7 +561,6 @@ services:
 	})
 	t.Logf("every replica ran %s again %v after the agent came back", want, time.Since(back).Round(100*time.Millisecond))
 	waitForLong(t, time.Minute, "the old version's Swarm secret to be removed", func() bool {
-		out := b.mgr("docker", "secret", "ls", "--filter", "label=dso.stack=app", "--format", "{{.Name}}")
-		return strings.TrimSpace(out) == want
+		return slices.Equal(b.dsoSecrets("app"), []string{want})
 	})
 }
