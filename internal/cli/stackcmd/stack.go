@@ -13,13 +13,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/moby/client"
 	"github.com/spf13/cobra"
 
 	"github.com/dso-project/dso/internal/cli/composecmd"
 	"github.com/dso-project/dso/internal/cmdutil"
 	"github.com/dso-project/dso/internal/compose"
+	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/resolve"
+	"github.com/dso-project/dso/internal/rotate"
 	"github.com/dso-project/dso/internal/swarm"
 )
 
@@ -174,6 +177,9 @@ func deploy(ctx context.Context, f *cmdutil.Factory, d deployArgs) error {
 		fmt.Fprintf(f.IO.ErrOut, "dso: no service of stack %q takes secrets; running docker stack deploy as it is\n", d.stack)
 		return composecmd.RunDocker(ctx, f, nil, append(append(argv, d.rest...), d.stack)...)
 	}
+	if err := checkStrategies(p, uses, cfg); err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+	}
 	set, err := resolve.Default().Build(cfg)
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
@@ -212,6 +218,32 @@ func deploy(ctx context.Context, f *cmdutil.Factory, d deployArgs) error {
 	}
 	argv = append(argv, "--compose-file", "-")
 	return composecmd.RunDocker(ctx, f, override, append(append(argv, d.rest...), d.stack)...)
+}
+
+// checkStrategies refuses, before anything is made, a service whose
+// strategy Swarm cannot apply: signal (a task's secrets are fixed when it
+// starts), or one that is not known.
+func checkStrategies(p *types.Project, uses []compose.Use, cfg *config.Config) error {
+	var errs []error
+	seen := map[string]bool{}
+	for _, u := range uses {
+		if seen[u.Service] {
+			continue
+		}
+		seen[u.Service] = true
+		svc, err := p.GetService(u.Service)
+		if err != nil {
+			return err
+		}
+		d, err := rotate.Decide(svc.Labels, cfg)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("service %q: %w", u.Service, err))
+		case d.Strategy == config.StrategySignal:
+			errs = append(errs, fmt.Errorf("service %q: strategy signal cannot rotate a Swarm service (a task's secrets are fixed when it starts): use rolling, restart or none", u.Service))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // checkManager refuses an engine that cannot deploy a stack, before any

@@ -4,6 +4,10 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/compose-spec/compose-go/v2/types"
+
+	"github.com/dso-project/dso/internal/compose"
 )
 
 func TestParseDeploy(t *testing.T) {
@@ -27,5 +31,21 @@ func TestParseDeploy(t *testing.T) {
 		if _, err := parseDeploy(tc.args); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("parseDeploy(%q) = %v, want an error with %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+func TestCheckStrategiesRefusesSignal(t *testing.T) {
+	web, api := types.ServiceConfig{Name: "web"}, types.ServiceConfig{Name: "api"}
+	web.Labels = types.Labels{"dso.update.strategy": "signal"}
+	api.Labels = types.Labels{"dso.update.strategy": "restart"}
+	p := &types.Project{Name: "app", Services: types.Services{"web": web, "api": api}}
+	uses := []compose.Use{{Service: "api", Var: "A"}, {Service: "web", Var: "B"}, {Service: "web", Var: "C"}}
+	err := checkStrategies(p, uses, nil)
+	if err == nil || !strings.Contains(err.Error(), `service "web": strategy signal`) || strings.Contains(err.Error(), `"api"`) {
+		t.Errorf("err %v, want one refusal naming web", err)
+	}
+	p.Services["web"] = types.ServiceConfig{Name: "web"}
+	if err := checkStrategies(p, uses, nil); err != nil {
+		t.Errorf("rolling and restart refused: %v", err)
 	}
 }
