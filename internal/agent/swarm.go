@@ -6,11 +6,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moby/moby/client"
-
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/api/events"
-	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/metrics"
 	"github.com/dso-project/dso/internal/notify"
@@ -22,13 +19,12 @@ import (
 // SwarmDocker is what the Swarm rotation needs of the engine.
 type SwarmDocker interface {
 	swarm.Docker
-	Info(ctx context.Context, opts client.InfoOptions) (client.SystemInfoResult, error)
+	swarmInfo
 }
 
 // swarmRotation returns the component that, on a Swarm manager, keeps the
-// stacks' DSO secrets at their providers' versions (internal/swarm). On an
-// engine that is not a manager it checks again every minute (a node may be
-// promoted).
+// stacks' DSO secrets at their providers' versions (internal/swarm), once
+// the engine is a Swarm manager (a node may be promoted later).
 func (a *Agent) swarmRotation(docker SwarmDocker, providers *ProviderCache, cfg *config.Config, interval time.Duration) (*swarm.Rotator, func(context.Context) error) {
 	r := &swarm.Rotator{
 		Docker:   docker,
@@ -53,20 +49,12 @@ func (a *Agent) swarmRotation(docker SwarmDocker, providers *ProviderCache, cfg 
 		Done: a.reportSwarm,
 	}
 	return r, func(ctx context.Context) error {
-		for {
-			info, err := docker.Info(ctx, client.InfoOptions{})
-			if err != nil {
-				return fmt.Errorf("reading the engine's Swarm role: %w", err)
-			}
-			if info.Info.Swarm.ControlAvailable {
-				a.swarmManager.Store(&docker)
-				a.opts.Log.Info("Swarm manager: rotating the stacks' DSO secrets")
-				return r.Run(ctx)
-			}
-			if err := clock.Sleep(ctx, a.opts.Clock, time.Minute); err != nil {
-				return nil
-			}
+		if !untilManager(ctx, docker, a.opts.Clock) {
+			return nil
 		}
+		a.swarmManager.Store(&docker)
+		a.opts.Log.Info("Swarm manager: rotating the stacks' DSO secrets")
+		return r.Run(ctx)
 	}
 }
 

@@ -27,16 +27,25 @@ const managerCheckInterval = 15 * time.Second
 // reports as degraded and starts again.
 func swarmDriver(engine swarmInfo, clk clock.Clock, d *driver.Driver, path string) component {
 	return component{name: "Swarm secret driver", run: func(ctx context.Context) error {
-		for {
-			info, err := engine.Info(ctx, client.InfoOptions{})
-			if err == nil && info.Info.Swarm.ControlAvailable {
-				return d.Run(ctx, path)
-			}
-			if clock.Sleep(ctx, clk, managerCheckInterval) != nil {
-				return nil
-			}
+		if !untilManager(ctx, engine, clk) {
+			return nil
 		}
+		return d.Run(ctx, path)
 	}}
+}
+
+// untilManager waits until the engine is a Swarm manager (true), or ctx
+// ends (false).
+func untilManager(ctx context.Context, engine swarmInfo, clk clock.Clock) bool {
+	for {
+		info, err := engine.Info(ctx, client.InfoOptions{})
+		if err == nil && info.Info.Swarm.ControlAvailable {
+			return true
+		}
+		if clock.Sleep(ctx, clk, managerCheckInterval) != nil {
+			return false
+		}
+	}
 }
 
 // resolver resolves a Swarm secret's reference with the providers of the
