@@ -205,7 +205,7 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 		if p := o.Getenv("DSO_SWARM_DRIVER_SOCKET"); p != "" {
 			sock = p
 		}
-		comps = append(comps, swarmDriver(engine, o.Clock, driver.New(providers.resolver(), log, m), sock))
+		comps = append(comps, swarmDriver(engine, o.Clock, driver.New(ag.swarmResolver(providers), log, m), sock))
 	}
 	swarmTrigger := func() {}
 	if sd, ok := docker.(SwarmDocker); ok {

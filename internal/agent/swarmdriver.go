@@ -48,17 +48,29 @@ func untilManager(ctx context.Context, engine swarmInfo, clk clock.Clock) bool {
 	}
 }
 
-// resolver resolves a Swarm secret's reference with the providers of the
-// agent's own dso.yaml (the local vault at its default place without one).
-func (c *ProviderCache) resolver() driver.Resolver {
+// swarmResolver resolves a Swarm secret's reference with the providers of
+// the agent's own dso.yaml (the local vault at its default place without
+// one). Like a delivery, it keeps what it got in the cache of
+// last-known-good values, and serves from it while the provider is down.
+func (a *Agent) swarmResolver(providers *ProviderCache) driver.Resolver {
 	return func(ctx context.Context, ref secretref.Ref) ([]byte, error) {
-		set, err := c.Get("")
+		set, err := providers.Get("")
 		if err != nil {
 			return nil, err
 		}
 		got, err := set.Fetch(ctx, []secretref.Ref{ref})
+		h := &holding{}
 		if err != nil {
-			return nil, err
+			if err := a.fromCache(set, h, got, err); err != nil {
+				return nil, err
+			}
+			return got[ref].Value, nil
+		}
+		if a.cache != nil {
+			res := got[ref]
+			if err := a.cache.Put(watchKey("", res.Provider, ref.Path), ref.Key, res.Value, res.Version); err != nil {
+				a.opts.Log.Warn("could not keep a value in the cache", "ref", ref.String(), "error", err)
+			}
 		}
 		return got[ref].Value, nil
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/provider/providertest"
 	"github.com/dso-project/dso/internal/testbed"
 )
 
@@ -27,6 +28,7 @@ type swarmBed struct {
 	*testbed.Swarm
 	t        testing.TB
 	vault    string // the Vault address the nodes reach
+	vaultSrv *providertest.VaultServer
 	token    string
 	stacks   []string
 	agentPID string
@@ -62,7 +64,7 @@ func newSwarmBed(t testing.TB, workers int, localSecrets map[string][]byte, with
 	b := &swarmBed{Swarm: sw, t: t, vault: "http://127.0.0.1:1", token: "none"}
 	if withVault {
 		vs, _ := startVault(t)
-		b.token = vs.Token
+		b.vaultSrv, b.token = vs, vs.Token
 		b.vault = "http://" + forwardFromNetwork(t, sw.Network, strings.TrimPrefix(vs.Addr, "http://"))
 	}
 	b.mgr("docker", "dso", "init")
@@ -563,4 +565,40 @@ services:
 	waitForLong(t, time.Minute, "the old version's Swarm secret to be removed", func() bool {
 		return slices.Equal(b.dsoSecrets("app"), []string{want})
 	})
+}
+
+// TestSwarmDriverServesFromCacheWhileVaultIsDown: Vault is stopped, then
+// the service is scaled up onto nodes that lack its secret: the driver
+// serves them the last value it got, from the agent's cache.
+func TestSwarmDriverServesFromCacheWhileVaultIsDown(t *testing.T) {
+	dbPass := canary(t, "swarm-cache")
+	b := newSwarmBed(t, 2, nil, true)
+	vaultPutAt(t, b, "app/db", string(dbPass))
+	img := testbed.TestappImage(t)
+	b.LoadImage(t, img)
+	b.deploy("app", `
+version: "3.8"
+services:
+  api:
+    image: `+img+`
+    environment:
+      DB_PASSWORD_FILE: dsofile://secret/data/app/db?provider=vault#password
+    ports:
+      - {target: 8080, published: 18081, mode: host}
+    deploy:
+      replicas: 1
+      endpoint_mode: dnsrr
+      placement: {max_replicas_per_node: 1}
+`)
+	mgr := b.Manager().Client
+	waitForLong(t, 2*time.Minute, "1 task running", func() bool { return converged(t, mgr, "app_api", 1) })
+	b.vaultSrv.Stop()
+	b.mgr("docker", "service", "scale", "--detach", "app_api=3")
+	addrs := b.nodeAddrs(18081)
+	waitForLong(t, 2*time.Minute, "every node's task to serve the Vault secret", func() bool {
+		return allServe(addrs, "/file?path=/run/secrets/dso.DB_PASSWORD_FILE", string(dbPass))
+	})
+	if log := b.agentLog(); !strings.Contains(log, "serving a secret from the cache") {
+		t.Errorf("the agent's log does not say it served from the cache:\n%s", log)
+	}
 }
