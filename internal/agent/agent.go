@@ -272,12 +272,14 @@ func (a *Agent) Watcher() *watch.Watcher { return a.watcher }
 func (a *Agent) Run(ctx context.Context) error {
 	a.started = a.opts.Clock.Now()
 	ctx, cancel := context.WithCancel(ctx)
-	defer a.wg.Wait()
-	defer cancel()
 	// Rotations in flight outlive ctx by the stop grace: a stop in the
-	// middle of a swap lets it finish rather than leave it to recovery.
+	// middle of a swap lets it finish rather than leave it to recovery. So
+	// rctx ends after the wait below (the goroutine that ends it after the
+	// grace is one of a.wg), not when Run returns.
 	rctx, rcancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer rcancel()
+	defer a.wg.Wait()
+	defer cancel()
 	a.rctx = rctx
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); a.watcher.Run(ctx) }()

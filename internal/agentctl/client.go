@@ -121,8 +121,9 @@ func Dial(cfg *config.Config) (*api.Client, error) {
 }
 
 // StopLocal stops the user's local agent with SIGTERM and waits on clk, up
-// to 10 seconds, for it to give its lock up. It returns the agent's pid, or
-// 0 when none ran.
+// to 30 seconds (a stopping agent lets the rotations in flight finish for
+// up to 20), for it to give its lock up. It returns the agent's pid, or 0
+// when none ran.
 func StopLocal(ctx context.Context, clk clock.Clock) (int, error) {
 	w, err := Locate(true, nil)
 	if err != nil {
@@ -139,10 +140,10 @@ func StopLocal(ctx context.Context, clk clock.Clock) (int, error) {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
 		return pid, fmt.Errorf("stop the local agent (pid %d): %w", pid, err)
 	}
-	deadline := clk.Now().Add(10 * time.Second)
+	deadline := clk.Now().Add(30 * time.Second)
 	for Held(w.Lock) {
 		if !clk.Now().Before(deadline) {
-			return pid, fmt.Errorf("the local agent (pid %d) did not stop within 10s", pid)
+			return pid, fmt.Errorf("the local agent (pid %d) did not stop within 30s", pid)
 		}
 		if err := clock.Sleep(ctx, clk, 50*time.Millisecond); err != nil {
 			return pid, err
