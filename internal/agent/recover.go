@@ -100,7 +100,11 @@ func (a *Agent) reconcile(ctx context.Context) {
 		a.emit(events.Event{Type: events.TypeRotation, Service: r.Service, Container: shortID(rec.Container), Strategy: r.Strategy, Result: result, Message: rec.Note})
 	}
 	mine := client.Filters{}.Add("label", compose.LabelManaged+"=true", compose.LabelAgent+"="+a.opts.ID)
-	notes, err := a.replacer.Sweep(ctx, mine)
+	notes, err := a.replacer.Sweep(ctx, mine, func(id uint64) bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.running[id]
+	})
 	for _, n := range notes {
 		a.opts.Log.Info("cleaned up after an earlier agent", "action", n)
 	}

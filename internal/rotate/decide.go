@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/dso-project/dso/internal/backoff"
 	"github.com/dso-project/dso/internal/compose"
@@ -76,10 +75,7 @@ func (r *Replacer) Rotate(ctx context.Context, job Job, d Decision, envChanged [
 		return job.Old, nil
 	}
 	job.Strategy = d.Strategy
-	first := r.RetryBackoff
-	if first <= 0 {
-		first = 2 * time.Second
-	}
+	first := r.retryBackoff()
 	b := backoff.New(r.clock(), first, 4*first)
 	for attempt := 1; ; attempt++ {
 		newID, err := r.Replace(ctx, job)

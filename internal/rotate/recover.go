@@ -124,8 +124,11 @@ func (r *Replacer) inspect(ctx context.Context, id string) (container.InspectRes
 // Sweep removes what no journal entry explains: a container under a
 // temporary name whose replica runs under its compose name is removed; one
 // whose replica has no container under its compose name takes that name.
-// filter selects the containers of this agent.
-func (r *Replacer) Sweep(ctx context.Context, filter client.Filters) ([]string, error) {
+// filter selects the containers of this agent; the temporary containers of
+// the rotations inFlight reports (by journal ID) are theirs, and left
+// alone: an agent that got the engine back sweeps while its own rotations
+// go on.
+func (r *Replacer) Sweep(ctx context.Context, filter client.Filters, inFlight func(journal uint64) bool) ([]string, error) {
 	list, err := r.Docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: filter})
 	if err != nil {
 		return nil, err
@@ -146,8 +149,13 @@ func (r *Replacer) Sweep(ctx context.Context, filter client.Filters) ([]string, 
 		if base == name {
 			continue
 		}
+		// Checked after the listing: a rotation in flight then may have
+		// renamed its container since, so the leftover goes by its name.
+		if id, ok := journalOf(name); ok && inFlight(id) {
+			continue
+		}
 		if names[base] {
-			if _, err := r.Docker.ContainerRemove(ctx, c.ID, client.ContainerRemoveOptions{Force: true}); err != nil && !notFound(err) {
+			if _, err := r.Docker.ContainerRemove(ctx, name, client.ContainerRemoveOptions{Force: true}); err != nil && !notFound(err) {
 				return notes, fmt.Errorf("remove the leftover container %s: %w", name, err)
 			}
 			notes = append(notes, fmt.Sprintf("removed the leftover container %s", name))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/backoff"
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/state"
 )
@@ -78,6 +80,20 @@ func CanonicalName(name string) string {
 	return tempSuffix.ReplaceAllString(strings.TrimPrefix(name, "/"), "")
 }
 
+// journalSuffix is the suffix of this version's temporary names: the
+// journal ID of the rotation that made the container.
+var journalSuffix = regexp.MustCompile(`-dso-r([0-9]+)$`)
+
+// journalOf returns the journal ID in a temporary name.
+func journalOf(name string) (uint64, bool) {
+	m := journalSuffix.FindStringSubmatch(name)
+	if m == nil {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(m[1], 10, 64)
+	return id, err == nil
+}
+
 // swap is one replacement in progress.
 type swap struct {
 	r        *Replacer
@@ -107,10 +123,28 @@ func (r *Replacer) Replace(ctx context.Context, job Job) (string, error) {
 	if ctx.Err() != nil {
 		return "", ErrInterrupted
 	}
-	if rerr := s.rollback(context.WithoutCancel(ctx)); rerr != nil {
-		return "", fmt.Errorf("%w; and bringing the old container back failed: %v", err, rerr)
+	if uerr := s.undo(ctx); uerr != nil {
+		return "", uerr
 	}
 	return "", err
+}
+
+// undo rolls the swap back, again while that fails (the engine may be out
+// of reach), until it works or the agent stops (ErrInterrupted: the
+// journal keeps the step for the next start). A swap half undone must not
+// be journaled as finished: nothing would repair it.
+func (s *swap) undo(ctx context.Context) error {
+	b := backoff.New(s.r.clock(), s.r.retryBackoff(), 10*time.Second)
+	for {
+		err := s.rollback(context.WithoutCancel(ctx))
+		if err == nil {
+			return nil
+		}
+		s.r.log().Warn("bringing the old container back failed; trying again", "container", short(s.old.ID), "error", err)
+		if b.Wait(ctx) != nil {
+			return ErrInterrupted
+		}
+	}
 }
 
 // plan chooses the order and finds the proxy of the old container's

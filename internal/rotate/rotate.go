@@ -136,6 +136,15 @@ func (r *Replacer) log() *slog.Logger {
 	return r.Log
 }
 
+// retryBackoff is the first wait before trying a failed replacement (or
+// its undoing) again.
+func (r *Replacer) retryBackoff() time.Duration {
+	if r.RetryBackoff <= 0 {
+		return 2 * time.Second
+	}
+	return r.RetryBackoff
+}
+
 func (r *Replacer) clock() clock.Clock {
 	if r.Clock == nil {
 		return clock.RealClock{}

@@ -28,6 +28,20 @@ type engine struct {
 	seq    int
 	byID   map[string]*fakeContainer
 	failOn string // a call that fails: "start:NAME"
+	fails  int    // how many times failOn fails (0: always)
+}
+
+// failing reports whether call (such as "start:NAME") fails now.
+func (e *engine) failing(call string) bool {
+	if e.failOn != call {
+		return false
+	}
+	if e.fails > 0 {
+		if e.fails--; e.fails == 0 {
+			e.failOn = ""
+		}
+	}
+	return true
 }
 
 type fakeContainer struct {
@@ -131,7 +145,7 @@ func (e *engine) ContainerStart(_ context.Context, id string, _ client.Container
 	if c == nil {
 		return client.ContainerStartResult{}, errNotFound
 	}
-	if e.failOn == "start:"+c.name {
+	if e.failing("start:" + c.name) {
 		return client.ContainerStartResult{}, errors.New("it cannot start")
 	}
 	c.running = true
@@ -353,6 +367,33 @@ func TestRotateRetriesOnItsClock(t *testing.T) {
 	}
 }
 
+// TestFailedRollbackIsRetried: bringing the old container back fails
+// (the engine is out of reach) until it works: the rotation is not
+// reported before the old container serves again.
+func TestFailedRollbackIsRetried(t *testing.T) {
+	s := newSetup(t, map[string]string{LabelOrder: string(StopFirst)})
+	s.r.RetryBackoff = time.Millisecond
+	s.r.Deliver = func(ctx context.Context, id string) error {
+		if id != s.old {
+			return errors.New("it gets no secrets")
+		}
+		return nil
+	}
+	s.eng.failOn, s.eng.fails = "start:shop-web-1", 3
+	if _, err := s.r.Replace(t.Context(), Job{Journal: 7, Old: s.old, Strategy: Rolling}); err == nil || !strings.Contains(err.Error(), "it gets no secrets") {
+		t.Fatalf("error %v", err)
+	}
+	if s.eng.fails != 0 {
+		t.Errorf("the old container's start was not tried until it worked")
+	}
+	if got := s.eng.service(); len(got) != 1 || !got["shop-web-1"] {
+		t.Errorf("service containers %v, want the old one running only", got)
+	}
+	if s.proxy.holding || !slices.Equal(s.proxy.backends, []string{"web"}) {
+		t.Errorf("proxy holding %v backends %v", s.proxy.holding, s.proxy.backends)
+	}
+}
+
 // TestRecoverAtEveryStep: the agent dies at each step of each kind of
 // swap; Recover leaves exactly one running container under the compose
 // name (the new one when past the switch), no temporary one, the proxy on
@@ -427,11 +468,12 @@ func TestSweepTemporaryNames(t *testing.T) {
 	e.add("shop-web-1-dso-730834712", l, false)
 	e.add("shop-web-1-dso-r3-dso-r4", l, false)
 	e.add("shop-web-2-dso-r9", l, true)
+	e.add("shop-web-1-dso-r12", l, true) // its rotation is in flight
 	r := &Replacer{Docker: e, Deliver: func(context.Context, string) error { return nil }}
-	if _, err := r.Sweep(t.Context(), client.Filters{}); err != nil {
+	if _, err := r.Sweep(t.Context(), client.Filters{}, func(id uint64) bool { return id == 12 }); err != nil {
 		t.Fatal(err)
 	}
-	if got := e.service(); len(got) != 2 || !got["shop-web-1"] || !got["shop-web-2"] {
+	if got := e.service(); len(got) != 3 || !got["shop-web-1"] || !got["shop-web-2"] || !got["shop-web-1-dso-r12"] {
 		t.Errorf("containers %v", got)
 	}
 	if CanonicalName("/shop-web-1-dso-r3-dso-12") != "shop-web-1" {
