@@ -35,13 +35,10 @@ func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.Ins
 			return err
 		}
 		st := ins.Container.State
+		if err := stopped(st); err != nil {
+			return err
+		}
 		switch {
-		case st == nil || !st.Running || st.Restarting:
-			code := 0
-			if st != nil {
-				code = st.ExitCode
-			}
-			return fmt.Errorf("the new container stopped (exit code %d)", code)
 		case hasHealthcheck && st.Health != nil && st.Health.Status == container.Unhealthy:
 			return errors.New("the new container is unhealthy")
 		case hasHealthcheck && st.Health != nil && st.Health.Status == container.Healthy:
@@ -70,4 +67,17 @@ func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.Ins
 func hasHealthcheck(c container.InspectResponse) bool {
 	hc := c.Config.Healthcheck
 	return hc != nil && len(hc.Test) > 0 && hc.Test[0] != "NONE"
+}
+
+// stopped says why the new container, in state st, no longer runs (nil
+// when it runs).
+func stopped(st *container.State) error {
+	if st != nil && st.Running && !st.Restarting {
+		return nil
+	}
+	code := 0
+	if st != nil {
+		code = st.ExitCode
+	}
+	return fmt.Errorf("the new container stopped (exit code %d)", code)
 }

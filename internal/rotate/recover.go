@@ -61,13 +61,12 @@ func (r *Replacer) Recover(ctx context.Context, rec state.Rotation) (Recovery, e
 		if err := r.ensureRunning(ctx, newC); err != nil {
 			return Recovery{}, err
 		}
-		newIP := ""
 		if rec.Proxy != "" {
-			if newIP, err = r.ipFor(ctx, s.newID, rec.Proxy); err != nil {
+			if s.newIP, err = r.ipFor(ctx, s.newID, rec.Proxy); err != nil {
 				return Recovery{}, err
 			}
 		}
-		if _, err := s.finish(ctx, newIP); err != nil {
+		if _, err := s.finish(ctx); err != nil {
 			return Recovery{}, err
 		}
 		return Recovery{Container: s.newID, Completed: true, Note: fmt.Sprintf("recovered at step %s: finished the swap", rec.Step)}, nil
@@ -102,7 +101,7 @@ func (r *Replacer) ensureRunning(ctx context.Context, c container.InspectRespons
 	if c.State != nil && c.State.Running {
 		return nil
 	}
-	return r.restartOld(ctx, c.ID)
+	return r.startAgain(ctx, c.ID)
 }
 
 // inspect returns the container id or name; found is false when the

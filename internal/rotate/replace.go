@@ -101,7 +101,9 @@ type swap struct {
 	old      container.InspectResponse
 	rec      state.Rotation
 	newID    string
-	oldStops bool // the old container was stopped by this swap
+	newIP    string // the new container's address the proxy uses
+	oldStops bool   // the old container was stopped by this swap
+	oldGoes  bool   // the old container is being stopped and removed: no way back
 }
 
 // Replace replaces container job.Old by a new one with the same
@@ -123,24 +125,33 @@ func (r *Replacer) Replace(ctx context.Context, job Job) (string, error) {
 	if ctx.Err() != nil {
 		return "", ErrInterrupted
 	}
-	if uerr := s.undo(ctx); uerr != nil {
+	if s.oldGoes {
+		// The old container is stopping or gone: the swap can only be
+		// finished (the new one serves already).
+		r.log().Warn("finishing the swap failed; trying again", "container", short(job.Old), "error", err)
+		if ferr := s.persist(ctx, "finishing the swap", s.forward); ferr != nil {
+			return "", ferr
+		}
+		return s.newID, nil
+	}
+	if uerr := s.persist(ctx, "bringing the old container back", s.rollback); uerr != nil {
 		return "", uerr
 	}
 	return "", err
 }
 
-// undo rolls the swap back, again while that fails (the engine may be out
-// of reach), until it works or the agent stops (ErrInterrupted: the
-// journal keeps the step for the next start). A swap half undone must not
-// be journaled as finished: nothing would repair it.
-func (s *swap) undo(ctx context.Context) error {
+// persist runs fn (undoing or finishing the swap) again while it fails (the
+// engine may be out of reach), until it works or the agent stops
+// (ErrInterrupted: the journal keeps the step for the next start). A swap
+// half done must not be journaled as finished: nothing would repair it.
+func (s *swap) persist(ctx context.Context, what string, fn func(context.Context) error) error {
 	b := backoff.New(s.r.clock(), s.r.retryBackoff(), 10*time.Second)
 	for {
-		err := s.rollback(context.WithoutCancel(ctx))
+		err := fn(context.WithoutCancel(ctx))
 		if err == nil {
 			return nil
 		}
-		s.r.log().Warn("bringing the old container back failed; trying again", "container", short(s.old.ID), "error", err)
+		s.r.log().Warn(what+" failed; trying again", "container", short(s.old.ID), "error", err)
 		if b.Wait(ctx) != nil {
 			return ErrInterrupted
 		}
@@ -280,15 +291,14 @@ func (s *swap) run(ctx context.Context) (string, error) {
 		}
 		return nil
 	}
-	newIP := ""
 	healthy := func(ctx context.Context) error {
 		if s.rec.Proxy != "" {
 			var err error
-			if newIP, err = r.ipFor(ctx, s.newID, s.rec.Proxy); err != nil {
+			if s.newIP, err = r.ipFor(ctx, s.newID, s.rec.Proxy); err != nil {
 				return err
 			}
 		}
-		return r.waitHealthy(ctx, s.newID, old, s.rec.Proxy, newIP)
+		return r.waitHealthy(ctx, s.newID, old, s.rec.Proxy, s.newIP)
 	}
 	if s.rec.Proxy == "" || hasHealthcheck(old) {
 		if err := deliver(ctx); err != nil {
@@ -300,7 +310,7 @@ func (s *swap) run(ctx context.Context) (string, error) {
 		if err := healthy(ctx); err != nil {
 			return "", err
 		}
-		return s.finish(ctx, newIP)
+		return s.finish(ctx)
 	}
 	// The application starts once it has its secrets, so the probe of its
 	// ports runs during the delivery, and passes as soon as it listens.
@@ -313,7 +323,7 @@ func (s *swap) run(ctx context.Context) (string, error) {
 	if err := g.Wait(); err != nil {
 		return "", err
 	}
-	return s.finish(ctx, newIP)
+	return s.finish(ctx)
 }
 
 // pin sends the proxy's new connections to the replicas of old's service
@@ -350,7 +360,7 @@ func (s *swap) create(ctx context.Context) error {
 }
 
 // finish takes the steps after the commit point; recovery runs it too.
-func (s *swap) finish(ctx context.Context, newIP string) (string, error) {
+func (s *swap) finish(ctx context.Context) (string, error) {
 	r, oldID := s.r, s.old.ID
 	if s.rec.Proxy != "" {
 		if err := s.step(StepSwitch); err != nil {
@@ -360,7 +370,7 @@ func (s *swap) finish(ctx context.Context, newIP string) (string, error) {
 		if err != nil {
 			return "", err
 		}
-		if err := r.Proxy.Set(ctx, s.rec.Proxy, append(others, newIP)); err != nil {
+		if err := r.Proxy.Set(ctx, s.rec.Proxy, append(others, s.newIP)); err != nil {
 			return "", fmt.Errorf("switch the proxy to the new container: %w", err)
 		}
 		if oldIP, err := r.ipFor(ctx, oldID, s.rec.Proxy); err == nil && !s.oldStops {
@@ -372,9 +382,20 @@ func (s *swap) finish(ctx context.Context, newIP string) (string, error) {
 			}
 		}
 	}
+	// A new container that died since it was found healthy (its
+	// application crashed) is no reason to lose the old one, which still
+	// runs (start-first) or can start again: the swap is undone instead.
+	ins, err := r.Docker.ContainerInspect(ctx, s.newID, client.ContainerInspectOptions{})
+	if err != nil {
+		return "", fmt.Errorf("inspect the new container: %w", err)
+	}
+	if err := stopped(ins.Container.State); err != nil {
+		return "", fmt.Errorf("after the switch: %w", err)
+	}
 	if err := s.step(StepRemoveOld); err != nil {
 		return "", err
 	}
+	s.oldGoes = true
 	if oldID != "" {
 		// Its own stop signal and grace period, then gone.
 		if _, err := r.Docker.ContainerStop(ctx, oldID, client.ContainerStopOptions{}); err != nil && !notFound(err) {
@@ -400,6 +421,16 @@ func (s *swap) finish(ctx context.Context, newIP string) (string, error) {
 	return s.newID, nil
 }
 
+// forward finishes the swap from a step past the switch, as recovery
+// does: the new container is started again first if it stopped.
+func (s *swap) forward(ctx context.Context) error {
+	if err := s.r.startAgain(ctx, s.newID); err != nil {
+		return err
+	}
+	_, err := s.finish(ctx)
+	return err
+}
+
 // rollback removes the new container and brings the old one back.
 func (s *swap) rollback(ctx context.Context) error {
 	r := s.r
@@ -412,33 +443,34 @@ func (s *swap) rollback(ctx context.Context) error {
 		r.Docker.ContainerRemove(ctx, s.rec.TempName, client.ContainerRemoveOptions{Force: true})
 	}
 	if s.oldStops {
-		if err := r.restartOld(ctx, s.old.ID); err != nil {
+		if err := r.startAgain(ctx, s.old.ID); err != nil {
 			errs = append(errs, err)
 		}
 	}
 	if s.rec.Proxy != "" {
-		if err := r.Proxy.Set(ctx, s.rec.Proxy, []string{s.old.Config.Labels[labelService]}); err != nil {
+		// A proxy removed meanwhile has nothing to point back.
+		if err := r.Proxy.Set(ctx, s.rec.Proxy, []string{s.old.Config.Labels[labelService]}); err != nil && !notFound(err) {
 			errs = append(errs, fmt.Errorf("point the proxy back at the service: %w", err))
 		}
 	}
 	return errors.Join(errs...)
 }
 
-// restartOld starts the old container again (when it is not running) and
-// hands it its secrets.
-func (r *Replacer) restartOld(ctx context.Context, id string) error {
+// startAgain starts a container again (when it is not running) and hands
+// it its secrets.
+func (r *Replacer) startAgain(ctx context.Context, id string) error {
 	ins, err := r.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
-		return fmt.Errorf("inspect the old container: %w", err)
+		return fmt.Errorf("inspect container %s: %w", short(id), err)
 	}
 	if ins.Container.State != nil && ins.Container.State.Running {
 		return nil
 	}
 	if _, err := r.Docker.ContainerStart(ctx, id, client.ContainerStartOptions{}); err != nil {
-		return fmt.Errorf("start the old container again: %w", err)
+		return fmt.Errorf("start container %s again: %w", short(id), err)
 	}
 	if err := r.Deliver(ctx, id); err != nil {
-		return fmt.Errorf("give the old container its secrets again: %w", err)
+		return fmt.Errorf("give container %s its secrets again: %w", short(id), err)
 	}
 	return nil
 }

@@ -181,6 +181,9 @@ func (e *engine) ContainerRename(_ context.Context, id string, opts client.Conta
 	if c == nil {
 		return client.ContainerRenameResult{}, errNotFound
 	}
+	if e.failing("rename:" + c.name) {
+		return client.ContainerRenameResult{}, errors.New("the engine is out of reach")
+	}
 	if other := e.find(opts.NewName); other != nil && other != c {
 		return client.ContainerRenameResult{}, errors.New("Conflict: name in use")
 	}
@@ -391,6 +394,45 @@ func TestFailedRollbackIsRetried(t *testing.T) {
 	}
 	if s.proxy.holding || !slices.Equal(s.proxy.backends, []string{"web"}) {
 		t.Errorf("proxy holding %v backends %v", s.proxy.holding, s.proxy.backends)
+	}
+}
+
+// TestNewContainerDiesAfterSwitch: the new container dies after the
+// switch, while the old one drains: the old one is kept and serves again.
+func TestNewContainerDiesAfterSwitch(t *testing.T) {
+	s := newSetup(t, nil)
+	s.r.BeforeStep = func(_ Strategy, step string) {
+		if step == StepDrain {
+			s.eng.ContainerStop(t.Context(), "shop-web-1-dso-r7", client.ContainerStopOptions{})
+		}
+	}
+	if _, err := s.r.Replace(t.Context(), Job{Journal: 7, Old: s.old, Strategy: Rolling}); err == nil || !strings.Contains(err.Error(), "after the switch: the new container stopped") {
+		t.Fatalf("error %v", err)
+	}
+	if got := s.eng.service(); len(got) != 1 || !got["shop-web-1"] || s.eng.find("shop-web-1").id != s.old {
+		t.Errorf("service containers %v, want the old one running only", got)
+	}
+	if !slices.Equal(s.proxy.backends, []string{"web"}) {
+		t.Errorf("proxy backends %v", s.proxy.backends)
+	}
+}
+
+// TestFailureAfterRemovalGoesForward: once the old container is being
+// removed there is no way back: a failure then (the engine out of reach at
+// the rename) is retried until the swap is finished.
+func TestFailureAfterRemovalGoesForward(t *testing.T) {
+	s := newSetup(t, nil)
+	s.r.RetryBackoff = time.Millisecond
+	s.eng.failOn, s.eng.fails = "rename:shop-web-1-dso-r7", 2
+	newID, err := s.r.Replace(t.Context(), Job{Journal: 7, Old: s.old, Strategy: Rolling})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.eng.service(); len(got) != 1 || !got["shop-web-1"] || s.eng.find("shop-web-1").id != newID {
+		t.Errorf("service containers %v, want the new one running only, under the compose name", got)
+	}
+	if !slices.Equal(s.proxy.backends, []string{"web"}) {
+		t.Errorf("proxy backends %v", s.proxy.backends)
 	}
 }
 
