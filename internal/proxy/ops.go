@@ -242,7 +242,9 @@ func (p *Proxy) Stats() Stats {
 		s.Held = p.hold.held.Load()
 	}
 	for c := range p.conns {
-		s.Connections[c.host]++
+		if c.addr != "" { // forwarded, not held or dialing
+			s.Connections[c.host]++
+		}
 	}
 	for h := range p.draining {
 		s.Draining = append(s.Draining, h)

@@ -231,33 +231,57 @@ func (p *Proxy) accept(ctx context.Context, pp *port) {
 	}
 }
 
-// conn is one forwarded connection, registered once its backend answered.
+// conn is one forwarded connection. It is registered from its accept on,
+// so that a drain of the backend it is dialing waits for it too: a
+// connection that picked the old container just before a switch, and
+// reached it just after, is drained like the others, not cut when the old
+// container stops.
 type conn struct {
-	client, backend *net.TCPConn
-	host            string        // the backend as set: an address or a name
-	addr            string        // the address it reached
-	done            chan struct{} // closed when both directions ended
-	once            sync.Once
+	client *net.TCPConn
+	host   string        // the backend as set (an address or a name), "" while held; under Proxy.mu
+	addr   string        // the address it reached, "" while dialing; under Proxy.mu
+	done   chan struct{} // closed when both directions ended
+
+	mu      sync.Mutex
+	backend *net.TCPConn // nil while dialing
+	closed  bool
 }
 
 func (c *conn) close() {
-	c.once.Do(func() {
-		c.client.Close()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return
+	}
+	c.closed = true
+	c.client.Close()
+	if c.backend != nil {
 		c.backend.Close()
-	})
+	}
+}
+
+// attach gives c the backend it dialed; false (and the backend closed)
+// when c was closed meanwhile.
+func (c *conn) attach(backend *net.TCPConn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		backend.Close()
+		return false
+	}
+	c.backend = backend
+	return true
+}
+
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
 }
 
 // handle waits out a hold, dials a backend and copies both ways.
 func (p *Proxy) handle(ctx context.Context, pp *port, client *net.TCPConn) {
-	backend, host, ok := p.dial(ctx, pp)
-	if !ok {
-		client.Close()
-		return
-	}
-	c := &conn{client: client, backend: backend, host: host, done: make(chan struct{})}
-	if ra, ok := backend.RemoteAddr().(*net.TCPAddr); ok {
-		c.addr = ra.IP.String()
-	}
+	c := &conn{client: client, done: make(chan struct{})}
 	p.mu.Lock()
 	p.conns[c] = struct{}{}
 	p.mu.Unlock()
@@ -268,6 +292,15 @@ func (p *Proxy) handle(ctx context.Context, pp *port, client *net.TCPConn) {
 		p.mu.Unlock()
 		close(c.done)
 	}()
+	backend, ok := p.dial(ctx, pp, c)
+	if !ok || !c.attach(backend) {
+		return
+	}
+	if ra, ok := backend.RemoteAddr().(*net.TCPAddr); ok {
+		p.mu.Lock()
+		c.addr = ra.IP.String()
+		p.mu.Unlock()
+	}
 
 	var wg sync.WaitGroup
 	wg.Go(func() { copyHalf(c, backend, client, &pp.toBackend) })
@@ -301,18 +334,22 @@ func copyHalf(c *conn, dst, src *net.TCPConn, count *atomic.Uint64) {
 	}
 }
 
+// dialAttempt bounds one connection attempt to a backend on the project
+// network, where a live one answers within milliseconds.
+const dialAttempt = time.Second
+
 // dial finds a backend for a new connection: it waits while a hold lasts,
 // then tries the backends round-robin, retrying with a short backoff for
 // up to Options.DialRetry so that a backend still starting (or a switch
 // under way) shows as a delay to the client, not a refusal.
-func (p *Proxy) dial(ctx context.Context, pp *port) (*net.TCPConn, string, bool) {
+func (p *Proxy) dial(ctx context.Context, pp *port, c *conn) (*net.TCPConn, bool) {
 	var d net.Dialer
 	var deadline time.Time
 	wait := 20 * time.Millisecond
 	var lastHost string
 	var lastErr error
 	for {
-		host, h := p.pick()
+		host, h := p.pick(c)
 		if h != nil {
 			h.held.Add(1)
 			select {
@@ -322,22 +359,25 @@ func (p *Proxy) dial(ctx context.Context, pp *port) (*net.TCPConn, string, bool)
 			h.held.Add(-1)
 			if ctx.Err() != nil || h.expired {
 				pp.dropped.Add(1)
-				return nil, "", false
+				return nil, false
 			}
 			continue
 		}
 		if deadline.IsZero() {
 			deadline = time.Now().Add(p.opts.DialRetry)
 		}
-		dctx, cancel := context.WithDeadline(ctx, deadline)
-		c, err := d.DialContext(dctx, "tcp", net.JoinHostPort(host, strconv.Itoa(pp.Target)))
+		// Each attempt is bounded apart: a backend that went away (its
+		// container removed, its address silent) must not take the whole
+		// retry time, while a Set may have named another one meanwhile.
+		dctx, cancel := context.WithTimeout(ctx, min(time.Until(deadline), dialAttempt))
+		backend, err := d.DialContext(dctx, "tcp", net.JoinHostPort(host, strconv.Itoa(pp.Target)))
 		cancel()
 		if err == nil {
-			return c.(*net.TCPConn), host, true
+			return backend.(*net.TCPConn), true
 		}
 		pp.dialFailures.Add(1)
 		lastHost, lastErr = host, err
-		if ctx.Err() != nil || time.Now().Add(wait).After(deadline) {
+		if ctx.Err() != nil || c.isClosed() || time.Now().Add(wait).After(deadline) {
 			break
 		}
 		select {
@@ -347,11 +387,11 @@ func (p *Proxy) dial(ctx context.Context, pp *port) (*net.TCPConn, string, bool)
 		wait = min(2*wait, 500*time.Millisecond)
 	}
 	pp.dropped.Add(1)
-	if ctx.Err() == nil {
+	if ctx.Err() == nil && !c.isClosed() {
 		p.log.Warn("no backend answered; client closed", "port", pp.Listen, "target", pp.Target,
 			"backend", lastHost, "retried_for", p.opts.DialRetry, "error", dialReason(lastErr))
 	}
-	return nil, "", false
+	return nil, false
 }
 
 // dialReason is the cause of a failed dial without the addresses, which the
@@ -364,14 +404,16 @@ func dialReason(err error) string {
 	return err.Error()
 }
 
-// pick returns the next backend round-robin, or the hold to wait for.
-func (p *Proxy) pick() (string, *hold) {
+// pick returns the next backend round-robin, which c now dials, or the
+// hold to wait for.
+func (p *Proxy) pick(c *conn) (string, *hold) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.hold != nil {
+		c.host = ""
 		return "", p.hold
 	}
-	host := p.backends[p.next%len(p.backends)]
+	c.host = p.backends[p.next%len(p.backends)]
 	p.next++
-	return host, nil
+	return c.host, nil
 }
