@@ -1,7 +1,10 @@
 package e2e
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -89,6 +92,7 @@ func crashAndRecover(t *testing.T, c crashCase, step string) {
 	u.must("", []byte("new"), "dso", "secret", "set", "app/token")
 	waitFor(t, "the agent to kill itself at "+step, func() bool { return syscall.Kill(pid, 0) != nil })
 
+	restarted := time.Now()
 	startLocalAgent(t, u, cfg)
 	var journal string
 	waitFor(t, "a clean state holding the new value, the recovery journaled", func() bool {
@@ -96,6 +100,7 @@ func crashAndRecover(t *testing.T, c crashCase, step string) {
 		journal = u.run("", nil, "dso", "status", "--json").stdout
 		return ok && tryGet(addr(), "/env/TOKEN") == "new" && strings.Contains(journal, `"recovery": "recovered at step `+step)
 	})
+	t.Logf("%s: clean state holding the new value %s after the agent's restart", t.Name(), time.Since(restarted).Round(10*time.Millisecond))
 	if l != nil {
 		l.finish(t)
 	}
@@ -124,4 +129,79 @@ func tryGet(addr, path string) string {
 		return ""
 	}
 	return string(b)
+}
+
+// TestRotationTimedKill kills the agent with SIGKILL at a random moment of
+// a rotation, as a user (or the kernel's OOM killer) would, with no crash
+// point: two rolling services under steady load (a new connection per
+// request and a long-lived connection) and a restart service share the
+// secret. After each kill the agent is started again by hand, as systemd
+// would: no request fails, long-lived connections end only by the drain
+// bound, and each service is back to one running container under its
+// compose name, holding the newest value. The time from the restart to
+// that state is logged.
+func TestRotationTimedKill(t *testing.T) {
+	u := newUser(t)
+	const drain = 2 * time.Second
+	dir, project, dbPort := rollingProject(t, drain.String(), `  api:
+    image: `+testbed.TestappImage(t)+`
+    ports: ["127.0.0.1::8080"]
+    labels: {dso.update.strategy: restart}
+    environment: {TOKEN: "dso://app/token"}
+`)
+	cfg := filepath.Join(dir, "dso.yaml")
+	u.initVault(map[string][]byte{"app/token": []byte("v0")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	want := []string{project + "-web-1", project + "-db-1", project + "-api-1", project + "-web-dso-proxy-1", project + "-db-dso-proxy-1"}
+	webAddr, dbAddr := serviceAddr(t, project, "web"), "127.0.0.1:"+dbPort
+	values := func(v string) bool {
+		return tryGet(webAddr, "/env/TOKEN") == v && tryGet(dbAddr, "/env/TOKEN") == v && tryGet(servicePort(t, project, "api"), "/env/TOKEN") == v
+	}
+	waitFor(t, "the first value", func() bool { return values("v0") })
+	loads := []*load{startLoad(t, webAddr, "/env/TOKEN", 3, true), startLoad(t, dbAddr, "/env/TOKEN", 3, true)}
+	logsOnFailure(t, u, want[3:]...)
+
+	const kills = 6
+	for i := 1; i <= kills; i++ {
+		v := fmt.Sprintf("v%d", i)
+		u.must("", []byte(v), "dso", "secret", "set", "app/token")
+		// A rotation takes about 2-5 s here: kill anywhere in it.
+		delay := time.Duration(rand.Int64N(int64(5 * time.Second)))
+		time.Sleep(delay)
+		killLocalAgent(t, u)
+		restarted := time.Now()
+		startLocalAgent(t, u, cfg)
+		ok := false
+		var got string
+		for time.Since(restarted) < 30*time.Second {
+			if ok, got = clean(t, project, want...); ok && values(v) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if !ok || !values(v) {
+			t.Fatalf("kill %d (%s after the change): 30 s after the restart the project holds %s, and the value %s is not served everywhere", i, delay, got, v)
+		}
+		t.Logf("kill %d, %s after the change: clean state holding the new value %s after the agent's restart", i, delay.Round(time.Millisecond), time.Since(restarted).Round(10*time.Millisecond))
+	}
+	for _, l := range loads {
+		l.finish(t)
+		l.checkLongLived(t, drain)
+	}
+	t.Logf("rotations recovered, by service and step: %v", recoveries(agentLog(t, u)))
+}
+
+// recoveries counts the agent's log lines "recovered an unfinished
+// rotation" by compose service and step.
+func recoveries(log string) map[string]int {
+	counts := map[string]int{}
+	for _, line := range strings.Split(log, "\n") {
+		var l struct{ Msg, Service, Step string }
+		if json.Unmarshal([]byte(line), &l) != nil || l.Msg != "recovered an unfinished rotation" {
+			continue
+		}
+		_, service, _ := strings.Cut(l.Service, "/")
+		counts[service+"/"+l.Step]++
+	}
+	return counts
 }

@@ -68,10 +68,20 @@ func (l *engineLink) up() {
 			l.mu.Lock()
 			l.conns = append(l.conns, c, e)
 			l.mu.Unlock()
-			go func() { io.Copy(e, c); e.Close() }()
-			go func() { io.Copy(c, e); c.Close() }()
+			// Half-closes are passed on (an exec's stdin ends so), and
+			// both ends close when both directions ended.
+			var both sync.WaitGroup
+			both.Go(func() { io.Copy(e, c); closeWrite(e) })
+			both.Go(func() { io.Copy(c, e); closeWrite(c) })
+			go func() { both.Wait(); c.Close(); e.Close() }()
 		}
 	}()
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
 }
 
 // down closes the socket and every connection through it.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -124,7 +125,7 @@ func (l *load) worker(c *http.Client, longLived bool) {
 		}
 		if err != nil {
 			l.mu.Lock()
-			l.failed = append(l.failed, err.Error())
+			l.failed = append(l.failed, time.Now().Format("15:04:05.000")+" "+err.Error())
 			l.mu.Unlock()
 		} else {
 			l.ok.Add(1)
@@ -158,6 +159,44 @@ func (l *load) finish(t *testing.T) {
 	if len(failed) > 0 || ok == 0 {
 		t.Errorf("load on %s: %d of %d requests failed: %s", l.addr, len(failed), len(failed)+ok, strings.Join(failed[:min(5, len(failed))], "; "))
 	}
+}
+
+// logsOnFailure puts the agent's log and the logs of the named containers
+// in the test's output when it fails (before the project is removed).
+func logsOnFailure(t *testing.T, u *user, containers ...string) {
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		for _, name := range containers {
+			out, _ := exec.Command("docker", "logs", "-t", name).CombinedOutput()
+			t.Logf("logs of %s:\n%s", name, out)
+		}
+		t.Logf("agent log:\n%s", agentLog(t, u))
+	})
+}
+
+// checkLongLived fails the test when the long-lived client had to open a
+// connection sooner than bound after the one before: its connection ended
+// before the drain bound.
+func (l *load) checkLongLived(t *testing.T, bound time.Duration) {
+	t.Helper()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := 1; i < len(l.conns); i++ {
+		if life := l.conns[i].Sub(l.conns[i-1]); life < bound {
+			t.Errorf("a long-lived connection to %s opened at %s ended after %s, before the drain bound %s", l.addr, l.conns[i-1].Format("15:04:05.000"), life, bound)
+		}
+	}
+}
+
+// killLocalAgent kills the user's local agent with SIGKILL and waits until
+// it is gone.
+func killLocalAgent(t *testing.T, u *user) {
+	t.Helper()
+	pid := agentPID(t, u)
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitFor(t, "the killed agent to be gone", func() bool { return syscall.Kill(pid, 0) != nil })
 }
 
 // startLocalAgent starts the user's local agent by hand, as systemd would
@@ -214,8 +253,9 @@ func clean(t *testing.T, project string, want ...string) (bool, string) {
 }
 
 // rollingProject is two rolling services with the same secret: web with
-// compose ports, db in the seed's expose + dso.host_ports form.
-func rollingProject(t *testing.T, drain string) (dir, project, dbPort string) {
+// compose ports, db in the seed's expose + dso.host_ports form; more
+// services, in compose YAML, may follow.
+func rollingProject(t *testing.T, drain string, more ...string) (dir, project, dbPort string) {
 	dbPort = freePort(t)
 	dir = writeProject(t, map[string]string{
 		"compose.yaml": `
@@ -233,7 +273,7 @@ services:
       dso.host_ports: "127.0.0.1:` + dbPort + `:8080"
     environment:
       TOKEN: dso://app/token
-`,
+` + strings.Join(more, ""),
 		"dso.yaml": "providers:\n  local: {type: local}\nagent:\n  rotation:\n    drain_timeout: " + drain + "\n",
 	})
 	return dir, testbed.Project(t, dir), dbPort
@@ -241,10 +281,11 @@ services:
 
 // TestRollingZeroDowntime: two rolling services under steady load (a new
 // connection per request, and a long-lived connection) through 20
-// rotations: no request fails, long-lived connections end only by the
-// drain bound, and one container per service is left, under its compose
-// name; the proxies never restarted. (Kills of the agent at each step of a
-// rotation, under load, are TestRotationCrashRecovery.)
+// rotations and a kill -9 of the agent at a random moment of one: no
+// request fails, long-lived connections end only by the drain bound, and
+// one container per service is left, under its compose name; the proxies
+// never restarted. (Kills of the agent at each step of a rotation are
+// TestRotationCrashRecovery; more timed kills, TestRotationTimedKill.)
 func TestRollingZeroDowntime(t *testing.T) {
 	u := newUser(t)
 	const drain = 2 * time.Second
@@ -266,11 +307,21 @@ func TestRollingZeroDowntime(t *testing.T) {
 		t.Errorf("docker dso ps does not show the ports a user can reach (%s, %s):\n%s", webAddr, dbAddr, ps.stdout)
 	}
 	loads := []*load{startLoad(t, webAddr, "/env/TOKEN", 3, true), startLoad(t, dbAddr, "/env/TOKEN", 3, true)}
+	logsOnFailure(t, u, project+"-web-dso-proxy-1", project+"-db-dso-proxy-1")
 
 	for i := 1; i <= 20; i++ {
 		values = append(values, canary(t, fmt.Sprintf("r%d", i)))
 		v := string(values[i])
 		u.must("", values[i], "dso", "secret", "set", "app/token")
+		if i == 10 {
+			// A kill -9 at a random moment of the rotation, as a user
+			// would see one; started again as systemd would.
+			delay := time.Duration(rand.Int64N(int64(3 * time.Second)))
+			time.Sleep(delay)
+			killLocalAgent(t, u)
+			startLocalAgent(t, u, filepath.Join(dir, "dso.yaml"))
+			t.Logf("the agent was killed %s after the change of rotation %d", delay.Round(time.Millisecond), i)
+		}
 		for _, addr := range []string{webAddr, dbAddr} {
 			waitFor(t, fmt.Sprintf("value %d at %s", i, addr), func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == v })
 		}
@@ -281,13 +332,7 @@ func TestRollingZeroDowntime(t *testing.T) {
 	}
 	for _, l := range loads {
 		l.finish(t)
-		l.mu.Lock()
-		for i := 1; i < len(l.conns); i++ {
-			if life := l.conns[i].Sub(l.conns[i-1]); life < drain {
-				t.Errorf("a long-lived connection to %s ended after %s, before the drain bound %s", l.addr, life, drain)
-			}
-		}
-		l.mu.Unlock()
+		l.checkLongLived(t, drain)
 	}
 	for _, name := range []string{project + "-web-dso-proxy-1", project + "-db-dso-proxy-1"} {
 		ins, err := testbed.Docker(t).ContainerInspect(t.Context(), name, client.ContainerInspectOptions{})
