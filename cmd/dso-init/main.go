@@ -8,7 +8,7 @@
 //	dso-init swarm -- ENTRYPOINT [ARG...]            a Swarm task: take the secrets from
 //	                                                 /run/secrets/dso.VAR, then exec the application
 //	dso-init proxy --port LISTEN[:TARGET]... --backend HOST [--hold-timeout 60s] [--control PATH]
-//	dso-init proxy-ctl [--control PATH]              pass a request from stdin to the proxy
+//	dso-init proxy-ctl [--control PATH] [--session]  pass a request from stdin to the proxy (--session: one a line)
 package main
 
 import (

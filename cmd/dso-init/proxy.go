@@ -72,8 +72,16 @@ func runProxy(args []string) int {
 func runProxyCtl(args []string) int {
 	fs := flag.NewFlagSet("dso-init proxy-ctl", flag.ContinueOnError)
 	control := fs.String("control", proxy.ControlPath, "`PATH` of the control socket")
+	session := fs.Bool("session", false, "take requests one a line, answer each with a line, until stdin ends")
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *session {
+		if err := proxy.CtlSession(os.Stdin, os.Stdout, *control); err != nil {
+			fmt.Fprintf(os.Stderr, "dso-init proxy-ctl: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+			return 1
+		}
+		return 0
 	}
 	out, err := proxy.Ctl(os.Stdin, *control)
 	if err != nil {

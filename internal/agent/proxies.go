@@ -2,7 +2,9 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/moby/moby/client"
@@ -28,12 +30,91 @@ type Proxies struct {
 	Metrics *metrics.Metrics // optional
 	// Agent is the dso.agent label of the proxies this agent drives.
 	Agent string
+
+	mu       sync.Mutex
+	sessions map[string]*ctlSession // by proxy container ID
 }
+
+// ctlSession is the control session kept open with one proxy while the
+// agent talks to it (a rotation: pin, probe, switch, drain, back to the
+// service), so that each request costs no docker exec. It closes after
+// sessionIdle without a request.
+type ctlSession struct {
+	mu      sync.Mutex // one request at a time
+	s       *control.Session
+	idle    *time.Timer
+	refused bool // the proxy's dso-init has no sessions (an older one)
+}
+
+const sessionIdle = 10 * time.Second
 
 func (p *Proxies) send(ctx context.Context, id string, req proxy.Request, wait time.Duration) (proxy.Reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait+15*time.Second)
 	defer cancel()
+	if req.Op != proxy.OpStats { // scrapes keep no session open
+		if r, ok, err := p.viaSession(ctx, id, req); ok {
+			return r, err
+		}
+	}
 	return control.Send(ctx, p.Docker, id, req)
+}
+
+// viaSession sends req through the session with proxy id, opened when
+// there is none. ok is false when it could not: the session is busy (a
+// drain), broke, or the proxy has none; the caller then sends req with an
+// exec of its own (every request can be taken twice).
+func (p *Proxies) viaSession(ctx context.Context, id string, req proxy.Request) (r proxy.Reply, ok bool, err error) {
+	p.mu.Lock()
+	if p.sessions == nil {
+		p.sessions = map[string]*ctlSession{}
+	}
+	cs := p.sessions[id]
+	if cs == nil {
+		cs = &ctlSession{}
+		p.sessions[id] = cs
+	}
+	p.mu.Unlock()
+	if !cs.mu.TryLock() {
+		return proxy.Reply{}, false, nil
+	}
+	defer cs.mu.Unlock()
+	if cs.refused {
+		return proxy.Reply{}, false, nil
+	}
+	fresh := cs.s == nil
+	if fresh {
+		if cs.s, err = control.Open(ctx, p.Docker, id); err != nil {
+			return proxy.Reply{}, false, nil
+		}
+	}
+	r, err = cs.s.Send(ctx, req)
+	if errors.Is(err, control.ErrSessionLost) {
+		cs.s.Close()
+		cs.s = nil
+		cs.refused = fresh && ctx.Err() == nil
+		return proxy.Reply{}, false, nil
+	}
+	if cs.idle == nil {
+		cs.idle = time.AfterFunc(sessionIdle, func() { p.closeSession(id, cs) })
+	} else {
+		cs.idle.Reset(sessionIdle)
+	}
+	return r, true, err
+}
+
+// closeSession ends an idle session.
+func (p *Proxies) closeSession(id string, cs *ctlSession) {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.s != nil {
+		cs.s.Close()
+		cs.s = nil
+	}
+	p.mu.Lock()
+	if p.sessions[id] == cs {
+		delete(p.sessions, id)
+	}
+	p.mu.Unlock()
 }
 
 // Set sends new connections to backends.

@@ -6,7 +6,9 @@
 package dockerexec
 
 import (
+	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -35,18 +37,9 @@ type Result struct {
 // what failed; they never hold stdin. Output past maxOut bytes (both
 // streams together) is dropped.
 func Run(ctx context.Context, d Docker, container string, cmd []string, stdin []byte, maxOut int64) (Result, error) {
-	ex, err := d.ExecCreate(ctx, container, client.ExecCreateOptions{
-		Cmd:          cmd,
-		AttachStdin:  true,
-		AttachStdout: true,
-		AttachStderr: true,
-	})
+	execID, att, err := start(ctx, d, container, cmd)
 	if err != nil {
-		return Result{}, fmt.Errorf("container %s: exec: %w", Short(container), err)
-	}
-	att, err := d.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
-	if err != nil {
-		return Result{}, fmt.Errorf("container %s: attach exec: %w", Short(container), err)
+		return Result{}, err
 	}
 	defer att.Close()
 	stop := context.AfterFunc(ctx, func() { att.Conn.Close() })
@@ -70,15 +63,36 @@ func Run(ctx context.Context, d Docker, container string, cmd []string, stdin []
 	if ctx.Err() != nil {
 		return Result{}, fmt.Errorf("container %s: exec: %w", Short(container), ctx.Err())
 	}
-	code, err := exitCode(ctx, d, ex.ID)
+	code, err := exitCode(ctx, d, execID)
 	if err != nil {
 		return Result{}, fmt.Errorf("container %s: exec: %w", Short(container), err)
 	}
 	return Result{Stdout: stdout.Bytes(), Stderr: stderr.Bytes(), ExitCode: code}, nil
 }
 
+// start creates an exec of cmd in container, its standard streams
+// attached, and starts it.
+func start(ctx context.Context, d Docker, container string, cmd []string) (execID string, att client.HijackedResponse, err error) {
+	ex, err := d.ExecCreate(ctx, container, client.ExecCreateOptions{
+		Cmd:          cmd,
+		AttachStdin:  true,
+		AttachStdout: true,
+		AttachStderr: true,
+	})
+	if err != nil {
+		return "", att, fmt.Errorf("container %s: exec: %w", Short(container), err)
+	}
+	a, err := d.ExecAttach(ctx, ex.ID, client.ExecAttachOptions{})
+	if err != nil {
+		return "", att, fmt.Errorf("container %s: attach exec: %w", Short(container), err)
+	}
+	return ex.ID, a.HijackedResponse, nil
+}
+
+// exitCode waits for the exec to end (its output has, so it ends at once:
+// the first waits are short) and returns its exit code.
 func exitCode(ctx context.Context, d Docker, execID string) (int, error) {
-	for {
+	for wait := 2 * time.Millisecond; ; wait = min(2*wait, 20*time.Millisecond) {
 		r, err := d.ExecInspect(ctx, execID, client.ExecInspectOptions{})
 		if err != nil {
 			return 0, err
@@ -89,10 +103,53 @@ func exitCode(ctx context.Context, d Docker, execID string) (int, error) {
 		select {
 		case <-ctx.Done():
 			return 0, ctx.Err()
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 }
+
+// Session is a command running in a container that answers each line of
+// its standard input with one line on its standard output (its standard
+// error is dropped). It saves the cost of an exec per exchange. It is not
+// safe for concurrent use.
+type Session struct {
+	att client.HijackedResponse
+	out *bufio.Reader
+}
+
+// Start starts cmd in container as a Session. maxLine bounds a line of its
+// output.
+func Start(ctx context.Context, d Docker, container string, cmd []string, maxLine int) (*Session, error) {
+	_, att, err := start(ctx, d, container, cmd)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	go func() {
+		_, err := stdcopy.StdCopy(pw, io.Discard, att.Reader)
+		pw.CloseWithError(cmp.Or(err, io.EOF))
+	}()
+	return &Session{att: att, out: bufio.NewReaderSize(pr, maxLine)}, nil
+}
+
+// Exchange writes line (without a newline) and a newline to the command,
+// and returns its next line of output, without the newline. After an
+// error the session is unusable: Close it.
+func (s *Session) Exchange(ctx context.Context, line []byte) ([]byte, error) {
+	stop := context.AfterFunc(ctx, func() { s.att.Conn.Close() })
+	defer stop()
+	if _, err := s.att.Conn.Write(append(line, '\n')); err != nil {
+		return nil, cmp.Or(ctx.Err(), err)
+	}
+	out, err := s.out.ReadSlice('\n')
+	if err != nil {
+		return nil, cmp.Or(ctx.Err(), err)
+	}
+	return bytes.Clone(out[:len(out)-1]), nil
+}
+
+// Close ends the session: the command's input ends.
+func (s *Session) Close() { s.att.Close() }
 
 // Short is the 12-character form of a container ID that errors show.
 func Short(id string) string {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -297,6 +298,26 @@ func (p *Proxy) serveControlConn(ctx context.Context, c *net.UnixConn) {
 	out, _ := json.Marshal(reply)
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	c.Write(append(out, '\n'))
+}
+
+// CtlSession is `dso-init proxy-ctl --session`: it passes each request
+// read from in, one a line, to the proxy listening on socket as Ctl does,
+// and writes each reply as one line to out (an error as {"error":...}),
+// until in ends. The agent keeps one open during a rotation: a request then
+// costs no docker exec.
+func CtlSession(in io.Reader, out io.Writer, socket string) error {
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 0, 4096), MaxRequest)
+	for sc.Scan() {
+		reply, err := Ctl(bytes.NewReader(sc.Bytes()), socket)
+		if err != nil {
+			reply, _ = json.Marshal(Reply{Error: err.Error()})
+		}
+		if _, err := out.Write(append(bytes.TrimSpace(reply), '\n')); err != nil {
+			return err
+		}
+	}
+	return sc.Err()
 }
 
 // Ctl is `dso-init proxy-ctl`: it passes the request read from in to the

@@ -574,6 +574,49 @@ func TestCtlRoundTrip(t *testing.T) {
 	}
 }
 
+// TestCtlSessionAnswersEachLine: a session answers each request line with
+// one reply line, a refused request with an error line, and goes on.
+func TestCtlSessionAnswersEachLine(t *testing.T) {
+	port := twoBackends(t)
+	p := startProxy(t, Options{Ports: []Port{{Target: port}}, Backend: "127.0.0.1"})
+	sock := startControl(t, p)
+	in := strings.Join([]string{
+		`{"op":"set","backends":["127.0.0.2"]}`,
+		`{"op":"drain","backend":"127.0.0.2","timeout":"1s"}`,
+		`{"op":"reboot"}`,
+		`{"op":"stats"}`,
+	}, "\n") + "\n"
+	var out bytes.Buffer
+	if err := CtlSession(strings.NewReader(in), &out, sock); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("%d reply lines, want 4:\n%s", len(lines), out.String())
+	}
+	replies := make([]Reply, len(lines))
+	for i, l := range lines {
+		if err := json.Unmarshal([]byte(l), &replies[i]); err != nil {
+			t.Fatalf("reply %d %q: %v", i+1, l, err)
+		}
+	}
+	if replies[0].SwitchedAt.IsZero() || replies[0].Error != "" {
+		t.Errorf("set: %+v", replies[0])
+	}
+	if !strings.Contains(replies[1].Error, "still takes new connections") {
+		t.Errorf("refused drain: %+v", replies[1])
+	}
+	if !strings.Contains(replies[2].Error, `unknown op "reboot"`) {
+		t.Errorf("unknown op: %+v", replies[2])
+	}
+	if replies[3].Stats == nil || len(replies[3].Stats.Backends) != 1 || replies[3].Stats.Backends[0] != "127.0.0.2" {
+		t.Errorf("stats after the set: %+v", replies[3])
+	}
+	if got := greeting(t, listenAddr(p, 0)); got != "new" {
+		t.Fatalf("after a set through the session a connection reached %q", got)
+	}
+}
+
 func TestTrafficIsNeverLogged(t *testing.T) {
 	const canary = "dso-canary-traffic-5f1e0c"
 	var logs syncBuffer

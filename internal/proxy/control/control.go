@@ -7,6 +7,7 @@ package control
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -17,6 +18,54 @@ import (
 
 // Docker is the part of the engine client the control uses.
 type Docker = dockerexec.Docker
+
+// ErrSessionLost means a Session broke (or the proxy's dso-init has no
+// sessions): the request may or may not have been taken.
+var ErrSessionLost = errors.New("control session lost")
+
+// Session is one `dso-init proxy-ctl --session` in a proxy container: a
+// request through it costs no docker exec. It is not safe for concurrent
+// use.
+type Session struct {
+	container string
+	s         *dockerexec.Session
+}
+
+// Open starts a Session in the proxy running in container.
+func Open(ctx context.Context, d Docker, container string) (*Session, error) {
+	s, err := dockerexec.Start(ctx, d, container, []string{initproc.InitPath, "proxy-ctl", "--session"}, proxy.MaxReply+4096)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrSessionLost, err)
+	}
+	return &Session{container: container, s: s}, nil
+}
+
+// Send is Send through the session; after an error wrapping
+// ErrSessionLost, Close it.
+func (s *Session) Send(ctx context.Context, req proxy.Request) (proxy.Reply, error) {
+	if err := req.Validate(); err != nil {
+		return proxy.Reply{}, err
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return proxy.Reply{}, err
+	}
+	out, err := s.s.Exchange(ctx, data)
+	if err != nil {
+		return proxy.Reply{}, fmt.Errorf("%w: proxy %s in container %s: %w", ErrSessionLost, req.Op, dockerexec.Short(s.container), err)
+	}
+	var reply proxy.Reply
+	if err := json.Unmarshal(out, &reply); err != nil {
+		return proxy.Reply{}, fmt.Errorf("%w: proxy %s in container %s: no valid reply", ErrSessionLost, req.Op, dockerexec.Short(s.container))
+	}
+	if reply.Error != "" {
+		return proxy.Reply{}, fmt.Errorf("proxy %s in container %s: %s", req.Op, dockerexec.Short(s.container), reply.Error)
+	}
+	return reply, nil
+}
+
+// Close ends the session.
+func (s *Session) Close() { s.s.Close() }
 
 // Send passes req to the proxy running in container and returns its reply.
 // The proxy's own errors (bad input, a probe that failed, a drain of a
