@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -140,6 +141,17 @@ func dedupe(uses []Use) []Use {
 			continue
 		}
 		out = append(out, u)
+	}
+	return out
+}
+
+// Services are the services of uses, each once, in the order of uses.
+func Services(uses []Use) []string {
+	var out []string
+	for i, u := range uses {
+		if i == 0 || !slices.ContainsFunc(uses[:i], func(o Use) bool { return o.Service == u.Service }) {
+			out = append(out, u.Service)
+		}
 	}
 	return out
 }

@@ -348,13 +348,8 @@ func ensureImages(ctx context.Context, f *cmdutil.Factory, docker client.APIClie
 		return dockerCompose(ctx, f, p, inv, nil, "build")
 	}
 	var build, pull []string
-	seen := map[string]bool{}
-	for _, u := range uses {
-		if seen[u.Service] {
-			continue
-		}
-		seen[u.Service] = true
-		svc, err := p.GetService(u.Service)
+	for _, name := range compose.Services(uses) {
+		svc, err := p.GetService(name)
 		if err != nil {
 			return err
 		}

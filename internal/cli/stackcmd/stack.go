@@ -225,22 +225,17 @@ func deploy(ctx context.Context, f *cmdutil.Factory, d deployArgs) error {
 // starts), or one that is not known.
 func checkStrategies(p *types.Project, uses []compose.Use, cfg *config.Config) error {
 	var errs []error
-	seen := map[string]bool{}
-	for _, u := range uses {
-		if seen[u.Service] {
-			continue
-		}
-		seen[u.Service] = true
-		svc, err := p.GetService(u.Service)
+	for _, name := range compose.Services(uses) {
+		svc, err := p.GetService(name)
 		if err != nil {
 			return err
 		}
 		d, err := rotate.Decide(svc.Labels, cfg)
 		switch {
 		case err != nil:
-			errs = append(errs, fmt.Errorf("service %q: %w", u.Service, err))
+			errs = append(errs, fmt.Errorf("service %q: %w", name, err))
 		case d.Strategy == config.StrategySignal:
-			errs = append(errs, fmt.Errorf("service %q: strategy signal cannot rotate a Swarm service (a task's secrets are fixed when it starts): use rolling, restart or none", u.Service))
+			errs = append(errs, fmt.Errorf("service %q: strategy signal cannot rotate a Swarm service (a task's secrets are fixed when it starts): use rolling, restart or none", name))
 		}
 	}
 	return errors.Join(errs...)
