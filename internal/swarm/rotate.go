@@ -130,12 +130,19 @@ func (r *Rotator) Pass(ctx context.Context) error {
 		return fmt.Errorf("listing services: %w", err)
 	}
 	versions := map[secretref.Ref]string{}
-	var errs []error
-	var wg sync.WaitGroup
-	var emu sync.Mutex
+	var (
+		errs []error
+		emu  sync.Mutex // errs, appended by the rotations too
+		wg   sync.WaitGroup
+	)
+	fail := func(err error) {
+		emu.Lock()
+		errs = append(errs, err)
+		emu.Unlock()
+	}
 	for _, svc := range services.Items {
 		changes := map[string]Secret{} // old name -> new secret
-		for _, ref := range svc.Spec.TaskTemplate.ContainerSpec.Secrets {
+		for _, ref := range secretRefs(svc.Spec) {
 			old, ok := secrets[ref.SecretName]
 			if !ok {
 				continue
@@ -143,7 +150,7 @@ func (r *Rotator) Pass(ctx context.Context) error {
 			v, seen := versions[old.Ref]
 			if !seen {
 				if v, err = r.Version(ctx, old.Ref); err != nil {
-					errs = append(errs, fmt.Errorf("service %s: %w", svc.Spec.Name, err))
+					fail(fmt.Errorf("service %s: %w", svc.Spec.Name, err))
 					versions[old.Ref] = ""
 					continue
 				}
@@ -160,9 +167,7 @@ func (r *Rotator) Pass(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			if err := r.rotate(ctx, svc, changes); err != nil {
-				emu.Lock()
-				errs = append(errs, err)
-				emu.Unlock()
+				fail(err)
 			}
 		}()
 	}
@@ -171,6 +176,15 @@ func (r *Rotator) Pass(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// secretRefs are the secrets a service's containers mount (none for a
+// service that runs no container, e.g. a plugin).
+func secretRefs(spec swarm.ServiceSpec) []*swarm.SecretReference {
+	if spec.TaskTemplate.ContainerSpec == nil {
+		return nil
+	}
+	return spec.TaskTemplate.ContainerSpec.Secrets
 }
 
 // secrets are the DSO secrets of the swarm by name.
@@ -379,7 +393,7 @@ func (r *Rotator) prune(ctx context.Context) error {
 	}
 	used := map[string]bool{}
 	for _, svc := range services.Items {
-		for _, ref := range svc.Spec.TaskTemplate.ContainerSpec.Secrets {
+		for _, ref := range secretRefs(svc.Spec) {
 			used[ref.SecretName] = true
 		}
 	}
