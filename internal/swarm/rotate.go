@@ -15,6 +15,7 @@ import (
 	"github.com/dso-project/dso/internal/clock"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/secretref"
+	"github.com/dso-project/dso/internal/swarm/driver"
 )
 
 // Docker is the part of a Swarm manager's engine the rotator uses.
@@ -189,7 +190,7 @@ func secretRefs(spec swarm.ServiceSpec) []*swarm.SecretReference {
 
 // secrets are the DSO secrets of the swarm by name.
 func (r *Rotator) secrets(ctx context.Context) (map[string]Secret, error) {
-	list, err := r.Docker.SecretList(ctx, client.SecretListOptions{Filters: make(client.Filters).Add("label", LabelStack)})
+	list, err := r.Docker.SecretList(ctx, client.SecretListOptions{Filters: make(client.Filters).Add("label", driver.LabelStack)})
 	if err != nil {
 		return nil, fmt.Errorf("listing secrets: %w", err)
 	}
@@ -238,7 +239,7 @@ func (r *Rotator) record(serviceID string, changes map[string]Secret, err error)
 // rotate swaps the new secrets into one service and waits for its update.
 func (r *Rotator) rotate(ctx context.Context, svc swarm.Service, changes map[string]Secret) (err error) {
 	start := r.Clock.Now()
-	stack := svc.Spec.Labels[LabelStack]
+	stack := svc.Spec.Labels[driver.LabelStack]
 	var refs []string
 	for _, s := range changes {
 		refs = append(refs, s.Ref.String())
@@ -383,7 +384,7 @@ func (r *Rotator) wait(ctx context.Context, id string) error {
 // secret of the same reference, mounted by a service, replaced. (A secret
 // that nothing mounts yet may be one `stack deploy` is about to use.)
 func (r *Rotator) prune(ctx context.Context) error {
-	list, err := r.Docker.SecretList(ctx, client.SecretListOptions{Filters: make(client.Filters).Add("label", LabelStack)})
+	list, err := r.Docker.SecretList(ctx, client.SecretListOptions{Filters: make(client.Filters).Add("label", driver.LabelStack)})
 	if err != nil {
 		return fmt.Errorf("listing secrets: %w", err)
 	}

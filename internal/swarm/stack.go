@@ -23,18 +23,12 @@ import (
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/secretref"
+	"github.com/dso-project/dso/internal/swarm/driver"
 )
 
-// Names and labels of DSO's Swarm secrets.
-const (
-	DriverName   = "dso"         // the secret driver
-	LabelRef     = "dso.ref"     // the canonical reference (a dso:// form, never a value)
-	LabelVersion = "dso.version" // the provider's version the secret was made for
-	LabelStack   = "dso.stack"   // the stack that uses it
-	// InitHostPath is where the packages install dso-init on every node;
-	// a Swarm task bind-mounts it from there.
-	InitHostPath = "/usr/libexec/docker/cli-plugins/dso-init"
-)
+// InitHostPath is where the packages install dso-init on every node; a
+// Swarm task bind-mounts it from there.
+const InitHostPath = "/usr/libexec/docker/cli-plugins/dso-init"
 
 // Secret is one driver-backed Swarm secret: a reference at a version.
 type Secret struct {
@@ -79,24 +73,23 @@ func NewSecret(stack string, ref secretref.Ref, version string) Secret {
 func (s Secret) Spec() swarm.SecretSpec {
 	return swarm.SecretSpec{
 		Annotations: swarm.Annotations{Name: s.Name, Labels: map[string]string{
-			LabelRef: s.Ref.String(), LabelVersion: s.Version, LabelStack: s.Stack,
+			driver.LabelRef: s.Ref.String(), driver.LabelVersion: s.Version, driver.LabelStack: s.Stack,
 		}},
-		Driver: &swarm.Driver{Name: DriverName},
+		Driver: &swarm.Driver{Name: driver.Name},
 	}
 }
 
 // FromSpec reads a DSO secret back from its spec; ok is false for a
-// secret DSO did not make.
+// secret DSO did not make (the driver's own reading of its labels).
 func FromSpec(spec swarm.SecretSpec) (Secret, bool) {
-	l := spec.Labels
-	if spec.Driver == nil || spec.Driver.Name != DriverName || l[LabelRef] == "" || l[LabelStack] == "" {
+	if spec.Driver == nil || spec.Driver.Name != driver.Name {
 		return Secret{}, false
 	}
-	ref, err := secretref.Parse(l[LabelRef])
+	ref, err := driver.Ref(spec.Labels)
 	if err != nil {
 		return Secret{}, false
 	}
-	return Secret{Name: spec.Name, Ref: ref, Version: l[LabelVersion], Stack: l[LabelStack]}, true
+	return Secret{Name: spec.Name, Ref: ref, Version: spec.Labels[driver.LabelVersion], Stack: spec.Labels[driver.LabelStack]}, true
 }
 
 // Target is the file name, under /run/secrets, of variable v's secret.
@@ -206,7 +199,7 @@ func (pl *Plan) Override() ([]byte, error) {
 			Entrypoint: escapeAll(append([]string{initproc.InitPath, "swarm", "--"}, s.Entrypoint...)),
 			Command:    escapeAll(s.Command),
 			Volumes:    []compose.Volume{{Type: "bind", Source: compose.Escape(pl.InitPath), Target: initproc.InitPath, ReadOnly: true}},
-			Deploy:     deploy{Labels: map[string]string{compose.LabelManaged: "true", LabelStack: pl.Stack}},
+			Deploy:     deploy{Labels: map[string]string{compose.LabelManaged: "true", driver.LabelStack: pl.Stack}},
 		}
 		for _, m := range s.Mounts {
 			svc.Secrets = append(svc.Secrets, secretUse{Source: m.Secret.Name, Target: Target(m.Var), UID: m.UID, GID: m.GID, Mode: uint32(m.Mode)})

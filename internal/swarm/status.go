@@ -9,6 +9,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/api"
+	"github.com/dso-project/dso/internal/swarm/driver"
 )
 
 // Status reports each service that mounts a DSO secret: its stack, the
@@ -26,7 +27,7 @@ func Status(ctx context.Context, docker Docker) ([]api.SwarmService, error) {
 	}
 	var out []api.SwarmService
 	for _, svc := range services.Items {
-		s := api.SwarmService{Stack: svc.Spec.Labels[LabelStack], Name: svc.Spec.Name}
+		s := api.SwarmService{Stack: svc.Spec.Labels[driver.LabelStack], Name: svc.Spec.Name}
 		if s.Stack == "" {
 			continue
 		}

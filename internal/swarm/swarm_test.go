@@ -16,6 +16,7 @@ import (
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/secretref"
+	"github.com/dso-project/dso/internal/swarm/driver"
 )
 
 func TestNewSecretNamesCarryTheVersion(t *testing.T) {
@@ -91,7 +92,7 @@ func TestOverrideMountsEachVariable(t *testing.T) {
 			t.Errorf("secret use %+v (declared %+v): want target mode %o owned by 1000:1000, external", s, doc.Secrets[s.Source], want)
 		}
 	}
-	if web.Deploy.Labels[LabelStack] != "app" {
+	if web.Deploy.Labels[driver.LabelStack] != "app" {
 		t.Errorf("deploy labels %v", web.Deploy.Labels)
 	}
 }
@@ -195,7 +196,7 @@ func (f *fakeSwarm) deploy(t *testing.T, ref secretref.Ref, version string, labe
 	}
 	m := Mount{Var: "API_KEY", Secret: s, UID: "1000", GID: "1000", Mode: 0o400}
 	f.services["svc1"] = &swarm.Service{ID: "svc1", Spec: swarm.ServiceSpec{
-		Annotations:  swarm.Annotations{Name: "app_web", Labels: map[string]string{LabelStack: "app"}},
+		Annotations:  swarm.Annotations{Name: "app_web", Labels: map[string]string{driver.LabelStack: "app"}},
 		TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Labels: labels, Secrets: []*swarm.SecretReference{m.Reference(id)}}},
 		EndpointSpec: &swarm.EndpointSpec{Ports: ports},
 	}}

@@ -24,6 +24,7 @@ import (
 	"github.com/dso-project/dso/internal/resolve"
 	"github.com/dso-project/dso/internal/rotate"
 	"github.com/dso-project/dso/internal/swarm"
+	"github.com/dso-project/dso/internal/swarm/driver"
 )
 
 // NewCmd returns `docker dso stack`.
@@ -255,7 +256,7 @@ func checkManager(ctx context.Context, docker client.APIClient) error {
 }
 
 func printPlan(out io.Writer, sp *swarm.Plan, override []byte) error {
-	fmt.Fprintf(out, "Stack %s: %d Swarm secrets (driver %s, no data in Swarm):\n", sp.Stack, len(sp.Secrets), swarm.DriverName)
+	fmt.Fprintf(out, "Stack %s: %d Swarm secrets (driver %s, no data in Swarm):\n", sp.Stack, len(sp.Secrets), driver.Name)
 	for _, s := range sp.Secrets {
 		fmt.Fprintf(out, "  %s  %s  version %s\n", s.Name, s.Ref, s.Version)
 	}
@@ -291,7 +292,7 @@ func newCmdRm(f *cmdutil.Factory) *cobra.Command {
 func removeSecrets(ctx context.Context, docker client.APIClient, stack string) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		list, err := docker.SecretList(ctx, client.SecretListOptions{Filters: make(client.Filters).Add("label", swarm.LabelStack+"="+stack)})
+		list, err := docker.SecretList(ctx, client.SecretListOptions{Filters: make(client.Filters).Add("label", driver.LabelStack+"="+stack)})
 		if err != nil {
 			return err
 		}
