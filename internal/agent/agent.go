@@ -130,6 +130,9 @@ type Agent struct {
 	// pinned containers get their last payload again, not the current
 	// values: the old container of a restart rotation, brought back.
 	pinned map[string]bool
+	// deferred containers get no delivery until a rotation's Deliver: the
+	// new container of a stop-first swap, started while the old one stops.
+	deferred map[string]bool
 	// failing are the parts of the daemon that fail, with why.
 	failing parts
 	starts  map[string]*start   // container ID -> delivery of its current start
@@ -240,7 +243,7 @@ func New(opts Options) (*Agent, error) {
 	if opts.StopGrace <= 0 {
 		opts.StopGrace = 20 * time.Second
 	}
-	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}, failing: parts{}, running: map[uint64]bool{},
+	a := &Agent{opts: opts, sem: make(chan struct{}, opts.Parallel), held: map[string]*holding{}, services: map[string]*sync.Mutex{}, pinned: map[string]bool{}, deferred: map[string]bool{}, failing: parts{}, running: map[uint64]bool{},
 		starts: map[string]*start{}, waiting: map[string]*waiting{}, wake: make(chan struct{}), cache: opts.Cache, kept: opts.Cache}
 	if a.kept == nil {
 		a.kept = secretcache.New(0, opts.Clock)
@@ -259,7 +262,7 @@ func New(opts Options) (*Agent, error) {
 	a.opts.Docker = adoptingDocker{Docker: opts.Docker, reg: a.registry}
 	// Replacements are created through the adopting client: they are the
 	// agent's own, served without a registration.
-	a.replacer = &rotate.Replacer{Docker: a.opts.Docker, Journal: a.journal(), Proxy: opts.Proxy, Deliver: a.Deliver, Resignal: a.deliver,
+	a.replacer = &rotate.Replacer{Docker: a.opts.Docker, Journal: a.journal(), Proxy: opts.Proxy, Deliver: a.Deliver, Defer: a.deferDelivery, Resignal: a.deliver,
 		HealthTimeout: opts.HealthTimeout, DrainTimeout: opts.DrainTimeout, RetryBackoff: opts.RetryBackoff, Clock: opts.Clock, Log: opts.Log, BeforeStep: crashPoint(opts.CrashAt)}
 	return a, nil
 }
@@ -393,7 +396,7 @@ func (a *Agent) serveRunning(ctx context.Context, id string) {
 			}
 		}
 	}
-	a.logErr(id, a.Deliver(ctx, id))
+	a.logErr(id, a.deliverStart(ctx, id, false))
 }
 
 // changedSince returns the watch keys whose current version differs from
@@ -417,6 +420,7 @@ func (a *Agent) forget(id string) {
 	h, ok := a.held[id]
 	delete(a.held, id)
 	delete(a.pinned, id)
+	delete(a.deferred, id)
 	delete(a.starts, id)
 	inUse := map[string]bool{}
 	for _, other := range a.held {

@@ -51,14 +51,32 @@ var errStartOver = errors.New("the container stopped or started again")
 
 // Deliver hands container id, as it runs now, its secrets, retrying until
 // its init's deadline. It waits for a delivery to the same start that is
-// under way instead of starting a second one.
+// under way instead of starting a second one. It ends a deferral.
 func (a *Agent) Deliver(ctx context.Context, id string) error {
+	a.mu.Lock()
+	delete(a.deferred, id)
+	a.mu.Unlock()
 	return a.deliverStart(ctx, id, false)
 }
 
-// deliverStart is Deliver; with slot, each attempt takes one of the
-// agent's Parallel slots (a caller already holding one passes false).
+// deferDelivery makes the starts of container id wait for Deliver: the
+// engine's start event and the agent finding it running deliver nothing.
+func (a *Agent) deferDelivery(id string) {
+	a.mu.Lock()
+	a.deferred[id] = true
+	a.mu.Unlock()
+}
+
+// deliverStart is Deliver, but for a deferred container; with slot, each
+// attempt takes one of the agent's Parallel slots (a caller already
+// holding one passes false).
 func (a *Agent) deliverStart(ctx context.Context, id string, slot bool) error {
+	a.mu.Lock()
+	deferred := a.deferred[id]
+	a.mu.Unlock()
+	if deferred {
+		return nil
+	}
 	ins, err := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return err

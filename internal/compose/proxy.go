@@ -41,11 +41,15 @@ type ProxyPlan struct {
 // ProxyService is the name of the proxy service of service.
 func ProxyService(service string) string { return service + "-dso-proxy" }
 
-// planProxy returns the proxy of a rolling service that publishes host
-// ports (compose ports or the seed's dso.host_ports label), or nil.
-func planProxy(p *types.Project, svc types.ServiceConfig, img Image) (*ProxyPlan, error) {
+// planProxy returns the proxy of a service that publishes host ports
+// (compose ports or the seed's dso.host_ports label), or nil. A rolling
+// service (required) needs it; a restart service whose compose ports the
+// proxy cannot own (UDP, a range, network_mode) keeps Docker's own
+// publishing instead, as compose would have it.
+func planProxy(p *types.Project, svc types.ServiceConfig, img Image, required bool) (*ProxyPlan, error) {
 	ports := slices.Clone(svc.Ports)
-	if label, ok := svc.Labels[LabelHostPorts]; ok {
+	label, hasLabel := svc.Labels[LabelHostPorts]
+	if hasLabel {
 		fromLabel, err := parseHostPorts(label)
 		if err != nil {
 			return nil, fmt.Errorf("service %q, label %s %q: %w", svc.Name, LabelHostPorts, label, err)
@@ -60,27 +64,41 @@ func planProxy(p *types.Project, svc types.ServiceConfig, img Image) (*ProxyPlan
 	if len(ports) == 0 {
 		return nil, nil
 	}
-	for _, pc := range ports {
-		if pc.Protocol != "" && pc.Protocol != "tcp" {
-			return nil, fmt.Errorf("service %q, port %s: DSO's proxy forwards TCP only; use strategy restart for a service with %s ports", svc.Name, portString(pc), pc.Protocol)
+	if err := proxyCanOwn(p, svc, ports); err != nil {
+		switch {
+		case hasLabel:
+			return nil, fmt.Errorf("%w, and the label %s needs it", err, LabelHostPorts)
+		case required:
+			return nil, fmt.Errorf("%w, which a rolling service needs; strategy restart leaves such ports to Docker", err)
 		}
-		if strings.Contains(pc.Published, "-") {
-			return nil, fmt.Errorf("service %q, port %s: a range of host ports for one container port is not supported for rolling services; publish one host port per container port", svc.Name, portString(pc))
-		}
-	}
-	if svc.NetworkMode != "" {
-		return nil, fmt.Errorf("service %q: network_mode %q: a rolling service with host ports needs a compose network for its proxy; use strategy restart, or remove network_mode", svc.Name, svc.NetworkMode)
-	}
-	name := ProxyService(svc.Name)
-	if _, taken := p.Services[name]; taken {
-		return nil, fmt.Errorf("service %q: its proxy needs the service name %q, which the project already uses", svc.Name, name)
+		return nil, nil
 	}
 	nets := make([]string, 0, len(svc.Networks))
 	for n := range svc.Networks {
 		nets = append(nets, n)
 	}
 	slices.Sort(nets)
-	return &ProxyPlan{Service: name, Ports: ports, Networks: nets}, nil
+	return &ProxyPlan{Service: ProxyService(svc.Name), Ports: ports, Networks: nets}, nil
+}
+
+// proxyCanOwn says why DSO's proxy cannot own the host ports of svc, or
+// nil.
+func proxyCanOwn(p *types.Project, svc types.ServiceConfig, ports []types.ServicePortConfig) error {
+	for _, pc := range ports {
+		if pc.Protocol != "" && pc.Protocol != "tcp" {
+			return fmt.Errorf("service %q, port %s: DSO's proxy forwards TCP only", svc.Name, portString(pc))
+		}
+		if strings.Contains(pc.Published, "-") {
+			return fmt.Errorf("service %q, port %s: DSO's proxy takes one host port per container port, not a range", svc.Name, portString(pc))
+		}
+	}
+	if svc.NetworkMode != "" {
+		return fmt.Errorf("service %q: network_mode %q leaves no compose network for DSO's proxy", svc.Name, svc.NetworkMode)
+	}
+	if _, taken := p.Services[ProxyService(svc.Name)]; taken {
+		return fmt.Errorf("service %q: DSO's proxy needs the service name %q, which the project already uses", svc.Name, ProxyService(svc.Name))
+	}
+	return nil
 }
 
 // parseHostPorts reads the dso.host_ports label.

@@ -7,17 +7,24 @@ import (
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"gopkg.in/yaml.v3"
+
+	"github.com/dso-project/dso/internal/config"
 )
 
 func rollingPlan(t *testing.T, services string, img Image) (*Plan, error) {
+	t.Helper()
+	return strategyPlan(t, config.StrategyRolling, services, img)
+}
+
+func strategyPlan(t *testing.T, st config.Strategy, services string, img Image) (*Plan, error) {
 	t.Helper()
 	p := load(t, "services:\n"+services)
 	uses, err := FindUses(p, p.ServiceNames(), Secrets{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rolling := func(types.ServiceConfig) bool { return true }
-	return NewPlan(context.Background(), p, uses, Wiring{InitBinary: "/opt/dso/dso-init", Agent: "local-1", Rolling: rolling}, fakeImages{img})
+	strategy := func(types.ServiceConfig) config.Strategy { return st }
+	return NewPlan(context.Background(), p, uses, Wiring{InitBinary: "/opt/dso/dso-init", Agent: "local-1", Strategy: strategy}, fakeImages{img})
 }
 
 // TestProxyOwnsEveryPortForm: every form of compose ports and the seed's
@@ -76,6 +83,41 @@ func TestProxyOwnsEveryPortForm(t *testing.T) {
 func yamlScalar(v any) string {
 	b, _ := yaml.Marshal(v)
 	return string(b)
+}
+
+// TestRestartProxyWherePossible: a restart service's TCP host ports go
+// behind the proxy too; ports the proxy cannot own stay with Docker, unless
+// they come from dso.host_ports, which only the proxy serves; signal and
+// none services keep theirs.
+func TestRestartProxyWherePossible(t *testing.T) {
+	for _, tt := range []struct {
+		st       config.Strategy
+		services string
+		proxy    bool
+		err      string
+	}{
+		{config.StrategyRestart, "  web:\n    image: x\n    environment: {A: dso://x/y}\n    ports: [\"8080:80\"]\n", true, ""},
+		{config.StrategyRestart, "  dns:\n    image: x\n    environment: {A: dso://x/y}\n    ports: [\"8080:80\", \"5353:53/udp\"]\n", false, ""},
+		{config.StrategyRestart, "  a:\n    image: x\n    environment: {A: dso://x/y}\n    network_mode: host\n    ports: [\"8080:80\"]\n", false, ""},
+		{config.StrategyRestart, "  db:\n    image: x\n    environment: {A: dso://x/y}\n    network_mode: host\n    expose: [\"3306\"]\n    labels: {dso.host_ports: \"3306:3306\"}\n", false,
+			`service "db": network_mode "host" leaves no compose network for DSO's proxy, and the label dso.host_ports needs it`},
+		{config.StrategySignal, "  web:\n    image: x\n    environment: {A: dso://x/y}\n    ports: [\"8080:80\"]\n", false, ""},
+		{config.StrategyNone, "  web:\n    image: x\n    environment: {A: dso://x/y}\n    ports: [\"8080:80\"]\n", false, ""},
+	} {
+		plan, err := strategyPlan(t, tt.st, tt.services, Image{Cmd: []string{"serve"}})
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%s %q: got %v, want an error with %q", tt.st, tt.services, err, tt.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s %q: %v", tt.st, tt.services, err)
+		}
+		if got := plan.Services[0].Proxy != nil; got != tt.proxy {
+			t.Errorf("%s %q: proxy %v, want %v", tt.st, tt.services, got, tt.proxy)
+		}
+	}
 }
 
 func TestProxyRefusesBadPorts(t *testing.T) {

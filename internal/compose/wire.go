@@ -12,6 +12,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 	"gopkg.in/yaml.v3"
 
+	"github.com/dso-project/dso/internal/config"
 	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/secretref"
 )
@@ -72,9 +73,11 @@ func ownerText(p secretref.Perm, sp ServicePlan) string {
 type Wiring struct {
 	InitBinary string // host path of dso-init, bind-mounted read-only
 	Agent      string // the agent that serves the containers (dso.agent label)
-	// Rolling reports whether a service rotates by the rolling strategy:
-	// then DSO's proxy owns its host ports.
-	Rolling func(svc types.ServiceConfig) bool
+	// Strategy is how a service rotates. DSO's proxy owns the host ports
+	// of a rolling service (a port it cannot own is an error) and of a
+	// restart service whose ports it can all own (else Docker publishes
+	// them, as compose would).
+	Strategy func(svc types.ServiceConfig) config.Strategy
 }
 
 // Image is what the wiring needs of a service's image.
@@ -154,9 +157,11 @@ func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, images
 		if err := checkPerms(sp); err != nil {
 			return nil, err
 		}
-		if w.Rolling != nil && w.Rolling(svc) {
-			if sp.Proxy, err = planProxy(p, svc, img); err != nil {
-				return nil, err
+		if w.Strategy != nil {
+			if st := w.Strategy(svc); st == config.StrategyRolling || st == config.StrategyRestart {
+				if sp.Proxy, err = planProxy(p, svc, img, st == config.StrategyRolling); err != nil {
+					return nil, err
+				}
 			}
 		}
 		plan.Services = append(plan.Services, sp)

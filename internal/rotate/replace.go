@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
@@ -159,31 +160,27 @@ func (s *swap) persist(ctx context.Context, what string, fn func(context.Context
 }
 
 // plan chooses the order and finds the proxy of the old container's
-// service.
+// service. Restart is stop-first when the service has host ports (behind
+// its proxy, which holds new connections meanwhile, or published by Docker,
+// which cannot bind them twice), rolling when it is stateful; else the old
+// container serves until the new one is healthy.
 func (r *Replacer) plan(ctx context.Context, old container.InspectResponse, strategy Strategy) (order, proxy string) {
-	holdsPorts := publishesHostPorts(old.HostConfig)
-	if strategy == Restart {
-		if holdsPorts {
-			return string(StopFirst), ""
-		}
-		return string(StartFirst), ""
-	}
-	if r.Proxy != nil {
+	if r.Proxy != nil && (strategy == Rolling || strategy == Restart) {
 		proxy = r.findProxy(ctx, old)
 	}
-	switch Order(old.Config.Labels[LabelOrder]) {
-	case StartFirst:
-		order = string(StartFirst)
-	case StopFirst:
-		order = string(StopFirst)
-	default:
-		order = string(StartFirst)
-		if stateful(old) {
+	order = string(StartFirst)
+	switch {
+	case publishesHostPorts(old.HostConfig):
+		order = string(StopFirst) // two containers cannot bind one host port
+	case strategy == Restart:
+		if proxy != "" {
 			order = string(StopFirst)
 		}
-	}
-	if holdsPorts {
-		order = string(StopFirst) // two containers cannot bind one host port
+	case Order(old.Config.Labels[LabelOrder]) == StopFirst:
+		order = string(StopFirst)
+	case Order(old.Config.Labels[LabelOrder]) == StartFirst:
+	case stateful(old):
+		order = string(StopFirst)
 	}
 	return order, proxy
 }
@@ -238,9 +235,6 @@ func (s *swap) run(ctx context.Context) (string, error) {
 	}); err != nil {
 		return "", err
 	}
-	// A container left under the temporary name by an earlier attempt of
-	// this rotation is not ours to keep.
-	r.Docker.ContainerRemove(ctx, s.rec.TempName, client.ContainerRemoveOptions{Force: true})
 	pinned := make(chan error, 1)
 	if s.rec.Proxy != "" {
 		// The new container answers to the service's name too, from its
@@ -259,31 +253,16 @@ func (s *swap) run(ctx context.Context) (string, error) {
 		return "", err
 	}
 	if s.rec.Order == string(StopFirst) {
-		if err := s.step(StepStopOld); err != nil {
+		if err := s.stopFirst(ctx); err != nil {
 			return "", err
 		}
-		if s.rec.Proxy != "" {
-			if err := r.Proxy.Hold(ctx, s.rec.Proxy); err != nil {
-				return "", fmt.Errorf("hold new connections at the proxy: %w", err)
-			}
-			// Requests in flight end before the old container is told to
-			// stop: none is cut in the middle.
-			if oldIP, err := r.ipFor(ctx, old.ID, s.rec.Proxy); err == nil {
-				if err := r.Proxy.Drain(ctx, s.rec.Proxy, oldIP, r.drainTimeout()); err != nil {
-					r.log().Warn("draining the old container's connections failed", "container", short(old.ID), "error", err)
-				}
-			}
+	} else {
+		if err := s.step(StepStart); err != nil {
+			return "", err
 		}
-		s.oldStops = true
-		if _, err := r.Docker.ContainerStop(ctx, old.ID, client.ContainerStopOptions{}); err != nil {
-			return "", fmt.Errorf("stop the old container: %w", err)
+		if err := s.start(ctx); err != nil {
+			return "", err
 		}
-	}
-	if err := s.step(StepStart); err != nil {
-		return "", err
-	}
-	if _, err := r.Docker.ContainerStart(ctx, s.newID, client.ContainerStartOptions{}); err != nil {
-		return "", fmt.Errorf("start the new container: %w", err)
 	}
 	deliver := func(ctx context.Context) error {
 		if err := r.Deliver(ctx, s.newID); err != nil {
@@ -326,6 +305,75 @@ func (s *swap) run(ctx context.Context) (string, error) {
 	return s.finish(ctx)
 }
 
+// stopFirst stops the old container (behind a proxy: new connections held,
+// those in flight drained first) and starts the new one. The engine starts
+// the new container while the old one stops, unless it must bind host
+// ports the old one holds: its application waits for its secrets, which
+// Deliver hands it only once the old one has stopped, so two of them never
+// run at once.
+func (s *swap) stopFirst(ctx context.Context) error {
+	r := s.r
+	if err := s.step(StepStopOld); err != nil {
+		return err
+	}
+	if s.rec.Proxy != "" {
+		if err := r.Proxy.Hold(ctx, s.rec.Proxy); err != nil {
+			return fmt.Errorf("hold new connections at the proxy: %w", err)
+		}
+	}
+	if publishesHostPorts(s.old.HostConfig) || r.Defer == nil {
+		if err := s.stopOld(ctx); err != nil {
+			return err
+		}
+		if err := s.step(StepStart); err != nil {
+			return err
+		}
+		return s.start(ctx)
+	}
+	if err := s.step(StepStart); err != nil {
+		return err
+	}
+	r.Defer(s.newID)
+	// A failed start does not cut the stop short: the old container is
+	// either running or stopped when the swap is undone, not stopping.
+	var stopErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { stopErr = s.stopOld(ctx) })
+	startErr := s.start(ctx)
+	wg.Wait()
+	if startErr != nil {
+		return startErr
+	}
+	return stopErr
+}
+
+// stopOld stops the old container with its own signal and grace period,
+// behind a proxy once the requests in flight to it have ended: none is cut
+// in the middle.
+func (s *swap) stopOld(ctx context.Context) error {
+	r, old := s.r, s.old
+	if s.rec.Proxy != "" {
+		if oldIP, err := r.ipFor(ctx, old.ID, s.rec.Proxy); err == nil {
+			if err := r.Proxy.Drain(ctx, s.rec.Proxy, oldIP, r.drainTimeout()); err != nil {
+				r.log().Warn("draining the old container's connections failed", "container", short(old.ID), "error", err)
+			}
+		}
+	}
+	s.oldStops = true
+	if _, err := r.Docker.ContainerStop(ctx, old.ID, client.ContainerStopOptions{}); err != nil {
+		return fmt.Errorf("stop the old container: %w", err)
+	}
+	return nil
+}
+
+// start starts the new container.
+func (s *swap) start(ctx context.Context) error {
+	if _, err := s.r.Docker.ContainerStart(ctx, s.newID, client.ContainerStartOptions{}); err != nil {
+		return fmt.Errorf("start the new container: %w", err)
+	}
+	return nil
+}
+
 // pin sends the proxy's new connections to the replicas of old's service
 // that serve now, by address.
 func (r *Replacer) pin(ctx context.Context, old container.InspectResponse, proxy string) error {
@@ -344,9 +392,14 @@ func (r *Replacer) pin(ctx context.Context, old container.InspectResponse, proxy
 func (s *swap) create(ctx context.Context) error {
 	r, old := s.r, s.old
 	nets, first := endpoints(old)
-	created, err := r.Docker.ContainerCreate(ctx, client.ContainerCreateOptions{
-		Name: s.rec.TempName, Config: old.Config, HostConfig: old.HostConfig, NetworkingConfig: first,
-	})
+	opts := client.ContainerCreateOptions{Name: s.rec.TempName, Config: old.Config, HostConfig: old.HostConfig, NetworkingConfig: first}
+	created, err := r.Docker.ContainerCreate(ctx, opts)
+	if cerrdefs.IsConflict(err) {
+		// A container left under the temporary name by an earlier attempt
+		// of this rotation is not ours to keep.
+		r.Docker.ContainerRemove(ctx, s.rec.TempName, client.ContainerRemoveOptions{Force: true})
+		created, err = r.Docker.ContainerCreate(ctx, opts)
+	}
 	if err != nil {
 		return fmt.Errorf("create the new container: %w", err)
 	}

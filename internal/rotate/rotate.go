@@ -106,6 +106,11 @@ type Replacer struct {
 	// Deliver hands a started container its secrets: the current values to
 	// a new container, the values it had to an old one brought back.
 	Deliver func(ctx context.Context, id string) error
+	// Defer, when set, holds the deliveries that a start of container id
+	// would get (the engine's start event) until Deliver is called for it:
+	// a stop-first replacement starts the new container while the old one
+	// stops, and hands it its secrets only once the old one has stopped.
+	Defer func(id string)
 	// Resignal rewrites the files of a running container with the current
 	// values and sends its application signal (the signal strategy).
 	Resignal func(ctx context.Context, id, signal string) error

@@ -325,19 +325,58 @@ func TestStatefulGoesStopFirst(t *testing.T) {
 	}
 }
 
-// TestFailedStartRollsBack: the new container cannot start; it is
-// removed, the old one serves, the proxy is on the service.
-func TestFailedStartRollsBack(t *testing.T) {
-	s := newSetup(t, map[string]string{LabelOrder: string(StopFirst)})
-	s.eng.failOn = "start:shop-web-1-dso-r7"
-	if _, err := s.r.Replace(t.Context(), Job{Journal: 7, Old: s.old, Strategy: Rolling}); err == nil || !strings.Contains(err.Error(), "it cannot start") {
-		t.Fatalf("error %v", err)
+// TestRestartStartsWhileOldStops: restart behind a proxy is stop-first;
+// with Defer the engine starts the new container while the old one stops,
+// and the new one gets its secrets only once the old one has stopped.
+func TestRestartStartsWhileOldStops(t *testing.T) {
+	s := newSetup(t, nil)
+	var deferred []string
+	s.r.Defer = func(id string) { deferred = append(deferred, id) }
+	oldRunning := true
+	s.r.Deliver = func(ctx context.Context, id string) error {
+		s.eng.mu.Lock()
+		defer s.eng.mu.Unlock()
+		oldRunning = s.eng.find(s.old).running
+		return nil
 	}
-	if got := s.eng.service(); len(got) != 1 || !got["shop-web-1"] {
-		t.Errorf("service containers %v, want the old one running only", got)
+	newID, err := s.r.Replace(t.Context(), Job{Journal: 7, Old: s.old, Strategy: Restart})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{StepCreate, StepStopOld, StepStart, StepHealth, StepSwitch, StepRemoveOld, StepRename}
+	if !slices.Equal(s.steps, want) {
+		t.Errorf("steps %v, want %v", s.steps, want)
+	}
+	if !slices.Equal(deferred, []string{newID}) {
+		t.Errorf("deferred %v, want the new container %s", deferred, newID)
+	}
+	if oldRunning {
+		t.Errorf("the new container got its secrets while the old one ran")
 	}
 	if s.proxy.holding || !slices.Equal(s.proxy.backends, []string{"web"}) {
 		t.Errorf("proxy holding %v backends %v", s.proxy.holding, s.proxy.backends)
+	}
+}
+
+// TestFailedStartRollsBack: the new container cannot start (started after
+// the old one stopped, or while it stops); it is removed, the old one
+// serves, the proxy is on the service.
+func TestFailedStartRollsBack(t *testing.T) {
+	for _, overlap := range []bool{false, true} {
+		s := newSetup(t, map[string]string{LabelOrder: string(StopFirst)})
+		if overlap {
+			s.r.Defer = func(string) {}
+		}
+		s.eng.failOn = "start:shop-web-1-dso-r7"
+		if _, err := s.r.Replace(t.Context(), Job{Journal: 7, Old: s.old, Strategy: Rolling}); err == nil || !strings.Contains(err.Error(), "it cannot start") {
+			t.Fatalf("overlap %v: error %v", overlap, err)
+		}
+		if got := s.eng.service(); len(got) != 1 || !got["shop-web-1"] {
+			t.Errorf("overlap %v: service containers %v, want the old one running only", overlap, got)
+		}
+		if s.proxy.holding || !slices.Equal(s.proxy.backends, []string{"web"}) {
+			t.Errorf("overlap %v: proxy holding %v backends %v", overlap, s.proxy.holding, s.proxy.backends)
+		}
 	}
 }
 
@@ -443,9 +482,10 @@ func TestFailureAfterRemovalGoesForward(t *testing.T) {
 func TestRecoverAtEveryStep(t *testing.T) {
 	recovered := 0
 	defer func() {
-		// start-first rolling takes 7 steps, stop-first 7, restart 5.
-		if recovered != 19 {
-			t.Errorf("recovered from %d crash points, want 19", recovered)
+		// start-first rolling takes 7 steps, stop-first 7, restart behind
+		// its proxy (stop-first) 7.
+		if recovered != 21 {
+			t.Errorf("recovered from %d crash points, want 21", recovered)
 		}
 	}()
 	for _, tc := range []struct {

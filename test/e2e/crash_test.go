@@ -28,12 +28,12 @@ type crashCase struct {
 // DSO_TEST_CRASH_AT), starts it again as systemd would, and checks that it
 // finishes or undoes the rotation with no human action: exactly one
 // container per replica under its compose name, running, holding the
-// newest value, nothing left over, the recovery in the journal, and under
-// rolling no failed request at any time.
+// newest value, nothing left over, the recovery in the journal, and no
+// failed request at any time (each service is behind its proxy).
 func TestRotationCrashRecovery(t *testing.T) {
 	cases := []crashCase{
-		// restart with a host port: stop-first, no proxy.
-		{strategy: "restart", steps: []string{rotate.StepCreate, rotate.StepStopOld, rotate.StepStart, rotate.StepHealth, rotate.StepRemoveOld, rotate.StepRename}},
+		// restart with a host port: stop-first behind its proxy.
+		{strategy: "restart", steps: []string{rotate.StepCreate, rotate.StepStopOld, rotate.StepStart, rotate.StepHealth, rotate.StepSwitch, rotate.StepRemoveOld, rotate.StepRename}},
 		// rolling behind its proxy: start-first.
 		{strategy: "rolling", steps: []string{rotate.StepCreate, rotate.StepStart, rotate.StepHealth, rotate.StepSwitch, rotate.StepDrain, rotate.StepRemoveOld, rotate.StepRename}},
 		// rolling with a volume: stop-first while the proxy holds.
@@ -70,21 +70,10 @@ func crashAndRecover(t *testing.T, c crashCase, step string) {
 	cfg := filepath.Join(dir, "dso.yaml")
 	u.initVault(map[string][]byte{"app/token": []byte("old")})
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")
-	want := []string{project + "-api-1"}
-	if c.strategy == "rolling" {
-		want = append(want, project+"-api-dso-proxy-1")
-	}
-	addr := func() string {
-		if c.strategy == "rolling" {
-			return proxyAddr(t, project, "api", 8080)
-		}
-		return servicePort(t, project, "api")
-	}
+	want := []string{project + "-api-1", project + "-api-dso-proxy-1"}
+	addr := func() string { return proxyAddr(t, project, "api", 8080) }
 	waitFor(t, "the first value", func() bool { return tryGet(addr(), "/env/TOKEN") == "old" })
-	var l *load
-	if c.strategy == "rolling" {
-		l = startLoad(t, addr(), "/healthz", 2, false)
-	}
+	l := startLoad(t, addr(), "/healthz", 2, false)
 
 	u.must("", nil, "dso", "agent", "stop")
 	startLocalAgent(t, u, cfg, "DSO_TEST_CRASH_AT="+c.strategy+":"+step)
@@ -101,9 +90,7 @@ func crashAndRecover(t *testing.T, c crashCase, step string) {
 		return ok && tryGet(addr(), "/env/TOKEN") == "new" && strings.Contains(journal, `"recovery": "recovered at step `+step)
 	})
 	t.Logf("%s: clean state holding the new value %s after the agent's restart", t.Name(), time.Since(restarted).Round(10*time.Millisecond))
-	if l != nil {
-		l.finish(t)
-	}
+	l.finish(t)
 }
 
 // servicePort is the host address of a service's published 8080.
@@ -134,8 +121,8 @@ func tryGet(addr, path string) string {
 // TestRotationTimedKill kills the agent with SIGKILL at a random moment of
 // a rotation, as a user (or the kernel's OOM killer) would, with no crash
 // point: two rolling services under steady load (a new connection per
-// request and a long-lived connection) and a restart service share the
-// secret. After each kill the agent is started again by hand, as systemd
+// request and a long-lived connection) and a restart service (a new
+// connection per request) share the secret. After each kill the agent is started again by hand, as systemd
 // would: no request fails, long-lived connections end only by the drain
 // bound, and each service is back to one running container under its
 // compose name, holding the newest value. The time from the restart to
@@ -152,13 +139,14 @@ func TestRotationTimedKill(t *testing.T) {
 	cfg := filepath.Join(dir, "dso.yaml")
 	u.initVault(map[string][]byte{"app/token": []byte("v0")})
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")
-	want := []string{project + "-web-1", project + "-db-1", project + "-api-1", project + "-web-dso-proxy-1", project + "-db-dso-proxy-1"}
-	webAddr, dbAddr := serviceAddr(t, project, "web"), "127.0.0.1:"+dbPort
+	want := []string{project + "-web-1", project + "-db-1", project + "-api-1", project + "-web-dso-proxy-1", project + "-db-dso-proxy-1", project + "-api-dso-proxy-1"}
+	webAddr, dbAddr, apiAddr := serviceAddr(t, project, "web"), "127.0.0.1:"+dbPort, serviceAddr(t, project, "api")
 	values := func(v string) bool {
-		return tryGet(webAddr, "/env/TOKEN") == v && tryGet(dbAddr, "/env/TOKEN") == v && tryGet(servicePort(t, project, "api"), "/env/TOKEN") == v
+		return tryGet(webAddr, "/env/TOKEN") == v && tryGet(dbAddr, "/env/TOKEN") == v && tryGet(apiAddr, "/env/TOKEN") == v
 	}
 	waitFor(t, "the first value", func() bool { return values("v0") })
 	loads := []*load{startLoad(t, webAddr, "/env/TOKEN", 3, true), startLoad(t, dbAddr, "/env/TOKEN", 3, true)}
+	apiLoad := startLoad(t, apiAddr, "/env/TOKEN", 1, false)
 	logsOnFailure(t, u, want[3:]...)
 
 	const kills = 6
@@ -188,6 +176,7 @@ func TestRotationTimedKill(t *testing.T) {
 		l.finish(t)
 		l.checkLongLived(t, drain)
 	}
+	apiLoad.finish(t)
 	t.Logf("rotations recovered, by service and step: %v", recoveries(agentLog(t, u)))
 }
 

@@ -156,10 +156,10 @@ services:
 	if !ok || strings.TrimSpace(b) != "ok" || id != oldID {
 		t.Errorf("after a failed rotation the old container is not serving (id %.12s, want %.12s, ok %v)", id, oldID, ok)
 	}
-	f := client.Filters{}.Add("label", "com.docker.compose.project="+project)
+	f := client.Filters{}.Add("label", "com.docker.compose.project="+project, "com.docker.compose.service=picky")
 	list, _ := testbed.Docker(t).ContainerList(t.Context(), client.ContainerListOptions{All: true, Filters: f})
 	if len(list.Items) != 1 {
-		t.Errorf("the project has %d containers after the failed rotation, want the old one only", len(list.Items))
+		t.Errorf("the service has %d containers after the failed rotation, want the old one only", len(list.Items))
 	}
 }
 

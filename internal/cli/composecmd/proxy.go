@@ -17,11 +17,11 @@ import (
 	"github.com/dso-project/dso/internal/rotate"
 )
 
-// rollingServices decides the strategy of every service that takes
-// secrets, as the agent will, and returns those that rotate by rolling. A
-// strategy that does not exist stops up here, not at the first rotation.
-func rollingServices(p *types.Project, uses []compose.Use, cfg *config.Config) (map[string]bool, error) {
-	out := map[string]bool{}
+// strategies decides the strategy of every service that takes secrets, as
+// the agent will. A strategy that does not exist stops up here, not at the
+// first rotation.
+func strategies(p *types.Project, uses []compose.Use, cfg *config.Config) (map[string]config.Strategy, error) {
+	out := map[string]config.Strategy{}
 	for _, u := range uses {
 		if _, done := out[u.Service]; done {
 			continue
@@ -34,7 +34,7 @@ func rollingServices(p *types.Project, uses []compose.Use, cfg *config.Config) (
 		if err != nil {
 			return nil, fmt.Errorf("service %q, label %s: %w", u.Service, compose.LabelStrategy, err)
 		}
-		out[u.Service] = d.Strategy == rotate.Rolling
+		out[u.Service] = d.Strategy
 	}
 	return out, nil
 }

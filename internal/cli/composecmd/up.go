@@ -137,7 +137,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return err
 	}
-	rolling, err := rollingServices(p, uses, cfg)
+	strategy, err := strategies(p, uses, cfg)
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
 	}
@@ -145,7 +145,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if opts.Sub != "run" {
 		// A one-off container (run) is not rotated: it keeps its ports
 		// (--service-ports) and gets no proxy.
-		wiring.Rolling = func(svc types.ServiceConfig) bool { return rolling[svc.Name] }
+		wiring.Strategy = func(svc types.ServiceConfig) config.Strategy { return strategy[svc.Name] }
 	}
 	plan, err := compose.NewPlan(ctx, p, uses, wiring, EngineImages(docker, p))
 	if err != nil {
