@@ -143,29 +143,38 @@ func (a *Agent) envChanged(id string, keys []string) []string {
 func (a *Agent) report(journal uint64, c container.InspectResponse, strategy string, names []string, newID string, took time.Duration, err error) {
 	id := c.ID
 	project, service := c.Config.Labels["com.docker.compose.project"], c.Config.Labels["com.docker.compose.service"]
-	result := metrics.ResultSuccess
-	errText := ""
-	level := "INFO"
+	result, errText := metrics.ResultSuccess, ""
 	if err != nil {
-		result, errText, level = metrics.ResultFailure, err.Error(), "ERROR"
-	}
-	a.journal().FinishRotation(journal, newID, result, errText, time.Now())
-	a.metric(func(m *metrics.Metrics) { m.ObserveRotation(strategy, result, took) })
-	msg := fmt.Sprintf("rotation (%s) for %s", strategy, strings.Join(names, ", "))
-	if err != nil {
-		msg += ": " + errText
+		result, errText = metrics.ResultFailure, err.Error()
 		a.opts.Log.Error("rotation failed", "container", shortID(id), "service", service, "strategy", strategy, "error", err)
 	} else {
 		a.opts.Log.Info("rotated", "container", shortID(id), "new_container", shortID(newID), "service", service, "strategy", strategy)
 	}
-	a.emit(events.Event{Type: events.TypeRotation, Level: level, Project: project, Service: service, Container: shortID(id), Strategy: strategy, Result: result, Message: msg,
-		Attrs: map[string]string{"new_container": shortID(newID)}})
+	a.journal().FinishRotation(journal, newID, result, errText, time.Now())
+	a.announce(notify.Notification{RotationID: journal, Project: project, Service: service, Secrets: names,
+		Strategy: strategy, OldContainer: shortID(id), NewContainer: shortID(newID)}, "rotation", took, err)
+}
+
+// announce tells of a finished rotation, n (its event, time and error
+// filled in here), in the metrics, as an event named what, and as a
+// notification.
+func (a *Agent) announce(n notify.Notification, what string, took time.Duration, err error) {
+	result, level := metrics.ResultSuccess, "INFO"
+	n.Event, n.Time = notify.EventRotationSucceeded, time.Now()
+	msg := fmt.Sprintf("%s (%s) for %s", what, n.Strategy, strings.Join(n.Secrets, ", "))
+	if err != nil {
+		result, level = metrics.ResultFailure, "ERROR"
+		n.Event, n.Error = notify.EventRotationFailed, err.Error()
+		msg += ": " + n.Error
+	}
+	a.metric(func(m *metrics.Metrics) { m.ObserveRotation(n.Strategy, result, took) })
+	var attrs map[string]string
+	if n.NewContainer != "" {
+		attrs = map[string]string{"new_container": n.NewContainer}
+	}
+	a.emit(events.Event{Type: events.TypeRotation, Level: level, Project: n.Project, Service: n.Service, Container: n.OldContainer,
+		Strategy: n.Strategy, Result: result, Message: msg, Attrs: attrs})
 	if a.opts.Notify != nil {
-		event := notify.EventRotationSucceeded
-		if err != nil {
-			event = notify.EventRotationFailed
-		}
-		a.opts.Notify(notify.Notification{Event: event, Time: time.Now(), RotationID: journal, Project: project, Service: service, Secrets: names,
-			Strategy: strategy, OldContainer: shortID(id), NewContainer: shortID(newID), Error: errText})
+		a.opts.Notify(n)
 	}
 }

@@ -2,14 +2,10 @@ package agent
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/dso-project/dso/internal/api"
-	"github.com/dso-project/dso/internal/api/events"
 	"github.com/dso-project/dso/internal/config"
-	"github.com/dso-project/dso/internal/metrics"
 	"github.com/dso-project/dso/internal/notify"
 	"github.com/dso-project/dso/internal/rotate"
 	"github.com/dso-project/dso/internal/secretref"
@@ -70,24 +66,10 @@ func (a *Agent) swarmStatus(ctx context.Context) ([]api.SwarmService, error) {
 // reportSwarm logs, counts, publishes and notifies a finished Swarm
 // rotation.
 func (a *Agent) reportSwarm(r swarm.Rotation) {
-	result, level, errText := metrics.ResultSuccess, "INFO", ""
 	if r.Err != nil {
-		result, level, errText = metrics.ResultFailure, "ERROR", r.Err.Error()
 		a.opts.Log.Error("swarm rotation failed", "stack", r.Stack, "service", r.Service, "strategy", r.Strategy, "error", r.Err)
 	} else {
 		a.opts.Log.Info("swarm service rotated", "stack", r.Stack, "service", r.Service, "strategy", r.Strategy, "took", r.Took)
 	}
-	a.metric(func(m *metrics.Metrics) { m.ObserveRotation(string(r.Strategy), result, r.Took) })
-	msg := fmt.Sprintf("swarm rotation (%s) for %s", r.Strategy, strings.Join(r.Secrets, ", "))
-	if errText != "" {
-		msg += ": " + errText
-	}
-	a.emit(events.Event{Type: events.TypeRotation, Level: level, Project: r.Stack, Service: r.Service, Strategy: string(r.Strategy), Result: result, Message: msg})
-	if a.opts.Notify != nil {
-		event := notify.EventRotationSucceeded
-		if r.Err != nil {
-			event = notify.EventRotationFailed
-		}
-		a.opts.Notify(notify.Notification{Event: event, Time: time.Now(), Project: r.Stack, Service: r.Service, Secrets: r.Secrets, Strategy: string(r.Strategy), Error: errText})
-	}
+	a.announce(notify.Notification{Project: r.Stack, Service: r.Service, Secrets: r.Secrets, Strategy: string(r.Strategy)}, "swarm rotation", r.Took, r.Err)
 }

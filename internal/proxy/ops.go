@@ -154,9 +154,14 @@ func (p *Proxy) connsToLocked(host string) []*conn {
 	return out
 }
 
-// probeRetry is how long Probe waits before connecting again to a port
-// that refused.
-const probeRetry = 10 * time.Millisecond
+// probeRetry is how long Probe first waits before connecting again to a
+// port that refused; each wait doubles, up to probeRetryMax: an
+// application that starts within milliseconds is seen at once, one that
+// takes seconds costs few connections.
+const (
+	probeRetry    = time.Millisecond
+	probeRetryMax = 20 * time.Millisecond
+)
 
 // Probe connects to every target port at host from the proxy's network
 // namespace, trying again a port that does not answer yet (an application
@@ -171,19 +176,21 @@ func (p *Proxy) Probe(ctx context.Context, host string, timeout time.Duration) e
 	defer cancel()
 	var d net.Dialer
 	for _, pp := range p.ports {
+		wait := probeRetry
 		for {
 			c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(pp.Target)))
 			if err == nil {
 				c.Close()
 				break
 			}
-			t := time.NewTimer(probeRetry)
+			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
 				t.Stop()
 				return fmt.Errorf("port %d: %s:%d does not answer: %s", pp.Listen, host, pp.Target, dialReason(err))
 			case <-t.C:
 			}
+			wait = min(2*wait, probeRetryMax)
 		}
 	}
 	return nil

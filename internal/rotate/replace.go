@@ -105,6 +105,10 @@ type swap struct {
 	newIP    string // the new container's address the proxy uses
 	oldStops bool   // the old container was stopped by this swap
 	oldGoes  bool   // the old container is being stopped and removed: no way back
+	// others are the addresses of the service's other replicas, when
+	// haveOthers: the switch sends new connections to them and the new one.
+	others     []string
+	haveOthers bool
 }
 
 // Replace replaces container job.Old by a new one with the same
@@ -186,8 +190,18 @@ func (r *Replacer) plan(ctx context.Context, old container.InspectResponse, stra
 }
 
 // findProxy returns the running proxy container of old's service, or "".
+// Compose names it PROJECT-SERVICE-dso-proxy-1: one inspect, where a
+// listing costs the engine a look at every container.
 func (r *Replacer) findProxy(ctx context.Context, old container.InspectResponse) string {
 	l := old.Config.Labels
+	name := l[labelProject] + "-" + compose.ProxyService(l[labelService]) + "-1"
+	if ins, err := r.Docker.ContainerInspect(ctx, name, client.ContainerInspectOptions{}); err == nil {
+		c := ins.Container
+		if c.Config != nil && c.Config.Labels[labelProject] == l[labelProject] && c.Config.Labels[LabelProxyFor] == l[labelService] &&
+			c.State != nil && c.State.Running {
+			return c.ID
+		}
+	}
 	f := client.Filters{}.Add("label", labelProject+"="+l[labelProject], LabelProxyFor+"="+l[labelService]).Add("status", "running")
 	list, err := r.Docker.ContainerList(ctx, client.ContainerListOptions{Filters: f})
 	if err != nil || len(list.Items) == 0 {
@@ -299,6 +313,12 @@ func (s *swap) run(ctx context.Context) (string, error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return deliver(gctx) })
 	g.Go(func() error { return healthy(gctx) })
+	g.Go(func() error {
+		// The switch's other backends, looked up meanwhile.
+		others, err := r.replicaIPs(gctx, old, s.rec.Proxy, old.ID)
+		s.others, s.haveOthers = others, err == nil
+		return nil
+	})
 	if err := g.Wait(); err != nil {
 		return "", err
 	}
@@ -419,9 +439,12 @@ func (s *swap) finish(ctx context.Context) (string, error) {
 		if err := s.step(StepSwitch); err != nil {
 			return "", err
 		}
-		others, err := r.replicaIPs(ctx, s.old, s.rec.Proxy, s.old.ID)
-		if err != nil {
-			return "", err
+		others := s.others
+		if !s.haveOthers {
+			var err error
+			if others, err = r.replicaIPs(ctx, s.old, s.rec.Proxy, s.old.ID); err != nil {
+				return "", err
+			}
 		}
 		if err := r.Proxy.Set(ctx, s.rec.Proxy, append(others, s.newIP)); err != nil {
 			return "", fmt.Errorf("switch the proxy to the new container: %w", err)

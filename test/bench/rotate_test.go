@@ -75,9 +75,10 @@ func benchRotate(b *testing.B, strategy string) {
 	}
 	url := fmt.Sprintf("http://127.0.0.1:%d/env/TOKEN", port)
 	waitValue(url, first)
-	var served, floor []timing
+	var served, floor, netFloor []timing
 	for i := 0; b.Loop(); i++ {
-		floor = append(floor, timing{up: dockerRun(b, image, func(url string) { waitValue(url, nil) })})
+		floor = append(floor, timing{up: dockerRun(b, image, "", func(url string) { waitValue(url, nil) })})
+		netFloor = append(netFloor, timing{up: dockerRun(b, image, project+"_default", func(url string) { waitValue(url, nil) })})
 		v := random(b)
 		start := time.Now()
 		if r := u.runIn("", v, "dso", "secret", "set", "bench/token"); r.code != 0 {
@@ -85,24 +86,31 @@ func benchRotate(b *testing.B, strategy string) {
 		}
 		waitValue(url, v)
 		served = append(served, timing{up: time.Since(start)})
-		b.Logf("round %d: change -> serving %v; docker run -> serving %v", i+1, served[i].up.Round(time.Millisecond), floor[i].up.Round(time.Millisecond))
+		b.Logf("round %d: change -> serving %v; docker run -> serving %v (on the project's network %v)", i+1, served[i].up.Round(time.Millisecond), floor[i].up.Round(time.Millisecond), netFloor[i].up.Round(time.Millisecond))
 		waitRotations(b, u, i+1)
 	}
-	s, f := median(served, timing.upOf), median(floor, timing.upOf)
+	s, f, nf := median(served, timing.upOf), median(floor, timing.upOf), median(netFloor, timing.upOf)
 	b.ReportMetric(s.Seconds(), "change-to-serving-s")
 	b.ReportMetric(f.Seconds(), "docker-run-floor-s")
 	b.ReportMetric(s.Seconds()/f.Seconds(), "ratio-to-floor")
+	b.ReportMetric(nf.Seconds(), "docker-run-project-network-s")
+	b.ReportMetric(s.Seconds()/nf.Seconds(), "ratio-to-network-floor")
 	b.ReportMetric(0, "ns/op")
 }
 
-// dockerRun times `docker run -d` of image with a published port until
-// wait returns, then removes the container (untimed).
-func dockerRun(b *testing.B, image string, wait func(url string)) time.Duration {
+// dockerRun times `docker run -d` of image with a published port (on
+// network, "" for the default) until wait returns, then removes the
+// container (untimed).
+func dockerRun(b *testing.B, image, network string, wait func(url string)) time.Duration {
 	b.Helper()
 	port := freePort(b)
 	name := fmt.Sprintf("dso-bench-floor-%d", port)
+	args := []string{"run", "-d", "--name", name, "-p", fmt.Sprintf("127.0.0.1:%d:8080", port), "-e", "TOKEN=floor"}
+	if network != "" {
+		args = append(args, "--network", network)
+	}
 	start := time.Now()
-	out, err := exec.Command("docker", "run", "-d", "--name", name, "-p", fmt.Sprintf("127.0.0.1:%d:8080", port), "-e", "TOKEN=floor", image).CombinedOutput()
+	out, err := exec.Command("docker", append(args, image)...).CombinedOutput()
 	if err != nil {
 		b.Fatalf("docker run: %v\n%s", err, out)
 	}
