@@ -154,13 +154,15 @@ func (p *Proxy) connsToLocked(host string) []*conn {
 	return out
 }
 
-// probeRetry is how long Probe first waits before connecting again to a
-// port that refused; each wait doubles, up to probeRetryMax: an
-// application that starts within milliseconds is seen at once, one that
-// takes seconds costs few connections.
+// probeRetry is how long Probe waits before connecting again to a port
+// that refused, for the first probeFast of a probe; then each wait
+// doubles, up to probeRetryMax. An application that starts at once (a
+// probe runs while the container gets its secrets) is seen within
+// milliseconds, one that takes longer costs few connections.
 const (
-	probeRetry    = time.Millisecond
-	probeRetryMax = 20 * time.Millisecond
+	probeRetry    = 2 * time.Millisecond
+	probeFast     = 500 * time.Millisecond
+	probeRetryMax = 50 * time.Millisecond
 )
 
 // Probe connects to every target port at host from the proxy's network
@@ -175,6 +177,7 @@ func (p *Proxy) Probe(ctx context.Context, host string, timeout time.Duration) e
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var d net.Dialer
+	start := time.Now()
 	for _, pp := range p.ports {
 		wait := probeRetry
 		for {
@@ -190,7 +193,9 @@ func (p *Proxy) Probe(ctx context.Context, host string, timeout time.Duration) e
 				return fmt.Errorf("port %d: %s:%d does not answer: %s", pp.Listen, host, pp.Target, dialReason(err))
 			case <-t.C:
 			}
-			wait = min(2*wait, probeRetryMax)
+			if time.Since(start) > probeFast {
+				wait = min(2*wait, probeRetryMax)
+			}
 		}
 	}
 	return nil
