@@ -19,6 +19,7 @@ import (
 
 	"github.com/dso-project/dso/internal/backoff"
 	"github.com/dso-project/dso/internal/compose"
+	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/state"
 )
 
@@ -330,9 +331,10 @@ func (s *swap) run(ctx context.Context) (string, error) {
 // the new container while the old one stops, unless it must bind host
 // ports the old one holds: its application waits for its secrets, which
 // Deliver hands it only once the old one has stopped, so two of them never
-// run at once.
+// run at once. An old container with a long grace period (more than half
+// of the time the new one's init waits for its secrets) is stopped first.
 func (s *swap) stopFirst(ctx context.Context) error {
-	r := s.r
+	r, old := s.r, s.old
 	if err := s.step(StepStopOld); err != nil {
 		return err
 	}
@@ -340,8 +342,15 @@ func (s *swap) stopFirst(ctx context.Context) error {
 		if err := r.Proxy.Hold(ctx, s.rec.Proxy); err != nil {
 			return fmt.Errorf("hold new connections at the proxy: %w", err)
 		}
+		// Requests in flight end before the old container is told to
+		// stop: none is cut in the middle.
+		if oldIP, err := r.ipFor(ctx, old.ID, s.rec.Proxy); err == nil {
+			if err := r.Proxy.Drain(ctx, s.rec.Proxy, oldIP, r.drainTimeout()); err != nil {
+				r.log().Warn("draining the old container's connections failed", "container", short(old.ID), "error", err)
+			}
+		}
 	}
-	if publishesHostPorts(s.old.HostConfig) || r.Defer == nil {
+	if publishesHostPorts(old.HostConfig) || r.Defer == nil || stopGrace(old) > initproc.DefaultTimeout/2 {
 		if err := s.stopOld(ctx); err != nil {
 			return err
 		}
@@ -367,23 +376,22 @@ func (s *swap) stopFirst(ctx context.Context) error {
 	return stopErr
 }
 
-// stopOld stops the old container with its own signal and grace period,
-// behind a proxy once the requests in flight to it have ended: none is cut
-// in the middle.
+// stopOld stops the old container with its own signal and grace period.
 func (s *swap) stopOld(ctx context.Context) error {
-	r, old := s.r, s.old
-	if s.rec.Proxy != "" {
-		if oldIP, err := r.ipFor(ctx, old.ID, s.rec.Proxy); err == nil {
-			if err := r.Proxy.Drain(ctx, s.rec.Proxy, oldIP, r.drainTimeout()); err != nil {
-				r.log().Warn("draining the old container's connections failed", "container", short(old.ID), "error", err)
-			}
-		}
-	}
 	s.oldStops = true
-	if _, err := r.Docker.ContainerStop(ctx, old.ID, client.ContainerStopOptions{}); err != nil {
+	if _, err := s.r.Docker.ContainerStop(ctx, s.old.ID, client.ContainerStopOptions{}); err != nil {
 		return fmt.Errorf("stop the old container: %w", err)
 	}
 	return nil
+}
+
+// stopGrace is how long c's stop waits for it before killing it: its own
+// stop timeout, else the engine's default (10 s).
+func stopGrace(c container.InspectResponse) time.Duration {
+	if c.Config != nil && c.Config.StopTimeout != nil {
+		return time.Duration(*c.Config.StopTimeout) * time.Second
+	}
+	return 10 * time.Second
 }
 
 // start starts the new container.

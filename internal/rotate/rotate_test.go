@@ -50,6 +50,7 @@ type fakeContainer struct {
 	running  bool
 	ip       netip.Addr
 	health   string
+	stopWait *int // Config.StopTimeout
 }
 
 func newEngine() *engine { return &engine{byID: map[string]*fakeContainer{}} }
@@ -90,7 +91,7 @@ func (e *engine) ContainerInspect(_ context.Context, id string, _ client.Contain
 	}
 	return client.ContainerInspectResult{Container: container.InspectResponse{
 		ID: c.id, Name: "/" + c.name, State: st,
-		Config:     &container.Config{Labels: c.labels},
+		Config:     &container.Config{Labels: c.labels, StopTimeout: c.stopWait},
 		HostConfig: &container.HostConfig{NetworkMode: "shop_default"},
 		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{
 			"shop_default": {IPAddress: c.ip, Aliases: []string{c.labels[labelService]}},
@@ -327,34 +328,43 @@ func TestStatefulGoesStopFirst(t *testing.T) {
 
 // TestRestartStartsWhileOldStops: restart behind a proxy is stop-first;
 // with Defer the engine starts the new container while the old one stops,
-// and the new one gets its secrets only once the old one has stopped.
+// and the new one gets its secrets only once the old one has stopped. An
+// old container with a long grace period is stopped before the new one
+// starts, so that the new one's init does not give up waiting.
 func TestRestartStartsWhileOldStops(t *testing.T) {
-	s := newSetup(t, nil)
-	var deferred []string
-	s.r.Defer = func(id string) { deferred = append(deferred, id) }
-	oldRunning := true
-	s.r.Deliver = func(ctx context.Context, id string) error {
-		s.eng.mu.Lock()
-		defer s.eng.mu.Unlock()
-		oldRunning = s.eng.find(s.old).running
-		return nil
-	}
-	newID, err := s.r.Replace(t.Context(), Job{Journal: 7, Old: s.old, Strategy: Restart})
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{StepCreate, StepStopOld, StepStart, StepHealth, StepSwitch, StepRemoveOld, StepRename}
-	if !slices.Equal(s.steps, want) {
-		t.Errorf("steps %v, want %v", s.steps, want)
-	}
-	if !slices.Equal(deferred, []string{newID}) {
-		t.Errorf("deferred %v, want the new container %s", deferred, newID)
-	}
-	if oldRunning {
-		t.Errorf("the new container got its secrets while the old one ran")
-	}
-	if s.proxy.holding || !slices.Equal(s.proxy.backends, []string{"web"}) {
-		t.Errorf("proxy holding %v backends %v", s.proxy.holding, s.proxy.backends)
+	for _, grace := range []int{10, 45} {
+		s := newSetup(t, nil)
+		s.eng.find(s.old).stopWait = &grace
+		var deferred []string
+		s.r.Defer = func(id string) { deferred = append(deferred, id) }
+		oldRunning := true
+		s.r.Deliver = func(ctx context.Context, id string) error {
+			s.eng.mu.Lock()
+			defer s.eng.mu.Unlock()
+			oldRunning = s.eng.find(s.old).running
+			return nil
+		}
+		newID, err := s.r.Replace(t.Context(), Job{Journal: 7, Old: s.old, Strategy: Restart})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{StepCreate, StepStopOld, StepStart, StepHealth, StepSwitch, StepRemoveOld, StepRename}
+		if !slices.Equal(s.steps, want) {
+			t.Errorf("grace %ds: steps %v, want %v", grace, s.steps, want)
+		}
+		wantDeferred := []string{newID}
+		if grace > 30 {
+			wantDeferred = nil
+		}
+		if !slices.Equal(deferred, wantDeferred) {
+			t.Errorf("grace %ds: deferred %v, want %v", grace, deferred, wantDeferred)
+		}
+		if oldRunning {
+			t.Errorf("grace %ds: the new container got its secrets while the old one ran", grace)
+		}
+		if s.proxy.holding || !slices.Equal(s.proxy.backends, []string{"web"}) {
+			t.Errorf("grace %ds: proxy holding %v backends %v", grace, s.proxy.holding, s.proxy.backends)
+		}
 	}
 }
 
