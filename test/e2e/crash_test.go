@@ -122,11 +122,11 @@ func tryGet(addr, path string) string {
 // a rotation, as a user (or the kernel's OOM killer) would, with no crash
 // point: two rolling services under steady load (a new connection per
 // request and a long-lived connection) and a restart service (a new
-// connection per request) share the secret. After each kill the agent is started again by hand, as systemd
-// would: no request fails, long-lived connections end only by the drain
-// bound, and each service is back to one running container under its
-// compose name, holding the newest value. The time from the restart to
-// that state is logged.
+// connection per request) share the secret. After each kill the agent is
+// started again by hand, as systemd would: no request fails, long-lived
+// connections end only by the drain bound, and each service is back to one
+// running container under its compose name, holding the newest value. The
+// time from the restart to that state is logged.
 func TestRotationTimedKill(t *testing.T) {
 	u := newUser(t)
 	const drain = 2 * time.Second
