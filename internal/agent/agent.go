@@ -388,6 +388,21 @@ func (a *Agent) logErr(id string, err error) {
 // it gets its secrets (it may have started while no agent ran), or, when the
 // agent's state says it holds versions that changed since, it is rotated.
 func (a *Agent) serveRunning(ctx context.Context, id string) {
+	// A replacement still under its temporary name, that no rotation of
+	// this agent is taking, is left to recovery (which runs again at the
+	// next connection): its old container may still run, and a stop-first
+	// swap must not start a second application.
+	if ins, err := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err == nil {
+		if j, temp := rotate.JournalOf(ins.Container.Name); temp {
+			a.mu.Lock()
+			mine := a.running[j]
+			a.mu.Unlock()
+			if !mine {
+				a.opts.Log.Warn("not serving a replacement that an earlier rotation left unsettled", "container", shortID(id), "name", strings.TrimPrefix(ins.Container.Name, "/"))
+				return
+			}
+		}
+	}
 	if a.opts.Store != nil {
 		if rec, found, err := a.opts.Store.Container(id); err == nil && found {
 			if changed := a.changedSince(ctx, id, rec.Secrets); len(changed) > 0 {

@@ -480,3 +480,48 @@ func mustKept(t *testing.T, a *Agent, id string) []byte {
 	}
 	return blob
 }
+
+// TestDeferredStartWaitsForTheRotation: the start of a container deferred
+// by a stop-first rotation (its old container still stopping) gets no
+// delivery from the start event; the rotation's Deliver hands it its
+// secrets, once.
+func TestDeferredStartWaitsForTheRotation(t *testing.T) {
+	b := newBed(t, nil)
+	b.a.deferDelivery("c1")
+	if err := b.a.deliverStart(context.Background(), "c1", true); err != nil {
+		t.Fatal(err)
+	}
+	b.a.serveRunning(context.Background(), "c1")
+	if n := len(b.payloads()); n != 0 {
+		t.Fatalf("%d deliveries to a deferred start before the rotation's, want 0", n)
+	}
+	if err := b.a.Deliver(context.Background(), "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(b.payloads()); n != 1 {
+		t.Fatalf("%d deliveries after the rotation's, want 1", n)
+	}
+}
+
+// TestUnsettledReplacementIsNotServed: a container found running under a
+// rotation's temporary name, that no rotation of this agent is taking, is
+// left to recovery; under its compose name it is served.
+func TestUnsettledReplacementIsNotServed(t *testing.T) {
+	b := newBed(t, nil)
+	inspect := b.docker.inspect
+	name := "/shop-web-1-dso-r7"
+	b.docker.inspect = func(id string) (container.InspectResponse, error) {
+		c, err := inspect(id)
+		c.Name = name
+		return c, err
+	}
+	b.a.serveRunning(context.Background(), "c1")
+	if n := len(b.payloads()); n != 0 {
+		t.Fatalf("%d deliveries to an unsettled replacement, want 0", n)
+	}
+	b.a.inflight(7, true)
+	b.a.serveRunning(context.Background(), "c1")
+	if n := len(b.payloads()); n != 1 {
+		t.Fatalf("%d deliveries to the replacement of a rotation in flight, want 1", n)
+	}
+}

@@ -150,7 +150,7 @@ func (r *Replacer) Sweep(ctx context.Context, filter client.Filters, inFlight fu
 		}
 		// Checked after the listing: a rotation in flight then may have
 		// renamed its container since, so the leftover goes by its name.
-		if id, ok := journalOf(name); ok && inFlight(id) {
+		if id, ok := JournalOf(name); ok && inFlight(id) {
 			continue
 		}
 		if names[base] {

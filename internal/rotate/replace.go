@@ -86,8 +86,8 @@ func CanonicalName(name string) string {
 // journal ID of the rotation that made the container.
 var journalSuffix = regexp.MustCompile(`-dso-r([0-9]+)$`)
 
-// journalOf returns the journal ID in a temporary name.
-func journalOf(name string) (uint64, bool) {
+// JournalOf returns the journal ID in a temporary name.
+func JournalOf(name string) (uint64, bool) {
 	m := journalSuffix.FindStringSubmatch(name)
 	if m == nil {
 		return 0, false
