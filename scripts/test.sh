@@ -59,6 +59,28 @@ fuzz_briefly() {
 	return "$status"
 }
 
+# sweep_strays removes what an earlier run of the tests left on the engine
+# when it was killed before its cleanup (go test's -timeout, ^C): the
+# containers the test bed labels dso.test (Swarm nodes among them) and the
+# compose projects, networks and volumes it names dsotest-*. Run one test
+# run per engine at a time: a second one would lose its containers here.
+sweep_strays() {
+	local containers networks volumes
+	containers="$(docker ps -aq --filter label=dso.test 2>/dev/null || true)
+$(docker ps -a --format '{{.ID}} {{.Label "com.docker.compose.project"}}' 2>/dev/null | awk '$2 ~ /^dsotest-/ {print $1}' || true)"
+	networks="$(docker network ls --format '{{.Name}}' 2>/dev/null | grep '^dsotest-' || true)"
+	volumes="$(docker volume ls --format '{{.Name}}' 2>/dev/null | grep '^dsotest-' || true)"
+	if [[ -n "${containers//[[:space:]]/}${networks}${volumes}" ]]; then
+		say "removing what an earlier, interrupted test run left on the engine"
+		# shellcheck disable=SC2086 # one ID or name per word
+		{
+			[[ -z "${containers//[[:space:]]/}" ]] || docker rm -f -v $containers
+			[[ -z "$networks" ]] || docker network rm $networks
+			[[ -z "$volumes" ]] || docker volume rm $volumes
+		} >/dev/null 2>&1 || true
+	fi
+}
+
 main() {
 	local status=0 args=("$@")
 	cd "$DSO_ROOT"
@@ -68,6 +90,7 @@ main() {
 	export AWS_EC2_METADATA_DISABLED=true
 
 	install_tools
+	sweep_strays
 
 	say "go mod tidy -diff"
 	if ! go mod tidy -diff; then

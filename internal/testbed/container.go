@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -22,6 +23,16 @@ import (
 func RunContainer(t testing.TB, opts client.ContainerCreateOptions) string {
 	t.Helper()
 	cli := Docker(t)
+	if opts.Config != nil {
+		// Labeled, so that a run killed before its cleanup can be swept.
+		cfg := *opts.Config
+		cfg.Labels = maps.Clone(cfg.Labels)
+		if cfg.Labels == nil {
+			cfg.Labels = map[string]string{}
+		}
+		cfg.Labels[Label] = "1"
+		opts.Config = &cfg
+	}
 	created, err := cli.ContainerCreate(t.Context(), opts)
 	if err != nil {
 		t.Fatalf("testbed: creating container: %v", err)

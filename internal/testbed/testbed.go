@@ -28,7 +28,8 @@ import (
 	"github.com/moby/moby/client"
 )
 
-// Label is set on every image the test bed builds, so strays are easy to find.
+// Label is set on every image, network and container the test bed makes, so
+// strays are easy to find (scripts/test.sh removes those of a killed run).
 const Label = "dso.test"
 
 // cleanupTimeout bounds each removal done at t.Cleanup.
