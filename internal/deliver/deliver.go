@@ -1,8 +1,11 @@
 // Package deliver hands resolved secrets to the init inside a running
-// container: it runs `dso-init deliver` with `docker exec` and writes the
-// payload to its stdin. The values go from this process's memory through the
-// engine's exec stream into the container; nothing is written to the
-// container config or to disk, and the exec's argv holds no value.
+// container, on the init's unix socket in the container's tmpfs: straight
+// from the host when this process may reach it there (root, the engine on
+// this host: direct_linux.go), else with `docker exec dso-init deliver`,
+// the payload written to its stdin. The values go from this process's
+// memory through a socket or the engine's exec stream into the container;
+// nothing is written to the container config or to disk, and no argv holds
+// a value.
 package deliver
 
 import (
@@ -10,6 +13,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
+	"time"
+
+	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/dockerexec"
 	"github.com/dso-project/dso/internal/initproc"
@@ -17,7 +24,10 @@ import (
 )
 
 // Docker is the part of the engine client that delivery uses.
-type Docker = dockerexec.Docker
+type Docker interface {
+	dockerexec.Docker
+	ContainerInspect(ctx context.Context, container string, opts client.ContainerInspectOptions) (client.ContainerInspectResult, error)
+}
 
 // Value is one resolved variable of a container.
 type Value struct {
@@ -95,6 +105,10 @@ func encode(p *initproc.Payload) ([]byte, error) {
 	return data, nil
 }
 
+// socketWait bounds the wait for the init's socket (it may have just
+// started), as `dso-init deliver` does.
+const socketWait = 10 * time.Second
+
 // Send delivers p to the init of container and waits for its answer.
 func Send(ctx context.Context, d Docker, container string, p *initproc.Payload) error {
 	data, err := encode(p)
@@ -103,6 +117,26 @@ func Send(ctx context.Context, d Docker, container string, p *initproc.Payload) 
 	}
 	defer clear(data)
 
+	if answer, handled, err := direct(ctx, d, container, data, socketWait); handled {
+		if err != nil {
+			return fmt.Errorf("container %s: delivery: %w", dockerexec.Short(container), err)
+		}
+		if answer == "ok" {
+			return nil
+		}
+		// The answer comes from the workload: it may echo what it got.
+		msg := ReplyText([]byte(strings.TrimPrefix(answer, "error: ")), p)
+		if msg == "" {
+			return fmt.Errorf("container %s: delivery refused", dockerexec.Short(container))
+		}
+		return fmt.Errorf("container %s: delivery refused; the container answered: %s", dockerexec.Short(container), msg)
+	}
+	return sendExec(ctx, d, container, p, data)
+}
+
+// sendExec delivers data, the encoding of p, with `docker exec dso-init
+// deliver`, which hands it to the init's socket inside the container.
+func sendExec(ctx context.Context, d Docker, container string, p *initproc.Payload, data []byte) error {
 	res, err := dockerexec.Run(ctx, d, container, []string{initproc.InitPath, "deliver"}, data, 1<<16)
 	if err != nil {
 		return fmt.Errorf("delivery: %w", err)

@@ -390,17 +390,26 @@ func Deliver(in io.Reader, socket string, wait time.Duration) error {
 		time.Sleep(10 * time.Millisecond)
 	}
 	defer conn.Close()
-	if _, err := conn.Write(data); err != nil {
-		return fmt.Errorf("send payload: %v", err)
-	}
-	conn.CloseWrite()
-	line, err := bufio.NewReader(io.LimitReader(conn, 4096)).ReadString('\n')
+	line, err := Exchange(conn, data)
 	if err != nil {
-		return fmt.Errorf("no answer from the init: %v", err)
+		return err
 	}
-	line = strings.TrimSpace(line)
 	if line == "ok" {
 		return nil
 	}
 	return errors.New(strings.TrimPrefix(line, "error: "))
+}
+
+// Exchange sends an encoded payload on a connection to the init's socket
+// and returns its answer line: "ok", or "error: " and why.
+func Exchange(conn *net.UnixConn, data []byte) (string, error) {
+	if _, err := conn.Write(data); err != nil {
+		return "", fmt.Errorf("send payload: %v", err)
+	}
+	conn.CloseWrite()
+	line, err := bufio.NewReader(io.LimitReader(conn, 4096)).ReadString('\n')
+	if err != nil {
+		return "", fmt.Errorf("no answer from the init: %v", err)
+	}
+	return strings.TrimSpace(line), nil
 }
