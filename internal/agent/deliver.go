@@ -86,7 +86,7 @@ func (a *Agent) deliverStart(ctx context.Context, id string, slot bool) error {
 		return nil
 	}
 	if !a.admit(ctx, id) {
-		return a.refuse(ctx, id, c.Config.Labels["com.docker.compose.project"], c.Config.Labels["com.docker.compose.service"])
+		return a.refuse(ctx, c, c.Config.Labels["com.docker.compose.project"], c.Config.Labels["com.docker.compose.service"])
 	}
 	a.mu.Lock()
 	if s := a.starts[id]; s != nil && s.at == c.State.StartedAt {
@@ -131,7 +131,7 @@ func (a *Agent) retry(ctx context.Context, id string, c container.InspectRespons
 		a.setWaiting(id, c, deadline, attempt, why)
 		if attempt == 1 || why != told {
 			a.opts.Log.Warn("delivery failed; retrying until the container's init gives up", "container", shortID(id), "until", deadline.Format(time.RFC3339), "error", err)
-			if terr := deliver.Tell(ctx, a.opts.Docker, id, why); terr == nil {
+			if terr := deliver.Tell(ctx, a.opts.Docker, c, why); terr == nil {
 				told = why
 			}
 		}
@@ -249,7 +249,7 @@ func (a *Agent) send(ctx context.Context, id string, c container.InspectResponse
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err := deliver.Send(dctx, a.opts.Docker, id, payload)
+	err := deliver.Send(dctx, a.opts.Docker, c, payload)
 	a.metric(func(m *metrics.Metrics) { m.ObserveDelivery(err) })
 	if err != nil {
 		if still, _ := a.opts.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); still.Container.State == nil || !still.Container.State.Running || still.Container.State.StartedAt != c.State.StartedAt {

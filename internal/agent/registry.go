@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/api"
@@ -154,10 +155,11 @@ func (a *Agent) admit(ctx context.Context, id string) bool {
 
 // refuse tells an unregistered container's init why it gets nothing (its
 // log says so), and records the refusal, without values.
-func (a *Agent) refuse(ctx context.Context, id string, project, service string) error {
+func (a *Agent) refuse(ctx context.Context, c container.InspectResponse, project, service string) error {
+	id := c.ID
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	err := deliver.Send(dctx, a.opts.Docker, id, &initproc.Payload{Refused: "the dso agent refused this container: " + notRegistered})
+	err := deliver.Send(dctx, a.opts.Docker, c, &initproc.Payload{Refused: "the dso agent refused this container: " + notRegistered})
 	a.opts.Log.Warn("container refused: not registered", "container", shortID(id), "project", project, "service", service)
 	a.emit(events.Event{Type: events.TypeDelivery, Level: "WARN", Container: shortID(id), Project: project, Service: service, Result: "refused", Message: "container " + notRegistered})
 	if err != nil {

@@ -9,14 +9,14 @@
 package deliver
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
-	"github.com/moby/moby/client"
+	"github.com/moby/moby/api/types/container"
 
 	"github.com/dso-project/dso/internal/dockerexec"
 	"github.com/dso-project/dso/internal/initproc"
@@ -24,10 +24,7 @@ import (
 )
 
 // Docker is the part of the engine client that delivery uses.
-type Docker interface {
-	dockerexec.Docker
-	ContainerInspect(ctx context.Context, container string, opts client.ContainerInspectOptions) (client.ContainerInspectResult, error)
-}
+type Docker = dockerexec.Docker
 
 // Value is one resolved variable of a container.
 type Value struct {
@@ -109,29 +106,32 @@ func encode(p *initproc.Payload) ([]byte, error) {
 // started), as `dso-init deliver` does.
 const socketWait = 10 * time.Second
 
-// Send delivers p to the init of container and waits for its answer.
-func Send(ctx context.Context, d Docker, container string, p *initproc.Payload) error {
+// Send delivers p to the init of c, a container as inspected just before,
+// and waits for its answer.
+func Send(ctx context.Context, d Docker, c container.InspectResponse, p *initproc.Payload) error {
+	id := c.ID
 	data, err := encode(p)
 	if err != nil {
 		return err
 	}
 	defer clear(data)
 
-	if answer, handled, err := direct(ctx, d, container, data, socketWait); handled {
+	if answer, handled, err := direct(ctx, c, data, socketWait); handled {
 		if err != nil {
-			return fmt.Errorf("container %s: delivery: %w", dockerexec.Short(container), err)
-		}
-		if answer == "ok" {
-			return nil
+			return fmt.Errorf("container %s: delivery: %w", dockerexec.Short(id), err)
 		}
 		// The answer comes from the workload: it may echo what it got.
-		msg := ReplyText([]byte(strings.TrimPrefix(answer, "error: ")), p)
-		if msg == "" {
-			return fmt.Errorf("container %s: delivery refused", dockerexec.Short(container))
+		defer clear(answer)
+		if string(answer) == "ok" {
+			return nil
 		}
-		return fmt.Errorf("container %s: delivery refused; the container answered: %s", dockerexec.Short(container), msg)
+		msg := ReplyText(bytes.TrimPrefix(answer, []byte("error: ")), p)
+		if msg == "" {
+			return fmt.Errorf("container %s: delivery refused", dockerexec.Short(id))
+		}
+		return fmt.Errorf("container %s: delivery refused; the container answered: %s", dockerexec.Short(id), msg)
 	}
-	return sendExec(ctx, d, container, p, data)
+	return sendExec(ctx, d, id, p, data)
 }
 
 // sendExec delivers data, the encoding of p, with `docker exec dso-init
@@ -156,12 +156,12 @@ func sendExec(ctx context.Context, d Docker, container string, p *initproc.Paylo
 	return nil
 }
 
-// Tell sends the init of container, still waiting for its first delivery,
-// why its secrets are late; the init logs it. why names providers and
-// failures, never a value.
-func Tell(ctx context.Context, d Docker, container, why string) error {
+// Tell sends the init of c, still waiting for its first delivery, why its
+// secrets are late; the init logs it. why names providers and failures,
+// never a value.
+func Tell(ctx context.Context, d Docker, c container.InspectResponse, why string) error {
 	if len(why) > initproc.MaxWaiting {
 		why = why[:initproc.MaxWaiting-3] + "..."
 	}
-	return Send(ctx, d, container, &initproc.Payload{Waiting: why})
+	return Send(ctx, d, c, &initproc.Payload{Waiting: why})
 }

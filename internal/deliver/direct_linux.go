@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/moby/moby/client"
+	"github.com/moby/moby/api/types/container"
 	"golang.org/x/sys/unix"
 
 	"github.com/dso-project/dso/internal/initproc"
@@ -31,25 +31,25 @@ import (
 // The path is resolved with RESOLVE_IN_ROOT: a symlink in the container
 // (an absolute one included) cannot lead out of the container's root, so a
 // hostile image cannot have the values sent to a socket of the host.
-func direct(ctx context.Context, d Docker, container string, data []byte, wait time.Duration) (answer string, handled bool, err error) {
-	ins, err := d.ContainerInspect(ctx, container, client.ContainerInspectOptions{})
-	if err != nil || ins.Container.State == nil || !ins.Container.State.Running || ins.Container.State.Pid <= 0 {
-		return "", false, nil
+func direct(ctx context.Context, c container.InspectResponse, data []byte, wait time.Duration) (answer []byte, handled bool, err error) {
+	if c.State == nil || !c.State.Running || c.State.Pid <= 0 {
+		return nil, false, nil
 	}
-	proc, err := unix.Open("/proc/"+strconv.Itoa(ins.Container.State.Pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	proc, err := unix.Open("/proc/"+strconv.Itoa(c.State.Pid), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", false, nil
+		return nil, false, nil
 	}
 	defer unix.Close(proc)
 	// The descriptor stays with that process: should the PID be reused
 	// later, what is opened through it fails instead of reaching another.
-	// Its cgroup says whether it is this container's process at all.
-	if !inContainer(proc, ins.Container.ID) {
-		return "", false, nil
+	// Its cgroup says whether it is this container's process at all (the
+	// inspection may be a moment old, the engine on another host).
+	if !inContainer(proc, c.ID) {
+		return nil, false, nil
 	}
 	root, err := unix.Openat(proc, "root", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return "", false, nil
+		return nil, false, nil
 	}
 	defer unix.Close(root)
 
@@ -66,11 +66,11 @@ func direct(ctx context.Context, d Docker, container string, data []byte, wait t
 		// as `dso-init deliver` would, while its process lives.
 		waiting := errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED)
 		if !waiting || !alive(proc) || time.Now().After(deadline) {
-			return "", false, nil
+			return nil, false, nil
 		}
 		select {
 		case <-ctx.Done():
-			return "", true, ctx.Err()
+			return nil, true, ctx.Err()
 		case <-time.After(2 * time.Millisecond):
 		}
 	}

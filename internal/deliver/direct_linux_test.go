@@ -55,8 +55,12 @@ func TestSendReachesTheInit(t *testing.T) {
 			}
 			switch way {
 			case "direct":
-				answer, handled, err := direct(t.Context(), docker, id, data, 10*time.Second)
-				if !handled || err != nil || answer != "ok" {
+				ins, err := docker.ContainerInspect(t.Context(), id, client.ContainerInspectOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				answer, handled, err := direct(t.Context(), ins.Container, data, 10*time.Second)
+				if !handled || err != nil || string(answer) != "ok" {
 					t.Fatalf("direct delivery: handled %v, answer %q, error %v", handled, answer, err)
 				}
 			case "exec":
@@ -132,7 +136,7 @@ func TestDirectStaysInTheContainer(t *testing.T) {
 	c.Close()
 	waitAccepted(t, &accepted, 1)
 
-	answer, handled, err := direct(t.Context(), docker, id, []byte(`{"env":{}}`), 300*time.Millisecond)
+	answer, handled, err := direct(t.Context(), ins.Container, []byte(`{"env":{}}`), 300*time.Millisecond)
 	if handled {
 		t.Errorf("direct delivery handled the container (answer %q, error %v), want it left to docker exec", answer, err)
 	}

@@ -5,10 +5,12 @@ package deliver
 import (
 	"context"
 	"time"
+
+	"github.com/moby/moby/api/types/container"
 )
 
 // direct is Linux's shortcut past `docker exec` (see direct_linux.go);
 // elsewhere Send always takes the exec.
-func direct(context.Context, Docker, string, []byte, time.Duration) (string, bool, error) {
-	return "", false, nil
+func direct(context.Context, container.InspectResponse, []byte, time.Duration) ([]byte, bool, error) {
+	return nil, false, nil
 }

@@ -1,7 +1,7 @@
 package initproc
 
 import (
-	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -394,22 +394,35 @@ func Deliver(in io.Reader, socket string, wait time.Duration) error {
 	if err != nil {
 		return err
 	}
-	if line == "ok" {
+	if string(line) == "ok" {
 		return nil
 	}
-	return errors.New(strings.TrimPrefix(line, "error: "))
+	return errors.New(strings.TrimPrefix(string(line), "error: "))
 }
 
 // Exchange sends an encoded payload on a connection to the init's socket
-// and returns its answer line: "ok", or "error: " and why.
-func Exchange(conn *net.UnixConn, data []byte) (string, error) {
+// and returns its answer line, trimmed: "ok", or "error: " and why. The
+// answer comes from inside the container: the caller clears it.
+func Exchange(conn *net.UnixConn, data []byte) ([]byte, error) {
 	if _, err := conn.Write(data); err != nil {
-		return "", fmt.Errorf("send payload: %v", err)
+		return nil, fmt.Errorf("send payload: %v", err)
 	}
 	conn.CloseWrite()
-	line, err := bufio.NewReader(io.LimitReader(conn, 4096)).ReadString('\n')
-	if err != nil {
-		return "", fmt.Errorf("no answer from the init: %v", err)
+	line := make([]byte, 4096)
+	n := 0
+	for {
+		m, err := conn.Read(line[n:])
+		n += m
+		if end := bytes.IndexByte(line[:n], '\n'); end >= 0 {
+			clear(line[end:])
+			return bytes.TrimSpace(line[:end]), nil
+		}
+		if err == nil && n == len(line) {
+			err = errors.New("answer longer than a line of 4096 bytes")
+		}
+		if err != nil {
+			clear(line)
+			return nil, fmt.Errorf("no answer from the init: %v", err)
+		}
 	}
-	return strings.TrimSpace(line), nil
 }
