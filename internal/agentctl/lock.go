@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -17,6 +18,10 @@ type Lock struct{ f *os.File }
 // ErrRunning says another agent holds the lock.
 var ErrRunning = errors.New("an agent is already running")
 
+// probeWait is how long AcquireLock retries a lock held by someone else
+// before it says an agent runs.
+const probeWait = time.Second
+
 // AcquireLock takes the lock at path, or fails with ErrRunning.
 func AcquireLock(path string) (*Lock, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
@@ -26,13 +31,24 @@ func AcquireLock(path string) (*Lock, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			pid, _ := LockHolder(path)
-			return nil, fmt.Errorf("%w (pid %d, lock %s)", ErrRunning, pid, path)
+	// Held takes the lock shared for a moment: an agent starting in that
+	// moment (the CLI that started it polls Held) must not take it for
+	// another agent. One that runs holds it for longer than probeWait.
+	deadline := time.Now().Add(probeWait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
 		}
-		return nil, err
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			f.Close()
+			if errors.Is(err, unix.EWOULDBLOCK) {
+				pid, _ := LockHolder(path)
+				return nil, fmt.Errorf("%w (pid %d, lock %s)", ErrRunning, pid, path)
+			}
+			return nil, err
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	f.Truncate(0)
 	fmt.Fprintf(f, "%d\n", os.Getpid())

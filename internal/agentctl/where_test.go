@@ -1,8 +1,12 @@
 package agentctl
 
 import (
+	"os"
 	"path/filepath"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/dso-project/dso/internal/config"
 )
@@ -51,4 +55,28 @@ func TestLockIsExclusive(t *testing.T) {
 	if Held(path) {
 		t.Fatal("a released lock is still held")
 	}
+}
+
+// TestLockSurvivesAProbe: a process asking Held at the moment an agent
+// takes the lock (its shared lock held a while, as on a loaded machine)
+// does not make the agent believe another one runs.
+func TestLockSurvivesAProbe(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "agent.lock")
+	probe, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer probe.Close()
+	if err := unix.Flock(int(probe.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		unix.Flock(int(probe.Fd()), unix.LOCK_UN)
+	}()
+	l, err := AcquireLock(path)
+	if err != nil {
+		t.Fatalf("the agent gave up on a lock a probe held for 100 ms: %v", err)
+	}
+	l.Release()
 }
