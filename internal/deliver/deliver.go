@@ -103,13 +103,19 @@ func encode(p *initproc.Payload) ([]byte, error) {
 }
 
 // socketWait bounds the wait for the init's socket (it may have just
-// started), as `dso-init deliver` does.
-const socketWait = 10 * time.Second
+// started), as `dso-init deliver` does; sendTimeout the whole delivery.
+const (
+	socketWait  = 10 * time.Second
+	sendTimeout = 30 * time.Second
+)
 
 // Send delivers p to the init of c, a container as inspected just before,
 // and waits for its answer.
 func Send(ctx context.Context, d Docker, c container.InspectResponse, p *initproc.Payload) error {
 	id := c.ID
+	// Neither way waits for an answer longer than this.
+	ctx, cancel := context.WithTimeout(ctx, sendTimeout)
+	defer cancel()
 	data, err := encode(p)
 	if err != nil {
 		return err

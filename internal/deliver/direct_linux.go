@@ -59,7 +59,13 @@ func direct(ctx context.Context, c container.InspectResponse, data []byte, wait 
 		conn, err := dialIn(root, rel)
 		if err == nil {
 			defer conn.Close()
+			// A workload's listener may never answer: ctx ends the wait.
+			stop := context.AfterFunc(ctx, func() { conn.Close() })
+			defer stop()
 			answer, err := initproc.Exchange(conn, data)
+			if err != nil && ctx.Err() != nil {
+				err = ctx.Err()
+			}
 			return answer, true, err
 		}
 		// The init may not listen yet (it has just started): wait for it

@@ -1,7 +1,9 @@
 package deliver
 
 import (
+	"context"
 	"crypto/rand"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -170,5 +172,61 @@ func TestInContainer(t *testing.T) {
 	}
 	if inContainer(proc, "") {
 		t.Error("an empty ID matched")
+	}
+}
+
+// TestDirectGivesUpOnASilentSocket: a listener at the init's socket that
+// takes the payload and never answers (a hijacking workload) holds the
+// delivery only until its context ends.
+func TestDirectGivesUpOnASilentSocket(t *testing.T) {
+	testbed.NeedRoot(t, "the direct way opens the container's root through /proc")
+	docker := testbed.Docker(t)
+	run := t.TempDir()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(run, "init.sock"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var accepted atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			defer c.Close() // read nothing, answer nothing
+		}
+	}()
+	id := testbed.RunContainer(t, client.ContainerCreateOptions{
+		Config: &container.Config{Image: testbed.BusyboxImage(t), Cmd: []string{"sleep", "600"}},
+		HostConfig: &container.HostConfig{Mounts: []mount.Mount{{
+			Type: mount.TypeBind, Source: run, Target: initproc.RunDir,
+		}}},
+	})
+	ins, err := docker.ContainerInspect(t.Context(), id, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, handled, err := direct(ctx, ins.Container, []byte(`{"env":{}}`), time.Second)
+		if !handled {
+			err = errors.New("not handled")
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("direct delivery to a silent socket ended with %v, want the context's deadline", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("direct delivery to a silent socket did not end with its context")
+	}
+	if accepted.Load() != 1 {
+		t.Errorf("the silent socket took %d connections, want 1 (else this test checks nothing)", accepted.Load())
 	}
 }
