@@ -67,14 +67,18 @@ func TestLockSurvivesAProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer probe.Close()
-	if err := unix.Flock(int(probe.Fd()), unix.LOCK_SH|unix.LOCK_NB); err != nil {
+	fd := int(probe.Fd())
+	if err := unix.Flock(fd, unix.LOCK_SH|unix.LOCK_NB); err != nil {
 		t.Fatal(err)
 	}
+	released := make(chan struct{})
 	go func() {
+		defer close(released)
 		time.Sleep(100 * time.Millisecond)
-		unix.Flock(int(probe.Fd()), unix.LOCK_UN)
+		unix.Flock(fd, unix.LOCK_UN)
 	}()
 	l, err := AcquireLock(path)
+	<-released
 	if err != nil {
 		t.Fatalf("the agent gave up on a lock a probe held for 100 ms: %v", err)
 	}
