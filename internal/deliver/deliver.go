@@ -131,11 +131,7 @@ func Send(ctx context.Context, d Docker, c container.InspectResponse, p *initpro
 		if string(answer) == "ok" {
 			return nil
 		}
-		msg := ReplyText(bytes.TrimPrefix(answer, []byte("error: ")), p)
-		if msg == "" {
-			return fmt.Errorf("container %s: delivery refused", dockerexec.Short(id))
-		}
-		return fmt.Errorf("container %s: delivery refused; the container answered: %s", dockerexec.Short(id), msg)
+		return refused(id, "", bytes.TrimPrefix(answer, []byte("error: ")), p)
 	}
 	return sendExec(ctx, d, id, p, data)
 }
@@ -153,13 +149,20 @@ func sendExec(ctx context.Context, d Docker, container string, p *initproc.Paylo
 	if res.ExitCode != 0 {
 		out := slices.Concat(res.Stdout, res.Stderr)
 		defer clear(out)
-		msg := ReplyText(out, p)
-		if msg == "" {
-			return fmt.Errorf("container %s: delivery refused (exit code %d)", dockerexec.Short(container), res.ExitCode)
-		}
-		return fmt.Errorf("container %s: delivery refused (exit code %d); the container answered: %s", dockerexec.Short(container), res.ExitCode, msg)
+		return refused(container, fmt.Sprintf(" (exit code %d)", res.ExitCode), out, p)
 	}
 	return nil
+}
+
+// refused is the error of a delivery the container's init refused, with
+// its answer cut by ReplyText (it may echo the values of p); how says more
+// of the refusal ("" or " (exit code N)").
+func refused(container, how string, answer []byte, p *initproc.Payload) error {
+	msg := ReplyText(answer, p)
+	if msg == "" {
+		return fmt.Errorf("container %s: delivery refused%s", dockerexec.Short(container), how)
+	}
+	return fmt.Errorf("container %s: delivery refused%s; the container answered: %s", dockerexec.Short(container), how, msg)
 }
 
 // Tell sends the init of c, still waiting for its first delivery, why its

@@ -94,22 +94,7 @@ func TestDirectStaysInTheContainer(t *testing.T) {
 	testbed.NeedRoot(t, "the direct way opens the container's root through /proc")
 	docker := testbed.Docker(t)
 	hostDir := t.TempDir()
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(hostDir, "init.sock"), Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	}()
+	accepted := listenOnHost(t, hostDir, false)
 	id := testbed.RunContainer(t, client.ContainerCreateOptions{Config: &container.Config{
 		Image: testbed.BusyboxImage(t),
 		Cmd:   []string{"sh", "-c", "mkdir -p /run && ln -s " + hostDir + " /run/dso && exec sleep 600"},
@@ -136,7 +121,7 @@ func TestDirectStaysInTheContainer(t *testing.T) {
 		t.Fatalf("the planted symlink does not lead to the host's socket, so this test checks nothing: %v", err)
 	}
 	c.Close()
-	waitAccepted(t, &accepted, 1)
+	waitAccepted(t, accepted, 1)
 
 	answer, handled, err := direct(t.Context(), ins.Container, []byte(`{"env":{}}`), 300*time.Millisecond)
 	if handled {
@@ -146,6 +131,40 @@ func TestDirectStaysInTheContainer(t *testing.T) {
 	if n := accepted.Load(); n != 1 {
 		t.Errorf("the host's socket took %d connections, want only the test's own", n)
 	}
+}
+
+// listenOnHost listens at dir/init.sock on the host until the test ends
+// and counts the connections it takes: closed at once, or (silent) kept
+// open, read from and answered never.
+func listenOnHost(t *testing.T, dir string, silent bool) *atomic.Int32 {
+	t.Helper()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "init.sock"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int32
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			if silent {
+				held = append(held, c)
+			} else {
+				c.Close()
+			}
+		}
+	}()
+	return &accepted
 }
 
 func waitAccepted(t *testing.T, n *atomic.Int32, want int32) {
@@ -182,22 +201,7 @@ func TestDirectGivesUpOnASilentSocket(t *testing.T) {
 	testbed.NeedRoot(t, "the direct way opens the container's root through /proc")
 	docker := testbed.Docker(t)
 	run := t.TempDir()
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(run, "init.sock"), Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	var accepted atomic.Int32
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			defer c.Close() // read nothing, answer nothing
-		}
-	}()
+	accepted := listenOnHost(t, run, true)
 	id := testbed.RunContainer(t, client.ContainerCreateOptions{
 		Config: &container.Config{Image: testbed.BusyboxImage(t), Cmd: []string{"sleep", "600"}},
 		HostConfig: &container.HostConfig{Mounts: []mount.Mount{{
