@@ -8,16 +8,16 @@
 // on its own.
 //
 // Each port has its own listener and forwards only to its own target port,
-// so a port's traffic never reaches another port. Bytes are copied with
-// io.Copy between two *net.TCPConn (splice(2) on Linux), half-closes are
-// passed on, and nothing of the traffic is ever logged.
+// so a port's traffic never reaches another port. On Linux the bytes are
+// moved by the proxy's event loops (pump_linux.go: read and write for small
+// messages, splice(2) for large transfers), half-closes are passed on, and
+// nothing of the traffic is ever logged.
 package proxy
 
 import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"strconv"
@@ -127,6 +127,9 @@ func Listen(opts Options) (*Proxy, error) {
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	if err := startPump(); err != nil {
+		return nil, err
 	}
 	p := &Proxy{
 		opts:       opts,
@@ -244,6 +247,7 @@ type conn struct {
 
 	mu      sync.Mutex
 	backend *net.TCPConn // nil while dialing
+	stop    func()       // set once forwarding owns the sockets: ends it
 	closed  bool
 }
 
@@ -254,6 +258,10 @@ func (c *conn) close() {
 		return
 	}
 	c.closed = true
+	if c.stop != nil {
+		c.stop()
+		return
+	}
 	c.client.Close()
 	if c.backend != nil {
 		c.backend.Close()
@@ -302,36 +310,7 @@ func (p *Proxy) handle(ctx context.Context, pp *port, client *net.TCPConn) {
 		p.mu.Unlock()
 	}
 
-	var wg sync.WaitGroup
-	wg.Go(func() { copyHalf(c, backend, client, &pp.toBackend) })
-	copyHalf(c, client, backend, &pp.toClient)
-	wg.Wait()
-}
-
-// chunk is how much one io.Copy moves before the byte counters are updated,
-// so that Stats shows the bytes of long connections while they run.
-const chunk = 4 << 20
-
-// copyHalf copies src to dst until src's end, then half-closes dst so the
-// peer sees the end too. An error on either side closes the whole
-// connection: it cannot go on.
-func copyHalf(c *conn, dst, src *net.TCPConn, count *atomic.Uint64) {
-	lr := &io.LimitedReader{R: src}
-	for {
-		lr.N = chunk
-		n, err := io.Copy(dst, lr) // splice(2) on Linux: TCPConn.ReadFrom takes a LimitedReader of a TCPConn
-		count.Add(uint64(n))
-		if err != nil {
-			c.close()
-			return
-		}
-		if lr.N > 0 { // src ended
-			if err := dst.CloseWrite(); err != nil {
-				c.close()
-			}
-			return
-		}
-	}
+	p.forward(c, pp)
 }
 
 // dialAttempt bounds one connection attempt to a backend on the project

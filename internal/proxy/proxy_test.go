@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -231,6 +232,86 @@ func TestBackendHalfCloseStillGetsTheRequest(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("backend never got the request")
 	}
+}
+
+// TestBulkWithASlowReaderKeepsEveryByte sends more than the kernel's
+// buffers and the proxy's pipes hold, both ways at once, to a reader that
+// starts late and reads in small steps: the proxy must hold back and
+// resume without losing, duplicating or reordering a byte.
+func TestBulkWithASlowReaderKeepsEveryByte(t *testing.T) {
+	const size = 48 << 20
+	pattern := func(i int) byte { return byte(i*7 + i>>13) }
+	fill := func(w io.Writer) error {
+		buf := make([]byte, 1<<16)
+		for off := 0; off < size; off += len(buf) {
+			for i := range buf {
+				buf[i] = pattern(off + i)
+			}
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	check := func(r io.Reader) error {
+		time.Sleep(300 * time.Millisecond) // let every buffer on the way fill up
+		buf := make([]byte, 1000)
+		n := 0
+		for {
+			k, err := r.Read(buf)
+			for i := range k {
+				if buf[i] != pattern(n+i) {
+					return fmt.Errorf("byte %d differs", n+i)
+				}
+			}
+			n += k
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("after %d bytes: %w", n, err)
+			}
+		}
+		if n != size {
+			return fmt.Errorf("got %d bytes, want %d", n, size)
+		}
+		return nil
+	}
+	backendErr := make(chan error, 2)
+	b := startBackendFunc(t, "127.0.0.1:0", "b1", func(c *net.TCPConn) {
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			backendErr <- fill(c)
+			c.CloseWrite()
+		})
+		backendErr <- check(c)
+		wg.Wait()
+	})
+	p := startProxy(t, Options{Ports: []Port{{Target: b.port()}}, Backend: "127.0.0.1"})
+	c := dial(t, listenAddr(p, 0))
+	c.c.SetDeadline(time.Now().Add(time.Minute))
+	var wg sync.WaitGroup
+	var fillErr error
+	wg.Go(func() {
+		fillErr = fill(c.c)
+		c.c.CloseWrite()
+	})
+	if err := check(c.r); err != nil {
+		t.Fatalf("client: %v", err)
+	}
+	wg.Wait()
+	if fillErr != nil {
+		t.Fatalf("client sending: %v", fillErr)
+	}
+	for range 2 {
+		if err := <-backendErr; err != nil {
+			t.Fatalf("backend: %v", err)
+		}
+	}
+	eventually(t, "byte counters", func() bool {
+		s := p.Stats().Ports[0]
+		return s.BytesToBackend == size && s.BytesToClient == size && s.Active == 0
+	})
 }
 
 // twoBackends starts "old" on 127.0.0.1 and "new" on 127.0.0.2, same port.
