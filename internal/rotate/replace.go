@@ -518,6 +518,24 @@ func (s *swap) forward(ctx context.Context) error {
 // rollback removes the new container and brings the old one back.
 func (s *swap) rollback(ctx context.Context) error {
 	r := s.r
+	if !s.oldStops && s.rec.Proxy != "" && s.newIP != "" {
+		// The old container still serves, and the proxy may have switched
+		// to the new one already: new connections go back to the serving
+		// replicas and the new one's connections drain before it goes, as
+		// the old one's do in a swap, instead of being cut.
+		ips, err := r.replicaIPs(ctx, s.old, s.rec.Proxy, "")
+		if err != nil && !notFound(err) {
+			return err
+		}
+		if len(ips) > 0 {
+			if err := r.Proxy.Set(ctx, s.rec.Proxy, ips); err != nil && !notFound(err) {
+				return fmt.Errorf("point the proxy back at the old container: %w", err)
+			}
+			if err := r.Proxy.Drain(ctx, s.rec.Proxy, s.newIP, r.drainTimeout()); err != nil {
+				r.log().Warn("draining the new container's connections failed", "container", short(s.newID), "error", err)
+			}
+		}
+	}
 	var errs []error
 	if s.newID != "" {
 		if _, err := r.Docker.ContainerRemove(ctx, s.newID, client.ContainerRemoveOptions{Force: true}); err != nil && !notFound(err) {
