@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"os"
@@ -260,13 +261,14 @@ func (p *Proxy) forward(c *conn, pp *port) {
 func dupSockets(a, b *net.TCPConn) ([2]int, error) {
 	fds := [2]int{-1, -1}
 	for i, c := range []*net.TCPConn{a, b} {
+		var dupErr error
 		rc, err := c.SyscallConn()
 		if err == nil {
 			err = rc.Control(func(fd uintptr) {
-				fds[i], err = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+				fds[i], dupErr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
 			})
 		}
-		if err != nil {
+		if err = cmp.Or(err, dupErr); err != nil {
 			if i == 1 {
 				unix.Close(fds[0])
 			}
