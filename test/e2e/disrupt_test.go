@@ -58,6 +58,20 @@ func TestRotationDisrupted(t *testing.T) {
 			time.Sleep(3 * time.Second)
 			d.link.up()
 		}},
+		{name: "engine-drop-after-switch", link: true, disrupt: func(t *testing.T, d *disrupted) {
+			// The engine goes away while the old container drains (the
+			// drain bound is 1 s and the load keeps connections open): the
+			// swap is undone behind the proxy, and nothing in flight on the
+			// new container may be cut.
+			proxyName := d.project + "-web-dso-proxy-1"
+			waitFor(t, "the proxy's switch to the new container", func() bool {
+				b := proxyBackends(t, proxyName)
+				return len(b) > 0 && !slices.Equal(b, []string{"web"})
+			})
+			d.link.down()
+			time.Sleep(3 * time.Second)
+			d.link.up()
+		}},
 		{name: "new-container-restarted", restart: true, mayFail: true, disrupt: func(t *testing.T, d *disrupted) {
 			killContainer(t, d.temp)
 		}},
