@@ -65,7 +65,7 @@ fuzz_briefly() {
 # run, and only such a run, is tried once more. Any other failure, or the
 # same one twice, fails.
 fuzz_one() {
-	local name="$1" pkg="$2" out rc
+	local name="$1" pkg="$2" out rc attempt
 	for attempt in 1 2; do
 		set +e
 		out="$(go test -run '^$' -fuzz "^${name}\$" -fuzztime "${DSO_FUZZTIME:-10s}" "$pkg" 2>&1)"
@@ -80,7 +80,6 @@ fuzz_one() {
 		fi
 		return 1
 	done
-	return 1
 }
 
 # sweep_strays removes what an earlier run of the tests left on the engine

@@ -106,6 +106,7 @@ type swap struct {
 	newIP    string // the new container's address the proxy uses
 	oldStops bool   // the old container was stopped by this swap
 	oldGoes  bool   // the old container is being stopped and removed: no way back
+	switched bool   // the proxy may send new connections to the new container
 	// others are the addresses of the service's other replicas, when
 	// haveOthers: the switch sends new connections to them and the new one.
 	others     []string
@@ -454,6 +455,7 @@ func (s *swap) finish(ctx context.Context) (string, error) {
 				return "", err
 			}
 		}
+		s.switched = true // even when Set fails: its order may have reached the proxy
 		if err := r.Proxy.Set(ctx, s.rec.Proxy, append(others, s.newIP)); err != nil {
 			return "", fmt.Errorf("switch the proxy to the new container: %w", err)
 		}
@@ -518,11 +520,11 @@ func (s *swap) forward(ctx context.Context) error {
 // rollback removes the new container and brings the old one back.
 func (s *swap) rollback(ctx context.Context) error {
 	r := s.r
-	if !s.oldStops && s.rec.Proxy != "" && s.newIP != "" {
-		// The old container still serves, and the proxy may have switched
-		// to the new one already: new connections go back to the serving
-		// replicas and the new one's connections drain before it goes, as
-		// the old one's do in a swap, instead of being cut.
+	if s.switched && !s.oldStops {
+		// The old container still serves, and the proxy sends new
+		// connections to the new one: they go back to the serving replicas
+		// and the new one's connections drain before it goes, as the old
+		// one's do in a swap, instead of being cut.
 		ips, err := r.replicaIPs(ctx, s.old, s.rec.Proxy, "")
 		if err != nil && !notFound(err) {
 			return err
