@@ -152,8 +152,9 @@ func portString(pc types.ServicePortConfig) string {
 
 // HostPort is one host address a project publishes.
 type HostPort struct {
-	IP   string // "" for every address
-	Port int
+	Service string // the service whose proxy publishes it
+	IP      string // "" for every address
+	Port    int
 }
 
 func (h HostPort) String() string { return net.JoinHostPort(h.IP, strconv.Itoa(h.Port)) }
@@ -167,7 +168,7 @@ func (pl *Plan) HostPorts() []HostPort {
 		}
 		for _, pc := range sp.Proxy.Ports {
 			if n, err := strconv.Atoi(pc.Published); err == nil && n > 0 {
-				out = append(out, HostPort{IP: pc.HostIP, Port: n})
+				out = append(out, HostPort{Service: sp.Name, IP: pc.HostIP, Port: n})
 			}
 		}
 	}
@@ -208,6 +209,9 @@ func checkClaims(p *types.Project, plans []ServicePlan) error {
 			c := claim{pc.HostIP, pc.Published, proto}
 			for other, by := range owner {
 				if other.port == c.port && other.proto == c.proto && (other.ip == c.ip || other.ip == "" || c.ip == "" || other.ip == "0.0.0.0" || c.ip == "0.0.0.0") {
+					if by == n {
+						return fmt.Errorf("service %q: host port %s/%s is claimed twice, by two of its ports", n, pc.Published, proto)
+					}
 					return fmt.Errorf("host port %s/%s is claimed twice: by service %q and by service %q", pc.Published, proto, by, n)
 				}
 			}

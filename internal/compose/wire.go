@@ -167,7 +167,7 @@ func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, images
 		plan.Services = append(plan.Services, sp)
 	}
 	if err := checkClaims(p, plan.Services); err != nil {
-		return nil, fmt.Errorf("project %q: %w", p.Name, err)
+		return nil, err
 	}
 	return plan, nil
 }

@@ -531,8 +531,10 @@ services:
 	}
 }
 
-// TestUpRefusesBadHostPorts: a host port already in use, or a malformed
-// dso.host_ports, stops up before any container is created.
+// TestUpRefusesBadHostPorts: a host port already in use or claimed twice,
+// a malformed dso.host_ports, a container port not exposed or a UDP port
+// stops up before any container is created, with the file, the service and
+// the value named.
 func TestUpRefusesBadHostPorts(t *testing.T) {
 	u := newUser(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -547,12 +549,14 @@ func TestUpRefusesBadHostPorts(t *testing.T) {
 		{`labels: {dso.host_ports: "` + port + `"}`, `label dso.host_ports "` + port + `"`},
 		{`labels: {dso.host_ports: "127.0.0.1:1:9999"}`, "container port 9999 is not exposed"},
 		{`ports: ["127.0.0.1::53/udp"]`, "DSO's proxy forwards TCP only"},
+		{`ports: ["127.0.0.1:1:8080", "1:8081"]`, "host port 1/tcp is claimed twice"},
 	} {
 		dir := writeProject(t, map[string]string{"compose.yaml": "services:\n  api:\n    image: " + testbed.TestappImage(t) + "\n    " + tt.ports + "\n    environment:\n      TOKEN: dso://app/token\n"})
 		project := testbed.Project(t, dir)
 		r := u.run(dir, nil, "dso", "up", "-p", project, "-d")
-		if r.code != 3 || !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, `service "api"`) && !strings.Contains(r.stderr, "host port") {
-			t.Errorf("%s: exit %d, stderr %q; want exit 3 naming %q", tt.ports, r.code, r.stderr, tt.want)
+		// The file, the service and the value.
+		if r.code != 3 || !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, `compose.yaml: service "api"`) {
+			t.Errorf("%s: exit %d, stderr %q; want exit 3 naming compose.yaml, service \"api\" and %q", tt.ports, r.code, r.stderr, tt.want)
 		}
 		if got := containerStates(t, project); len(got) != 0 {
 			t.Errorf("%s: up created containers: %v", tt.ports, got)

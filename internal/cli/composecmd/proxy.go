@@ -6,7 +6,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/moby/moby/client"
@@ -42,7 +45,7 @@ func strategies(p *types.Project, uses []compose.Use, cfg *config.Config) (map[s
 // prepareProxies makes sure the proxies of the plan can start: their image
 // exists, and every fixed host port they publish is free or already
 // published by this project.
-func prepareProxies(ctx context.Context, docker client.APIClient, project string, plan *compose.Plan) error {
+func prepareProxies(ctx context.Context, docker client.APIClient, p *types.Project, plan *compose.Plan) error {
 	ports := plan.HostPorts()
 	hasProxy := len(ports) > 0
 	for _, sp := range plan.Services {
@@ -61,14 +64,14 @@ func prepareProxies(ctx context.Context, docker client.APIClient, project string
 		}
 		res.Close()
 	}
-	list, err := docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", "com.docker.compose.project="+project)})
+	list, err := docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", "com.docker.compose.project="+p.Name)})
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitBackend, err)
 	}
 	ours := map[int]bool{}
 	for _, c := range list.Items {
-		for _, p := range c.Ports {
-			ours[int(p.PublicPort)] = true
+		for _, port := range c.Ports {
+			ours[int(port.PublicPort)] = true
 		}
 	}
 	for _, hp := range ports {
@@ -77,7 +80,7 @@ func prepareProxies(ctx context.Context, docker client.APIClient, project string
 		}
 		ln, err := net.Listen("tcp", net.JoinHostPort(hp.IP, strconv.Itoa(hp.Port)))
 		if err != nil {
-			return cmdutil.WithExitCode(cmdutil.ExitConfig, fmt.Errorf("project %q: host port %s is already in use on this host: %w", project, hp, err))
+			return cmdutil.WithExitCode(cmdutil.ExitConfig, inFiles(p, fmt.Errorf("service %q: host port %s is already in use on this host: %w", hp.Service, hp, err)))
 		}
 		ln.Close()
 	}
@@ -112,4 +115,22 @@ func proxyStubs(ctx context.Context, f *cmdutil.Factory, project string) []byte 
 		return nil
 	}
 	return out
+}
+
+// inFiles prefixes err, a fault of the project's definition, with the
+// compose files it comes from: relative to the working directory when they
+// are in it.
+func inFiles(p *types.Project, err error) error {
+	files := make([]string, 0, len(p.ComposeFiles))
+	wd, _ := os.Getwd()
+	for _, f := range p.ComposeFiles {
+		if rel, rerr := filepath.Rel(wd, f); wd != "" && rerr == nil && filepath.IsLocal(rel) {
+			f = rel
+		}
+		files = append(files, f)
+	}
+	if len(files) == 0 {
+		return err
+	}
+	return fmt.Errorf("%s: %w", strings.Join(files, ", "), err)
 }

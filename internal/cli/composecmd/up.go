@@ -139,7 +139,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	}
 	strategy, err := strategies(p, uses, cfg)
 	if err != nil {
-		return cmdutil.WithExitCode(cmdutil.ExitConfig, err)
+		return cmdutil.WithExitCode(cmdutil.ExitConfig, inFiles(p, err))
 	}
 	wiring := compose.Wiring{InitBinary: initBin, Agent: serving.ID}
 	if opts.Sub != "run" {
@@ -149,6 +149,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	}
 	plan, err := compose.NewPlan(ctx, p, uses, wiring, EngineImages(docker, p))
 	if err != nil {
+		err = inFiles(p, err)
 		if inv.dryRun {
 			err = fmt.Errorf("%w\n(--dry-run neither builds nor pulls: run `docker dso pull` or `docker dso compose build` first)", err)
 		}
@@ -161,7 +162,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if inv.dryRun {
 		return printPlan(f.IO.Out, p, plan, versions, override)
 	}
-	if err := prepareProxies(ctx, docker, p.Name, plan); err != nil {
+	if err := prepareProxies(ctx, docker, p, plan); err != nil {
 		return err
 	}
 	if err := agentctl.EnsureLocal(ctx, clock.RealClock{}, cfg, cfgPath, f.IO.ErrOut); err != nil {
