@@ -118,19 +118,24 @@ func proxyStubs(ctx context.Context, f *cmdutil.Factory, project string) []byte 
 }
 
 // inFiles prefixes err, a fault of the project's definition, with the
-// compose files it comes from: relative to the working directory when they
-// are in it.
+// compose files it comes from.
 func inFiles(p *types.Project, err error) error {
+	if len(p.ComposeFiles) == 0 {
+		return err
+	}
+	return fmt.Errorf("%s: %w", composeFiles(p), err)
+}
+
+// composeFiles names the project's compose files: relative to the working
+// directory when they are in it.
+func composeFiles(p *types.Project) string {
 	files := make([]string, 0, len(p.ComposeFiles))
 	wd, _ := os.Getwd()
 	for _, f := range p.ComposeFiles {
-		if rel, rerr := filepath.Rel(wd, f); wd != "" && rerr == nil && filepath.IsLocal(rel) {
+		if rel, err := filepath.Rel(wd, f); wd != "" && err == nil && filepath.IsLocal(rel) {
 			f = rel
 		}
 		files = append(files, f)
 	}
-	if len(files) == 0 {
-		return err
-	}
-	return fmt.Errorf("%s: %w", strings.Join(files, ", "), err)
+	return strings.Join(files, ", ")
 }

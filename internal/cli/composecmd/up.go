@@ -95,7 +95,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	}
 	uses, err := compose.FindUses(p, p.ServiceNames(), LabelSecrets(cfg))
 	if err != nil {
-		return cmdutil.WithExitCode(cmdutil.ExitSecret, fmt.Errorf("project %q:\n%w", p.Name, err))
+		return cmdutil.WithExitCode(cmdutil.ExitSecret, inFiles(p, fmt.Errorf("project %q:\n%w", p.Name, err)))
 	}
 	if len(uses) == 0 && inv.dryRun {
 		// A dry run changes nothing: compose is not run at all, even on a
