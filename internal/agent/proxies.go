@@ -20,6 +20,7 @@ import (
 type ProxyDocker interface {
 	control.Docker
 	ContainerList(ctx context.Context, opts client.ContainerListOptions) (client.ContainerListResult, error)
+	ContainerInspect(ctx context.Context, id string, opts client.ContainerInspectOptions) (client.ContainerInspectResult, error)
 }
 
 // Proxies drives the proxy containers of rolling services through their
@@ -37,7 +38,8 @@ type Proxies struct {
 
 // ctlSession is the control session kept open with one proxy while the
 // agent talks to it (a rotation: pin, probe, switch, drain, back to the
-// service), so that each request costs no docker exec. It closes after
+// service), so that each request costs no docker exec, when the proxy's
+// socket cannot be reached from the host (control.Direct). It closes after
 // sessionIdle without a request.
 type ctlSession struct {
 	mu      sync.Mutex // one request at a time
@@ -51,6 +53,11 @@ const sessionIdle = 10 * time.Second
 func (p *Proxies) send(ctx context.Context, id string, req proxy.Request, wait time.Duration) (proxy.Reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, wait+15*time.Second)
 	defer cancel()
+	if ins, err := p.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{}); err == nil {
+		if r, ok, err := control.Direct(ctx, ins.Container, req); ok {
+			return r, err
+		}
+	}
 	if req.Op != proxy.OpStats { // scrapes keep no session open
 		if r, ok, err := p.viaSession(ctx, id, req); ok {
 			return r, err

@@ -1,7 +1,7 @@
 // Package deliver hands resolved secrets to the init inside a running
 // container, on the init's unix socket in the container's tmpfs: straight
 // from the host when this process may reach it there (root, the engine on
-// this host: direct_linux.go), else with `docker exec dso-init deliver`,
+// this host: direct.go, package containersock), else with `docker exec dso-init deliver`,
 // the payload written to its stdin. The values go from this process's
 // memory through a socket or the engine's exec stream into the container;
 // nothing is written to the container config or to disk, and no argv holds

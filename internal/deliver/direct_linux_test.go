@@ -16,7 +16,6 @@ import (
 	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/client"
-	"golang.org/x/sys/unix"
 
 	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/testbed"
@@ -180,20 +179,6 @@ func waitAccepted(t *testing.T, n *atomic.Int32, want int32) {
 
 // TestInContainer: a process outside the container (this one) is not
 // taken for the container's.
-func TestInContainer(t *testing.T) {
-	proc, err := unix.Open("/proc/self", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Close(proc)
-	if inContainer(proc, strings.Repeat("ab", 32)) {
-		t.Error("this process was taken for a container's")
-	}
-	if inContainer(proc, "") {
-		t.Error("an empty ID matched")
-	}
-}
-
 // TestDirectGivesUpOnASilentSocket: a listener at the init's socket that
 // takes the payload and never answers (a hijacking workload) holds the
 // delivery only until its context ends.

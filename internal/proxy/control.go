@@ -335,20 +335,30 @@ func Ctl(in io.Reader, socket string) ([]byte, error) {
 		return nil, fmt.Errorf("the proxy is not listening on %s: %v", socket, err)
 	}
 	defer c.Close()
-	if _, err := c.Write(req); err != nil {
-		return nil, fmt.Errorf("send request: %v", err)
-	}
-	c.CloseWrite()
-	out, err := io.ReadAll(io.LimitReader(c, MaxReply+1))
+	reply, out, err := Exchange(c, req)
 	if err != nil {
-		return nil, fmt.Errorf("read reply: %v", err)
-	}
-	var reply Reply
-	if err := json.Unmarshal(out, &reply); err != nil || len(out) > MaxReply {
-		return nil, errors.New("the proxy sent no valid reply")
+		return nil, err
 	}
 	if reply.Error != "" {
 		return nil, errors.New(reply.Error)
 	}
 	return out, nil
+}
+
+// Exchange sends one request on a new connection to the control socket and
+// returns the proxy's reply, decoded and as it came.
+func Exchange(c *net.UnixConn, req []byte) (Reply, []byte, error) {
+	if _, err := c.Write(req); err != nil {
+		return Reply{}, nil, fmt.Errorf("send request: %v", err)
+	}
+	c.CloseWrite()
+	out, err := io.ReadAll(io.LimitReader(c, MaxReply+1))
+	if err != nil {
+		return Reply{}, nil, fmt.Errorf("read reply: %v", err)
+	}
+	var reply Reply
+	if err := json.Unmarshal(out, &reply); err != nil || len(out) > MaxReply {
+		return Reply{}, nil, errors.New("the proxy sent no valid reply")
+	}
+	return reply, out, nil
 }

@@ -3,9 +3,9 @@
 // project network, so it outlives the agent: Docker publishes the service's
 // host ports onto it and it forwards each port to the current backend
 // container. The agent steers it over a unix socket in the container's tmpfs
-// (see control.go), reached with `docker exec dso-init proxy-ctl`
-// (internal/proxy/control); between two orders the proxy keeps its backends
-// on its own.
+// (see control.go), reached from the host or with `docker exec dso-init
+// proxy-ctl` (internal/proxy/control); between two orders the proxy keeps
+// its backends on its own.
 //
 // Each port has its own listener and forwards only to its own target port,
 // so a port's traffic never reaches another port. On Linux the bytes are

@@ -1,7 +1,9 @@
-// Package control is the agent's side of the proxy's control: it runs
-// `dso-init proxy-ctl` in the proxy container with `docker exec`, the
-// request on stdin and the reply on stdout. It is apart from package proxy
-// so that dso-init, which holds the proxy, does not link the engine client.
+// Package control is the agent's side of the proxy's control: it reaches
+// the proxy's control socket from the host when it can (Direct, package
+// containersock), else it runs `dso-init proxy-ctl` in the proxy container
+// with `docker exec`, the request on stdin and the reply on stdout. It is
+// apart from package proxy so that dso-init, which holds the proxy, does
+// not link the engine client.
 package control
 
 import (
@@ -10,7 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
+	"github.com/moby/moby/api/types/container"
+
+	"github.com/dso-project/dso/internal/containersock"
 	"github.com/dso-project/dso/internal/dockerexec"
 	"github.com/dso-project/dso/internal/initproc"
 	"github.com/dso-project/dso/internal/proxy"
@@ -66,6 +72,42 @@ func (s *Session) Send(ctx context.Context, req proxy.Request) (proxy.Reply, err
 
 // Close ends the session.
 func (s *Session) Close() { s.s.Close() }
+
+// Direct passes req to the proxy of container c, as inspected just before,
+// through its control socket reached from the host (a millisecond, where an
+// exec takes tens). handled is false when that way is closed here: Send or
+// a Session takes the request instead. Errors are as Send's.
+func Direct(ctx context.Context, c container.InspectResponse, req proxy.Request) (reply proxy.Reply, handled bool, err error) {
+	if err := req.Validate(); err != nil {
+		return proxy.Reply{}, true, err
+	}
+	data, err := json.Marshal(req)
+	if err != nil {
+		return proxy.Reply{}, true, err
+	}
+	conn, handled, err := containersock.Dial(ctx, c, proxy.ControlPath, socketWait)
+	if !handled || err != nil {
+		return proxy.Reply{}, handled, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	reply, _, err = proxy.Exchange(conn, data)
+	switch {
+	case err != nil && ctx.Err() != nil:
+		err = ctx.Err()
+	case err == nil && reply.Error != "":
+		err = errors.New(reply.Error)
+	}
+	if err != nil {
+		return proxy.Reply{}, true, fmt.Errorf("proxy %s in container %s: %w", req.Op, dockerexec.Short(c.ID), err)
+	}
+	return reply, true, nil
+}
+
+// socketWait bounds Direct's wait for a control socket not listening yet
+// (a proxy that has just started).
+const socketWait = 2 * time.Second
 
 // Send passes req to the proxy running in container and returns its reply.
 // The proxy's own errors (bad input, a probe that failed, a drain of a

@@ -1,4 +1,4 @@
-package deliver
+package containersock
 
 import (
 	"bytes"
@@ -12,26 +12,14 @@ import (
 
 	"github.com/moby/moby/api/types/container"
 	"golang.org/x/sys/unix"
-
-	"github.com/dso-project/dso/internal/initproc"
 )
 
-// direct hands data to the init of container through the init's own
-// socket, reached from the host: the socket is opened inside the
-// container's root, found through /proc/PID of the container's init, and
-// connected to through the opened file. It takes a millisecond where a
-// `docker exec` takes tens of them (a process made in the container by
-// runc). It needs what `docker exec` does not, so it is only a shortcut:
-// handled is false, and Send takes the exec, whenever this way is closed
-// here: not root (no access to another user's /proc/PID/root), the engine
-// on another host or in a VM (the PID is not the container's here: the
-// process's cgroup must name the container), no openat2(2) (Linux < 5.6),
-// or a socket path that does not resolve to a socket inside the container.
-//
-// The path is resolved with RESOLVE_IN_ROOT: a symlink in the container
-// (an absolute one included) cannot lead out of the container's root, so a
-// hostile image cannot have the values sent to a socket of the host.
-func direct(ctx context.Context, c container.InspectResponse, data []byte, wait time.Duration) (answer []byte, handled bool, err error) {
+// Dial connects to the unix socket at path (absolute, in the container) of
+// c, a container as inspected just before. A socket not there yet, or not
+// listening (the process has just started), is waited for up to wait while
+// the process lives. ok is false when this way cannot be taken: the caller
+// takes the exec instead. With ok true, err is ctx's end.
+func Dial(ctx context.Context, c container.InspectResponse, path string, wait time.Duration) (conn *net.UnixConn, ok bool, err error) {
 	if c.State == nil || !c.State.Running || c.State.Pid <= 0 {
 		return nil, false, nil
 	}
@@ -53,23 +41,13 @@ func direct(ctx context.Context, c container.InspectResponse, data []byte, wait 
 	}
 	defer unix.Close(root)
 
-	rel := strings.TrimPrefix(initproc.SocketPath, "/")
+	rel := strings.TrimPrefix(path, "/")
 	deadline := time.Now().Add(wait)
 	for {
 		conn, err := dialIn(root, rel)
 		if err == nil {
-			defer conn.Close()
-			// A workload's listener may never answer: ctx ends the wait.
-			stop := context.AfterFunc(ctx, func() { conn.Close() })
-			defer stop()
-			answer, err := initproc.Exchange(conn, data)
-			if err != nil && ctx.Err() != nil {
-				err = ctx.Err()
-			}
-			return answer, true, err
+			return conn, true, nil
 		}
-		// The init may not listen yet (it has just started): wait for it
-		// as `dso-init deliver` would, while its process lives.
 		waiting := errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ECONNREFUSED)
 		if !waiting || !alive(proc) || time.Now().After(deadline) {
 			return nil, false, nil

@@ -1,0 +1,14 @@
+// Package containersock connects the agent to a unix socket inside a
+// container (the init's, the proxy's control) from the host, without a
+// `docker exec`: the socket is opened inside the root of the container's
+// process, found through /proc/PID, and connected to through the opened
+// file. It takes a millisecond where an exec takes tens of them (a process
+// made in the container by runc), but needs what an exec does not, so it is
+// only a shortcut: Dial says when it cannot be taken here (not root, the
+// engine on another host or in a VM, no openat2(2), not Linux) and the
+// caller then takes the exec.
+//
+// The path is resolved with RESOLVE_IN_ROOT: a symlink in the container (an
+// absolute one included) cannot lead out of the container's root, so a
+// hostile image cannot have the agent talk to a socket of the host.
+package containersock
