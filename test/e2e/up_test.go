@@ -225,7 +225,7 @@ services:
 	if r.code != 4 {
 		t.Errorf("exit code %d, want 4 (secret or reference error)\n%s", r.code, r.output())
 	}
-	for _, want := range []string{`service "worker", variable BROKEN`, "dso://app//double", "empty path segment"} {
+	for _, want := range []string{"compose.yaml: ", `service "worker", variable BROKEN`, "dso://app//double", "empty path segment"} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("error does not say %q:\n%s", want, r.stderr)
 		}
