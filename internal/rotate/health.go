@@ -15,7 +15,8 @@ import (
 // waitHealthy waits until the new container id is healthy: its healthcheck
 // passes, else (behind a proxy) every proxied port accepts a connection,
 // else it has kept running for Settle. It fails as soon as the container
-// stops or is unhealthy.
+// stops or is unhealthy. The wait is HealthTimeout, counted from the
+// healthcheck's first run when there is one.
 func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.InspectResponse, proxy, ip string) error {
 	timeout := r.HealthTimeout
 	if timeout <= 0 {
@@ -27,6 +28,9 @@ func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.Ins
 	}
 	hasHealthcheck := hasHealthcheck(old)
 	start := r.clock().Now()
+	if hasHealthcheck {
+		timeout += firstCheck(old.Config.Healthcheck)
+	}
 	deadline := start.Add(timeout)
 	var probeErr error
 	for {
@@ -54,12 +58,26 @@ func (r *Replacer) waitHealthy(ctx context.Context, id string, old container.Ins
 			if probeErr != nil {
 				return fmt.Errorf("the new container did not accept connections within %s: %w", timeout, probeErr)
 			}
+			if hasHealthcheck {
+				return fmt.Errorf("the new container was not healthy within %s of its start (its healthcheck runs first %s in, then agent.rotation.health_check_timeout)", timeout, firstCheck(old.Config.Healthcheck))
+			}
 			return fmt.Errorf("the new container was not healthy within %s", timeout)
 		}
 		if err := clock.Sleep(ctx, r.clock(), 100*time.Millisecond); err != nil {
 			return err
 		}
 	}
+}
+
+// firstCheck is when the engine first runs the healthcheck hc after a
+// start: one interval (30 s unless set) in, the same for every engine (an
+// engine older than API 1.44 ignores start_interval); the container is
+// "starting" until then, whatever its application does.
+func firstCheck(hc *container.HealthConfig) time.Duration {
+	if hc.Interval > 0 {
+		return hc.Interval
+	}
+	return 30 * time.Second
 }
 
 // hasHealthcheck reports whether c's image or service defines a

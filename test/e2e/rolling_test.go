@@ -531,6 +531,45 @@ services:
 	}
 }
 
+// TestRollingWaitsForTheHealthcheck: the engine runs a healthcheck first
+// one interval after the start (the container is "starting" until then),
+// so the wait for a new container's health counts from there: a service
+// whose healthcheck interval is longer than health_check_timeout rotates,
+// the old container serving meanwhile.
+func TestRollingWaitsForTheHealthcheck(t *testing.T) {
+	u := newUser(t)
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  api:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    environment:
+      TOKEN: dso://app/token
+    healthcheck:
+      test: ["CMD", "/testapp", "check", "/healthz", "ok"]
+      interval: 5s
+`,
+		"dso.yaml": "providers:\n  local: {type: local}\nagent:\n  rotation:\n    health_check_timeout: 2s\n"})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": []byte("first")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	addr := ""
+	waitFor(t, "the proxy", func() bool { addr = proxyAddr(t, project, "api", 8080); return addr != "" })
+	waitFor(t, "the first value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "first" })
+
+	l := startLoad(t, addr, "/env/TOKEN", 2, false)
+	u.must("", []byte("second"), "dso", "secret", "set", "app/token")
+	waitFor(t, "the new value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "second" })
+	l.finish(t)
+	if r := u.run(dir, nil, "dso", "status", "--json"); strings.Contains(r.stdout, `"result": "failure"`) {
+		t.Errorf("a rotation failed on the way:\n%s", r.stdout)
+	}
+	waitFor(t, "one container under its compose name", func() bool {
+		ok, _ := clean(t, project, project+"-api-1", project+"-api-dso-proxy-1")
+		return ok
+	})
+}
+
 // TestUpRefusesBadHostPorts: a host port already in use or claimed twice,
 // a malformed dso.host_ports, a container port not exposed or a UDP port
 // stops up before any container is created, with the file, the service and
