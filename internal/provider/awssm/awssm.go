@@ -290,6 +290,12 @@ func (p *Provider) classify(path string, err error) error {
 			e.Kind = retry.HTTPStatus(re.HTTPStatusCode())
 		}
 		e.Err = fmt.Errorf("%s: %s", ae.ErrorCode(), ae.ErrorMessage())
+	case errors.As(err, &re) && re.HTTPStatusCode() >= 200 && re.HTTPStatusCode() < 300:
+		// An answer that came but could not be read (cut short, or not
+		// what the API sends): another attempt may read it. Its body is
+		// never quoted: it may hold a value.
+		e.Kind = provider.ErrUnreachable
+		e.Err = fmt.Errorf("HTTP %d, but the answer could not be read", re.HTTPStatusCode())
 	case errors.As(err, &re) && re.HTTPStatusCode() != 0:
 		e.Kind = retry.HTTPStatus(re.HTTPStatusCode())
 		e.Err = fmt.Errorf("HTTP %d", re.HTTPStatusCode())

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,6 +117,33 @@ func TestGetManyFallsBack(t *testing.T) {
 	c := e.Proxy.Counts()
 	if c["BatchGetSecretValue"] != 1 || c["GetSecretValue"] != 46 {
 		t.Errorf("calls %v: want 1 refused batch call then 46 single gets", c)
+	}
+}
+
+// TestUnreadableAnswerIsRetried: a 200 whose body cannot be read (cut
+// short) is retried, and its error quotes nothing of it.
+func TestUnreadableAnswerIsRetried(t *testing.T) {
+	e := start(t, false)
+	e.Put(t, "app/cut", []byte("whole"))
+	var cuts atomic.Int32
+	px := providertest.NewProxy(t, e.Proxy.URL, awssmtest.Operation)
+	px.SetAnswer(func(w http.ResponseWriter, r *http.Request) bool {
+		if cuts.Add(-1) < 0 {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		io.WriteString(w, `{"Name":"app/cut","SecretString":"`+providertest.Canary)
+		return true
+	})
+	p := newProvider(t, px.URL, retry.Policy{Attempts: 2, Backoff: 10 * time.Millisecond})
+	cuts.Store(1)
+	if s, err := p.Get(context.Background(), "app/cut"); err != nil || string(s.Value) != "whole" {
+		t.Errorf("after one answer cut short: %q, %v; want the value from the second attempt", s.Value, err)
+	}
+	cuts.Store(100)
+	_, err := p.Get(context.Background(), "app/cut")
+	if !errors.Is(err, provider.ErrUnreachable) || strings.Contains(err.Error(), providertest.Canary) || !strings.Contains(err.Error(), "could not be read") {
+		t.Errorf("every answer cut short: %v; want unreachable, saying the answer could not be read, quoting none of it", err)
 	}
 }
 
