@@ -4,7 +4,7 @@
 // process, found through /proc/PID, and connected to through the opened
 // file. It takes a millisecond where an exec takes tens of them (a process
 // made in the container by runc), but needs what an exec does not, so it is
-// only a shortcut: Dial says when it cannot be taken here (not root, the
+// only a shortcut: Do says when it cannot be taken here (not root, the
 // engine on another host or in a VM, no openat2(2), not Linux) and the
 // caller then takes the exec.
 //

@@ -14,12 +14,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Dial connects to the unix socket at path (absolute, in the container) of
-// c, a container as inspected just before. A socket not there yet, or not
-// listening (the process has just started), is waited for up to wait while
-// the process lives. ok is false when this way cannot be taken: the caller
-// takes the exec instead. With ok true, err is ctx's end.
-func Dial(ctx context.Context, c container.InspectResponse, path string, wait time.Duration) (conn *net.UnixConn, ok bool, err error) {
+// Do connects to the unix socket at path (absolute, in the container) of
+// c, a container as inspected just before, and runs exchange on the
+// connection. A socket not there yet, or not listening (the process has
+// just started), is waited for up to wait while the process lives. The end
+// of ctx closes the connection (a workload's listener may never answer),
+// and the error is then ctx's. ok is false when this way cannot be taken:
+// the caller takes the exec instead.
+func Do(ctx context.Context, c container.InspectResponse, path string, wait time.Duration, exchange func(*net.UnixConn) error) (ok bool, err error) {
+	conn, ok, err := dial(ctx, c, path, wait)
+	if !ok || err != nil {
+		return ok, err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	if err := exchange(conn); err != nil {
+		if ctx.Err() != nil {
+			return true, ctx.Err()
+		}
+		return true, err
+	}
+	return true, nil
+}
+
+// dial connects to the socket for Do; with ok true, err is ctx's end.
+func dial(ctx context.Context, c container.InspectResponse, path string, wait time.Duration) (conn *net.UnixConn, ok bool, err error) {
 	if c.State == nil || !c.State.Running || c.State.Pid <= 0 {
 		return nil, false, nil
 	}

@@ -10,8 +10,8 @@ import (
 	"github.com/moby/moby/api/types/container"
 )
 
-// Dial is Linux's shortcut past `docker exec`; elsewhere the caller always
+// Do is Linux's shortcut past `docker exec`; elsewhere the caller always
 // takes the exec.
-func Dial(context.Context, container.InspectResponse, string, time.Duration) (*net.UnixConn, bool, error) {
-	return nil, false, nil
+func Do(context.Context, container.InspectResponse, string, time.Duration, func(*net.UnixConn) error) (bool, error) {
+	return false, nil
 }

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"time"
 
@@ -49,10 +50,7 @@ func Open(ctx context.Context, d Docker, container string) (*Session, error) {
 // Send is Send through the session; after an error wrapping
 // ErrSessionLost, Close it.
 func (s *Session) Send(ctx context.Context, req proxy.Request) (proxy.Reply, error) {
-	if err := req.Validate(); err != nil {
-		return proxy.Reply{}, err
-	}
-	data, err := json.Marshal(req)
+	data, err := encode(req)
 	if err != nil {
 		return proxy.Reply{}, err
 	}
@@ -78,28 +76,21 @@ func (s *Session) Close() { s.s.Close() }
 // exec takes tens). handled is false when that way is closed here: Send or
 // a Session takes the request instead. Errors are as Send's.
 func Direct(ctx context.Context, c container.InspectResponse, req proxy.Request) (reply proxy.Reply, handled bool, err error) {
-	if err := req.Validate(); err != nil {
-		return proxy.Reply{}, true, err
-	}
-	data, err := json.Marshal(req)
+	data, err := encode(req)
 	if err != nil {
 		return proxy.Reply{}, true, err
 	}
-	conn, handled, err := containersock.Dial(ctx, c, proxy.ControlPath, socketWait)
-	if !handled || err != nil {
-		return proxy.Reply{}, handled, err
-	}
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.Close() })
-	defer stop()
-	reply, _, err = proxy.Exchange(conn, data)
-	switch {
-	case err != nil && ctx.Err() != nil:
-		err = ctx.Err()
-	case err == nil && reply.Error != "":
+	handled, err = containersock.Do(ctx, c, proxy.ControlPath, socketWait, func(conn *net.UnixConn) (err error) {
+		reply, _, err = proxy.Exchange(conn, data)
+		return err
+	})
+	if err == nil && reply.Error != "" {
 		err = errors.New(reply.Error)
 	}
-	if err != nil {
+	switch {
+	case !handled:
+		return proxy.Reply{}, false, nil
+	case err != nil:
 		return proxy.Reply{}, true, fmt.Errorf("proxy %s in container %s: %w", req.Op, dockerexec.Short(c.ID), err)
 	}
 	return reply, true, nil
@@ -113,10 +104,7 @@ const socketWait = 2 * time.Second
 // The proxy's own errors (bad input, a probe that failed, a drain of a
 // backend still in use) come back as the error, with the op and container.
 func Send(ctx context.Context, d Docker, container string, req proxy.Request) (proxy.Reply, error) {
-	if err := req.Validate(); err != nil {
-		return proxy.Reply{}, err
-	}
-	data, err := json.Marshal(req)
+	data, err := encode(req)
 	if err != nil {
 		return proxy.Reply{}, err
 	}
@@ -136,4 +124,12 @@ func Send(ctx context.Context, d Docker, container string, req proxy.Request) (p
 		return proxy.Reply{}, fmt.Errorf("proxy %s in container %s: no valid reply", req.Op, dockerexec.Short(container))
 	}
 	return reply, nil
+}
+
+// encode checks req and writes it as the control protocol carries it.
+func encode(req proxy.Request) ([]byte, error) {
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	return json.Marshal(req)
 }
