@@ -492,25 +492,10 @@ volumes:
 // came from the old container), and the failure is reported.
 func TestRollingUnhealthyKeepsOld(t *testing.T) {
 	u := newUser(t)
-	dir := writeProject(t, map[string]string{"compose.yaml": `
-services:
-  api:
-    image: ` + testbed.TestappImage(t) + `
-    ports: ["127.0.0.1::8080"]
-    environment:
-      TOKEN: dso://app/token
-    healthcheck:
-      test: ["CMD", "/testapp", "check", "/env/TOKEN", "good"]
+	dir := healthcheckedProject(t, `["CMD", "/testapp", "check", "/env/TOKEN", "good"]
       interval: 1s
-      retries: 2
-`,
-		"dso.yaml": "providers:\n  local: {type: local}\nagent:\n  rotation:\n    health_check_timeout: 8s\n"})
-	project := testbed.Project(t, dir)
-	u.initVault(map[string][]byte{"app/token": []byte("good")})
-	u.must(dir, nil, "dso", "up", "-p", project, "-d")
-	addr := ""
-	waitFor(t, "the proxy", func() bool { addr = proxyAddr(t, project, "api", 8080); return addr != "" })
-	waitFor(t, "the first value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "good" })
+      retries: 2`, "8s")
+	project, addr := upBehindProxy(t, u, dir, "good")
 	oldID := serviceContainer(t, project, "api")
 
 	l := startLoad(t, addr, "/env/TOKEN", 2, false)
@@ -538,24 +523,9 @@ services:
 // the old container serving meanwhile.
 func TestRollingWaitsForTheHealthcheck(t *testing.T) {
 	u := newUser(t)
-	dir := writeProject(t, map[string]string{"compose.yaml": `
-services:
-  api:
-    image: ` + testbed.TestappImage(t) + `
-    ports: ["127.0.0.1::8080"]
-    environment:
-      TOKEN: dso://app/token
-    healthcheck:
-      test: ["CMD", "/testapp", "check", "/healthz", "ok"]
-      interval: 5s
-`,
-		"dso.yaml": "providers:\n  local: {type: local}\nagent:\n  rotation:\n    health_check_timeout: 2s\n"})
-	project := testbed.Project(t, dir)
-	u.initVault(map[string][]byte{"app/token": []byte("first")})
-	u.must(dir, nil, "dso", "up", "-p", project, "-d")
-	addr := ""
-	waitFor(t, "the proxy", func() bool { addr = proxyAddr(t, project, "api", 8080); return addr != "" })
-	waitFor(t, "the first value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == "first" })
+	dir := healthcheckedProject(t, `["CMD", "/testapp", "check", "/healthz", "ok"]
+      interval: 5s`, "2s")
+	project, addr := upBehindProxy(t, u, dir, "first")
 
 	l := startLoad(t, addr, "/env/TOKEN", 2, false)
 	u.must("", []byte("second"), "dso", "secret", "set", "app/token")
@@ -568,6 +538,29 @@ services:
 		ok, _ := clean(t, project, project+"-api-1", project+"-api-dso-proxy-1")
 		return ok
 	})
+}
+
+// healthcheckedProject writes tokenCompose with a healthcheck (test, then
+// its other lines) and a dso.yaml of the local vault with the given
+// health_check_timeout.
+func healthcheckedProject(t *testing.T, test, timeout string) string {
+	t.Helper()
+	return writeProject(t, map[string]string{
+		"compose.yaml": tokenCompose(t) + "    healthcheck:\n      test: " + test + "\n",
+		"dso.yaml":     "providers:\n  local: {type: local}\nagent:\n  rotation:\n    health_check_timeout: " + timeout + "\n"})
+}
+
+// upBehindProxy starts the project in dir with app/token holding first, and
+// returns its name and the address of the api service's proxy once that
+// answers first.
+func upBehindProxy(t *testing.T, u *user, dir, first string) (project, addr string) {
+	t.Helper()
+	project = testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": []byte(first)})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	waitFor(t, "the proxy", func() bool { addr = proxyAddr(t, project, "api", 8080); return addr != "" })
+	waitFor(t, "the first value", func() bool { s, b := testbed.HTTPGet(t, "http://"+addr+"/env/TOKEN"); return s == 200 && b == first })
+	return project, addr
 }
 
 // TestUpRefusesBadHostPorts: a host port already in use or claimed twice,
