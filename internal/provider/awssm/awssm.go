@@ -295,7 +295,7 @@ func (p *Provider) classify(path string, err error) error {
 		// what the API sends): another attempt may read it. Its body is
 		// never quoted: it may hold a value.
 		e.Kind = provider.ErrUnreachable
-		e.Err = fmt.Errorf("HTTP %d, but the answer could not be read", re.HTTPStatusCode())
+		e.Err = fmt.Errorf("HTTP %d, but %w", re.HTTPStatusCode(), retry.ErrUnreadable)
 	case errors.As(err, &re) && re.HTTPStatusCode() != 0:
 		e.Kind = retry.HTTPStatus(re.HTTPStatusCode())
 		e.Err = fmt.Errorf("HTTP %d", re.HTTPStatusCode())

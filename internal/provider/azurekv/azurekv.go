@@ -26,6 +26,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 
@@ -122,9 +123,10 @@ func (p *Provider) Get(ctx context.Context, path string) (provider.Secret, error
 	}
 	var out provider.Secret
 	err = p.retry.Do(ctx, func(ctx context.Context) error {
-		resp, err := p.client.GetSecret(ctx, name, version, nil)
+		var raw *http.Response
+		resp, err := p.client.GetSecret(runtime.WithCaptureResponse(ctx, &raw), name, version, nil)
 		if err != nil {
-			return p.classify(path, err)
+			return p.classify(path, err, raw)
 		}
 		if resp.Value == nil || resp.ID == nil {
 			return &provider.Error{Provider: p.name, Path: path, Kind: provider.ErrNotFound, Err: errors.New("the answer has no value")}
@@ -148,9 +150,10 @@ func (p *Provider) Version(ctx context.Context, path string) (string, error) {
 		var newestAt time.Time
 		pager := p.client.NewListSecretPropertiesVersionsPager(name, nil)
 		for pager.More() {
-			page, err := pager.NextPage(ctx)
+			var raw *http.Response
+			page, err := pager.NextPage(runtime.WithCaptureResponse(ctx, &raw))
 			if err != nil {
-				return p.classify(path, err)
+				return p.classify(path, err, raw)
 			}
 			for _, v := range page.Value {
 				if v == nil || v.ID == nil {
@@ -190,13 +193,22 @@ func (p *Provider) Version(ctx context.Context, path string) (string, error) {
 	return newest, nil
 }
 
-// classify turns an azsecrets error into a provider.Error.
-func (p *Provider) classify(path string, err error) error {
+// classify turns an azsecrets error into a provider.Error; raw is the
+// answer, when one came.
+func (p *Provider) classify(path string, err error, raw *http.Response) error {
 	e := &provider.Error{Provider: p.name, Path: path}
 	var re *azcore.ResponseError
-	if errors.As(err, &re) {
+	switch {
+	case errors.As(err, &re):
 		e.Kind = retry.HTTPStatus(re.StatusCode)
 		e.Err = fmt.Errorf("HTTP %d %s", re.StatusCode, re.ErrorCode)
+		return e
+	case raw != nil && raw.StatusCode >= 200 && raw.StatusCode < 300 &&
+		!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled):
+		// The SDK's error quotes the JSON decoder's, which may quote
+		// the body; another attempt may read it.
+		e.Kind = provider.ErrUnreachable
+		e.Err = fmt.Errorf("HTTP %d, but %w", raw.StatusCode, retry.ErrUnreadable)
 		return e
 	}
 	e.Kind = retry.Transport(err)

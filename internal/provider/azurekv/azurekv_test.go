@@ -133,6 +133,28 @@ func TestVersionReadsNoValue(t *testing.T) {
 	}
 }
 
+// TestUnreadableAnswerIsRetried: a 200 whose body cannot be read (cut
+// short) is retried, and its error quotes nothing of it.
+func TestUnreadableAnswerIsRetried(t *testing.T) {
+	srv := start(t)
+	p := newProvider(t, srv, srv.Addr(), retry.Policy{Attempts: 2, Backoff: 10 * time.Millisecond})
+	srv.Set("cut", providertest.Canary)
+	ctx := context.Background()
+	srv.CutAnswers(1)
+	if s, err := p.Get(ctx, "cut"); err != nil || string(s.Value) != providertest.Canary {
+		t.Errorf("get after one answer cut short: %v; want the value from the second attempt", err)
+	}
+	srv.CutAnswers(1)
+	if v, err := p.Version(ctx, "cut"); err != nil || v == "" {
+		t.Errorf("version after one answer cut short: %q, %v; want the version from the second attempt", v, err)
+	}
+	srv.CutAnswers(100)
+	_, err := p.Get(ctx, "cut")
+	if !errors.Is(err, provider.ErrUnreachable) || strings.Contains(err.Error(), providertest.Canary) || !strings.Contains(err.Error(), "could not be read") {
+		t.Errorf("every answer cut short: %v; want unreachable, saying the answer could not be read, quoting none of it", err)
+	}
+}
+
 func mustJSON(t *testing.T, v any) string {
 	t.Helper()
 	b, err := json.Marshal(v)

@@ -8,8 +8,10 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -160,6 +162,19 @@ func Transport(err error) error {
 		return provider.ErrUnreachable
 	}
 	return nil
+}
+
+// ErrUnreadable is the detail of an answer that came but whose body could
+// not be read: it quotes nothing of the body, which may hold a value.
+var ErrUnreadable = errors.New("the answer could not be read")
+
+// Unreadable reports an error of reading or decoding an answer's body: cut
+// short, or not the JSON the API sends. Another attempt may read it, so it
+// is classed unreachable (retried).
+func Unreadable(err error) bool {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.As(err, &syntax) || errors.As(err, &typ)
 }
 
 // TimeoutDetail rewrites an attempt's deadline error as a message naming the

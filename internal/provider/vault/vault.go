@@ -241,6 +241,8 @@ func (p *Provider) classify(path string, err error) error {
 	case errors.As(err, &re):
 		e.Kind = retry.HTTPStatus(re.StatusCode)
 		e.Err = responseDetail(re)
+	case retry.Unreadable(err):
+		e.Kind, e.Err = provider.ErrUnreachable, retry.ErrUnreadable
 	default:
 		e.Kind = retry.Transport(err)
 	}

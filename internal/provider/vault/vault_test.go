@@ -227,6 +227,34 @@ func TestVersionReadsOnlyMetadata(t *testing.T) {
 	}
 }
 
+// TestUnreadableAnswerIsRetried: a 200 whose body cannot be read (cut
+// short) is retried, and its error quotes nothing of it.
+func TestUnreadableAnswerIsRetried(t *testing.T) {
+	need(t)
+	put(t, "secret", true, "conf/cut", map[string]any{"value": "whole"})
+	px := providertest.NewProxy(t, server.Addr, nil)
+	var cuts atomic.Int32
+	px.SetAnswer(func(w http.ResponseWriter, r *http.Request) bool {
+		if !strings.HasPrefix(r.URL.Path, "/v1/secret/data/") || cuts.Add(-1) < 0 {
+			return false
+		}
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"data":{"data":{"value":"`+providertest.Canary)
+		return true
+	})
+	p := newProvider(t, vault.Options{Address: px.URL, Retry: retry.Policy{Attempts: 2, Backoff: 10 * time.Millisecond}})
+	ctx := context.Background()
+	cuts.Store(1)
+	if s, err := p.Get(ctx, "secret/conf/cut"); err != nil || string(s.Value) != `{"value":"whole"}` {
+		t.Errorf("after one answer cut short: %q, %v; want the value from the second attempt", s.Value, err)
+	}
+	cuts.Store(100)
+	_, err := p.Get(ctx, "secret/conf/cut")
+	if !errors.Is(err, provider.ErrUnreachable) || strings.Contains(err.Error(), providertest.Canary) || !strings.Contains(err.Error(), "could not be read") {
+		t.Errorf("every answer cut short: %v; want unreachable, saying the answer could not be read, quoting none of it", err)
+	}
+}
+
 func TestAppRole(t *testing.T) {
 	need(t)
 	roleID, secretID := approle(t, "app", "1h", "2h")

@@ -47,6 +47,7 @@ type Server struct {
 	secrets map[string][]version // by name, oldest first
 	denied  map[string]bool
 	delay   time.Duration
+	cuts    int // answers of reads to cut short
 	counts  map[string]int
 }
 
@@ -134,6 +135,14 @@ func (s *Server) SetDelay(d time.Duration) {
 	s.delay = d
 }
 
+// CutAnswers cuts the next n answers of reads (get, versions) short: the
+// status is 200, the JSON stops halfway.
+func (s *Server) CutAnswers(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cuts = n
+}
+
 // Counts returns the authenticated calls per operation ("get", "versions",
 // "set") since the last Reset.
 func (s *Server) Counts() map[string]int {
@@ -213,13 +222,13 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		for i, v := range vs {
 			items[i] = s.bundle(name, v, false)
 		}
-		writeJSON(w, map[string]any{"value": items, "nextLink": nil})
+		s.read(w, map[string]any{"value": items, "nextLink": nil})
 	case r.Method == http.MethodGet:
 		s.counts["get"]++
 		vs := s.secrets[name]
 		for i := len(vs) - 1; i >= 0; i-- {
 			if sub == "" || vs[i].id == sub {
-				writeJSON(w, s.bundle(name, vs[i], true))
+				s.read(w, s.bundle(name, vs[i], true))
 				return
 			}
 		}
@@ -241,6 +250,18 @@ func (s *Server) bundle(name string, v version, withValue bool) map[string]any {
 		b["value"] = v.value
 	}
 	return b
+}
+
+// read writes the answer of a read, cut short when asked (s.mu held).
+func (s *Server) read(w http.ResponseWriter, v any) {
+	if s.cuts == 0 {
+		writeJSON(w, v)
+		return
+	}
+	s.cuts--
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Write(b[:len(b)/2])
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
