@@ -149,3 +149,36 @@ func TestProxyPortExposedByImage(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRefusesReplacingSharedNamespaces: a service that rotates by
+// replacing its container (rolling, restart) cannot have another service
+// in its namespaces; signal can, and a service that joins another rotates.
+func TestRefusesReplacingSharedNamespaces(t *testing.T) {
+	for _, key := range []string{"network_mode", "pid", "ipc"} {
+		services := `  web:
+    image: x
+    environment: {A: dso://x/y}
+  side:
+    image: x
+    ` + key + `: "service:web"
+`
+		for _, st := range []config.Strategy{config.StrategyRolling, config.StrategyRestart} {
+			_, err := strategyPlan(t, st, services, Image{Cmd: []string{"serve"}})
+			if err == nil || !strings.Contains(err.Error(), `service "web": service "side" joins it (`+key+`: "service:web")`) || !strings.Contains(err.Error(), "dso.update.strategy: signal") {
+				t.Errorf("%s, %s: %v; want the refusal naming both services and the way out", key, st, err)
+			}
+		}
+		if _, err := strategyPlan(t, config.StrategySignal, services, Image{Cmd: []string{"serve"}}); err != nil {
+			t.Errorf("%s, signal: %v", key, err)
+		}
+	}
+	if _, err := rollingPlan(t, `  web:
+    image: x
+  side:
+    image: x
+    network_mode: "service:web"
+    environment: {A: dso://x/y}
+`, Image{Cmd: []string{"serve"}}); err != nil {
+		t.Errorf("the joining service rotates: %v", err)
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -159,6 +161,9 @@ func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, images
 		}
 		if w.Strategy != nil {
 			if st := w.Strategy(svc); st == config.StrategyRolling || st == config.StrategyRestart {
+				if err := checkJoiners(p, svc, st); err != nil {
+					return nil, err
+				}
 				if sp.Proxy, err = planProxy(p, svc, img, st == config.StrategyRolling); err != nil {
 					return nil, err
 				}
@@ -170,6 +175,23 @@ func NewPlan(ctx context.Context, p *types.Project, uses []Use, w Wiring, images
 		return nil, err
 	}
 	return plan, nil
+}
+
+// checkJoiners fails when another service shares a namespace of svc
+// (network_mode, pid or ipc "service:NAME"): a rotation that replaces svc's
+// container would remove those namespaces from under it.
+func checkJoiners(p *types.Project, svc types.ServiceConfig, st config.Strategy) error {
+	ref := "service:" + svc.Name
+	for _, n := range slices.Sorted(maps.Keys(p.Services)) {
+		other := p.Services[n]
+		for _, m := range []struct{ key, value string }{{"network_mode", other.NetworkMode}, {"pid", other.Pid}, {"ipc", other.Ipc}} {
+			if m.value == ref {
+				return fmt.Errorf("service %q: service %q joins it (%s: %q), and strategy %s replaces %s's container, which would leave %s in the namespaces of a removed container: give %s the label %s: signal (or none)",
+					svc.Name, n, m.key, m.value, st, svc.Name, n, svc.Name, LabelStrategy)
+			}
+		}
+	}
+	return nil
 }
 
 // Override returns the compose file, to be read after the project's own

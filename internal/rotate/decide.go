@@ -75,6 +75,9 @@ func (r *Replacer) Rotate(ctx context.Context, job Job, d Decision, envChanged [
 		return job.Old, nil
 	}
 	job.Strategy = d.Strategy
+	if err := r.checkJoiners(ctx, job.Old); err != nil {
+		return "", err
+	}
 	first := r.retryBackoff()
 	b := backoff.New(r.clock(), first, 4*first)
 	for attempt := 1; ; attempt++ {

@@ -50,7 +50,8 @@ type fakeContainer struct {
 	running  bool
 	ip       netip.Addr
 	health   string
-	stopWait *int // Config.StopTimeout
+	stopWait *int   // Config.StopTimeout
+	pidMode  string // HostConfig.PidMode
 }
 
 func newEngine() *engine { return &engine{byID: map[string]*fakeContainer{}} }
@@ -92,7 +93,7 @@ func (e *engine) ContainerInspect(_ context.Context, id string, _ client.Contain
 	return client.ContainerInspectResult{Container: container.InspectResponse{
 		ID: c.id, Name: "/" + c.name, State: st,
 		Config:     &container.Config{Labels: c.labels, StopTimeout: c.stopWait},
-		HostConfig: &container.HostConfig{NetworkMode: "shop_default"},
+		HostConfig: &container.HostConfig{NetworkMode: "shop_default", PidMode: container.PidMode(c.pidMode)},
 		NetworkSettings: &container.NetworkSettings{Networks: map[string]*network.EndpointSettings{
 			"shop_default": {IPAddress: c.ip, Aliases: []string{c.labels[labelService]}},
 		}},
@@ -387,6 +388,26 @@ func TestFailedStartRollsBack(t *testing.T) {
 		if s.proxy.holding || !slices.Equal(s.proxy.backends, []string{"web"}) {
 			t.Errorf("overlap %v: proxy holding %v backends %v", overlap, s.proxy.holding, s.proxy.backends)
 		}
+	}
+}
+
+// TestJoinedContainerIsNotReplaced: a container whose namespaces another
+// container of the project shares is not replaced (the other would be left
+// in a removed container's namespaces): the rotation fails at once, naming
+// it, and nothing changed.
+func TestJoinedContainerIsNotReplaced(t *testing.T) {
+	s := newSetup(t, nil)
+	side := s.eng.add("shop-side-1", map[string]string{labelProject: "shop", labelService: "side"}, true)
+	s.eng.byID[side].pidMode = "container:" + s.old
+	_, err := s.r.Rotate(t.Context(), Job{Journal: 7, Old: s.old}, Decision{Strategy: Rolling}, nil)
+	if err == nil || !strings.Contains(err.Error(), "shop-side-1 (pid) share the namespaces") || !strings.Contains(err.Error(), `give service "web" strategy signal or none`) {
+		t.Fatalf("error %v, want the refusal naming shop-side-1", err)
+	}
+	if len(s.steps) != 0 {
+		t.Errorf("steps %v, want none", s.steps)
+	}
+	if got := s.eng.service(); len(got) != 1 || !got["shop-web-1"] {
+		t.Errorf("service containers %v, want the old one running only", got)
 	}
 }
 

@@ -595,3 +595,57 @@ func TestUpRefusesBadHostPorts(t *testing.T) {
 		}
 	}
 }
+
+// TestJoinedNetworkRotates: a service in another's network namespace
+// (network_mode "service:web", a sidecar) rotates: its new container joins
+// the same namespace (the engine gives it web's hostname and ports, and
+// refuses them at create), after the old one stopped (two applications
+// cannot listen on one port of one namespace), and serves the new value on
+// web's published port.
+func TestJoinedNetworkRotates(t *testing.T) {
+	u := newUser(t)
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  web:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::9090"]
+  side:
+    image: ` + testbed.TestappImage(t) + `
+    network_mode: "service:web"
+    environment:
+      TESTAPP_ADDR: ":9090"
+      TOKEN: dso://app/token
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": []byte("j0")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	addr := ""
+	waitFor(t, "web's published port", func() bool {
+		addr = publishedAddr(t, project, "com.docker.compose.service=web", 9090)
+		return addr != ""
+	})
+	waitFor(t, "the first value", func() bool { return tryGet(addr, "/env/TOKEN") == "j0" })
+	web, err := testbed.Docker(t).ContainerInspect(t.Context(), project+"-web-1", client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.must("", []byte("j1"), "dso", "secret", "set", "app/token")
+	deadline := time.Now().Add(60 * time.Second)
+	for tryGet(addr, "/env/TOKEN") != "j1" {
+		if time.Now().After(deadline) {
+			t.Fatalf("side does not serve the new value; the agent says:\n%s", u.must("", nil, "dso", "status").stdout)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	waitFor(t, "one container per service", func() bool {
+		ok, _ := clean(t, project, project+"-web-1", project+"-side-1")
+		return ok
+	})
+	side, err := testbed.Docker(t).ContainerInspect(t.Context(), project+"-side-1", client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mode := string(side.Container.HostConfig.NetworkMode); mode != "container:"+web.Container.ID {
+		t.Errorf("the new side container's network mode is %q, want web's namespace (container:%s)", mode, web.Container.ID)
+	}
+}
