@@ -3,11 +3,13 @@ package rotate
 import (
 	"context"
 	"fmt"
+	"path"
 	"regexp"
 	"slices"
 	"strings"
 
 	"github.com/moby/moby/api/types/container"
+	"github.com/moby/moby/api/types/mount"
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
@@ -71,6 +73,40 @@ func newConfig(old container.InspectResponse) *container.Config {
 		cfg.Hostname = ""
 	}
 	return &cfg
+}
+
+// newHostConfig is the old container's host configuration for its
+// replacement, with the old container's anonymous volumes (a service's
+// `volumes: ["/data"]`, an image's VOLUME) as its own, as compose keeps
+// them when it recreates a container: left out, each would be a new, empty
+// volume, and the data would stay behind in the old one.
+func newHostConfig(old container.InspectResponse) *container.HostConfig {
+	hc := *old.HostConfig
+	hc.Mounts = slices.Clone(hc.Mounts)
+	for _, m := range old.Mounts {
+		if m.Type != mount.TypeVolume || m.Name == "" || bound(hc.Binds, m.Destination) {
+			continue
+		}
+		i := slices.IndexFunc(hc.Mounts, func(hm mount.Mount) bool { return path.Clean(hm.Target) == path.Clean(m.Destination) })
+		switch {
+		case i < 0:
+			hc.Mounts = append(hc.Mounts, mount.Mount{Type: mount.TypeVolume, Source: m.Name, Target: m.Destination, ReadOnly: !m.RW})
+		case hc.Mounts[i].Type == mount.TypeVolume && hc.Mounts[i].Source == "":
+			hc.Mounts[i].Source = m.Name
+		}
+	}
+	return &hc
+}
+
+// bound reports whether binds ("SRC:DEST[:OPTIONS]") mount something at dest.
+func bound(binds []string, dest string) bool {
+	for _, b := range binds {
+		parts := strings.Split(b, ":")
+		if len(parts) >= 2 && path.Clean(parts[1]) == path.Clean(dest) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkJoiners fails when other containers of the project share a

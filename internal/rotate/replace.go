@@ -178,7 +178,7 @@ func (r *Replacer) plan(ctx context.Context, old container.InspectResponse, stra
 	switch {
 	case publishesHostPorts(old.HostConfig):
 		order = string(StopFirst) // two containers cannot bind one host port
-	case old.HostConfig != nil && old.HostConfig.NetworkMode.IsContainer():
+	case old.HostConfig != nil && (old.HostConfig.NetworkMode.IsContainer() || old.HostConfig.NetworkMode.IsHost()):
 		order = string(StopFirst) // two applications in one network namespace
 	case strategy == Restart:
 		if proxy != "" {
@@ -423,7 +423,7 @@ func (r *Replacer) pin(ctx context.Context, old container.InspectResponse, proxy
 func (s *swap) create(ctx context.Context) error {
 	r, old := s.r, s.old
 	nets, first := endpoints(old)
-	opts := client.ContainerCreateOptions{Name: s.rec.TempName, Config: newConfig(old), HostConfig: old.HostConfig, NetworkingConfig: first}
+	opts := client.ContainerCreateOptions{Name: s.rec.TempName, Config: newConfig(old), HostConfig: newHostConfig(old), NetworkingConfig: first}
 	created, err := r.Docker.ContainerCreate(ctx, opts)
 	if cerrdefs.IsConflict(err) {
 		// A container left under the temporary name by an earlier attempt

@@ -601,7 +601,8 @@ func TestUpRefusesBadHostPorts(t *testing.T) {
 // the same namespace (the engine gives it web's hostname and ports, and
 // refuses them at create), after the old one stopped (two applications
 // cannot listen on one port of one namespace), and serves the new value on
-// web's published port.
+// web's published port. So does a service in the host's network namespace
+// (network_mode: host).
 func TestJoinedNetworkRotates(t *testing.T) {
 	u := newUser(t)
 	dir := writeProject(t, map[string]string{"compose.yaml": `
@@ -648,4 +649,101 @@ services:
 	if mode := string(side.Container.HostConfig.NetworkMode); mode != "container:"+web.Container.ID {
 		t.Errorf("the new side container's network mode is %q, want web's namespace (container:%s)", mode, web.Container.ID)
 	}
+
+	hostAddr := "127.0.0.1:" + freePort(t)
+	dir = writeProject(t, map[string]string{"compose.yaml": `
+services:
+  hostweb:
+    image: ` + testbed.TestappImage(t) + `
+    network_mode: host
+    environment:
+      TESTAPP_ADDR: "` + hostAddr + `"
+      TOKEN: dso://app/token
+`})
+	project = testbed.Project(t, dir)
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	waitFor(t, "the value on the host's network", func() bool { return tryGet(hostAddr, "/env/TOKEN") == "j1" })
+	u.must("", []byte("j2"), "dso", "secret", "set", "app/token")
+	deadline = time.Now().Add(60 * time.Second)
+	for tryGet(hostAddr, "/env/TOKEN") != "j2" {
+		if time.Now().After(deadline) {
+			t.Fatalf("hostweb does not serve the new value; the agent says:\n%s", u.must("", nil, "dso", "status").stdout)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	waitFor(t, "one hostweb container", func() bool { ok, _ := clean(t, project, project+"-hostweb-1"); return ok })
+}
+
+// TestAnonymousVolumesKept: a service's anonymous volumes (compose's
+// `volumes: ["/data"]`, an image's VOLUME, as postgres declares its data
+// directory) go to the new container, as compose keeps them when it
+// recreates one: what the old container wrote is still there after the
+// rotation, in the same volume.
+func TestAnonymousVolumesKept(t *testing.T) {
+	u := newUser(t)
+	volumeImage := testbed.BuildImage(t, "testapp-volume", map[string]string{"testapp": testbed.GoBinary(t, "./test/testapp")},
+		"FROM scratch\nCOPY testapp /testapp\nVOLUME /data\nEXPOSE 8080\nENTRYPOINT [\"/testapp\"]\n")
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  anon:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    volumes: ["/data"]
+    environment:
+      TOKEN: dso://app/token
+  imagevol:
+    image: ` + volumeImage + `
+    ports: ["127.0.0.1::8080"]
+    environment:
+      TOKEN: dso://app/token
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": []byte("a0")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	services := []string{"anon", "imagevol"}
+	addrs, volumes := map[string]string{}, map[string]string{}
+	for _, svc := range services {
+		addrs[svc] = serviceAddr(t, project, svc)
+		waitFor(t, "the first value of "+svc, func() bool { return tryGet(addrs[svc], "/env/TOKEN") == "a0" })
+		volumes[svc] = dataVolume(t, project+"-"+svc+"-1")
+		mountpoint, err := testbed.Docker(t).VolumeInspect(t.Context(), volumes[svc], client.VolumeInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(mountpoint.Volume.Mountpoint, "x"), []byte("written by "+svc), 0o644); err != nil {
+			t.Fatalf("writing into %s's volume (needs root): %v", svc, err)
+		}
+		if got := tryGet(addrs[svc], "/file?path=/data/x"); got != "written by "+svc {
+			t.Fatalf("%s reads %q from its volume before the rotation", svc, got)
+		}
+	}
+	u.must("", []byte("a1"), "dso", "secret", "set", "app/token")
+	for _, svc := range services {
+		waitFor(t, "the new value of "+svc, func() bool { return tryGet(addrs[svc], "/env/TOKEN") == "a1" })
+		waitFor(t, "one "+svc+" container", func() bool {
+			return len(containerStates(t, project)) == 4 && containerStates(t, project)[project+"-"+svc+"-1"] == "running"
+		})
+		if got := tryGet(addrs[svc], "/file?path=/data/x"); got != "written by "+svc {
+			t.Errorf("after the rotation %s reads %q from /data/x, want what the old container had", svc, got)
+		}
+		if v := dataVolume(t, project+"-"+svc+"-1"); v != volumes[svc] {
+			t.Errorf("after the rotation %s's /data is volume %s, want %s", svc, v, volumes[svc])
+		}
+	}
+}
+
+// dataVolume is the name of the volume at /data in container name.
+func dataVolume(t *testing.T, name string) string {
+	t.Helper()
+	ins, err := testbed.Docker(t).ContainerInspect(t.Context(), name, client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ins.Container.Mounts {
+		if m.Destination == "/data" {
+			return m.Name
+		}
+	}
+	t.Fatalf("%s has no volume at /data", name)
+	return ""
 }
