@@ -180,6 +180,8 @@ func (r *Replacer) plan(ctx context.Context, old container.InspectResponse, stra
 		order = string(StopFirst) // two containers cannot bind one host port
 	case old.HostConfig != nil && (old.HostConfig.NetworkMode.IsContainer() || old.HostConfig.NetworkMode.IsHost()):
 		order = string(StopFirst) // two applications in one network namespace
+	case staticAddress(old):
+		order = string(StopFirst) // one address cannot be on two containers
 	case strategy == Restart:
 		if proxy != "" {
 			order = string(StopFirst)
@@ -353,7 +355,9 @@ func (s *swap) stopFirst(ctx context.Context) error {
 			}
 		}
 	}
-	if publishesHostPorts(old.HostConfig) || r.Defer == nil || stopGrace(old) > initproc.DefaultTimeout/2 {
+	// Docker's host ports and an address of its own are taken when the
+	// new container starts: the old one must have stopped.
+	if publishesHostPorts(old.HostConfig) || staticAddress(old) || r.Defer == nil || stopGrace(old) > initproc.DefaultTimeout/2 {
 		if err := s.stopOld(ctx); err != nil {
 			return err
 		}
@@ -549,7 +553,12 @@ func (s *swap) rollback(ctx context.Context) error {
 		r.Docker.ContainerRemove(ctx, s.rec.TempName, client.ContainerRemoveOptions{Force: true})
 	}
 	if s.oldStops {
-		if err := r.startAgain(ctx, s.old.ID); err != nil {
+		switch err := r.startAgain(ctx, s.old.ID); {
+		case notFound(err):
+			// Removed meanwhile (docker compose down, docker rm): there is
+			// nothing to bring back, and trying again would never end.
+			r.log().Warn("the old container was removed during the rotation; nothing to bring back", "container", short(s.old.ID))
+		case err != nil:
 			errs = append(errs, err)
 		}
 	}
@@ -661,6 +670,20 @@ func publishesHostPorts(hc *container.HostConfig) bool {
 	}
 	for _, bindings := range hc.PortBindings {
 		if len(bindings) > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// staticAddress reports whether the container has an address of its own
+// on a network (compose's ipv4_address, ipv6_address).
+func staticAddress(c container.InspectResponse) bool {
+	if c.NetworkSettings == nil {
+		return false
+	}
+	for _, ep := range c.NetworkSettings.Networks {
+		if ep != nil && ep.IPAMConfig != nil && (ep.IPAMConfig.IPv4Address.IsValid() || ep.IPAMConfig.IPv6Address.IsValid()) {
 			return true
 		}
 	}

@@ -411,6 +411,29 @@ func TestJoinedContainerIsNotReplaced(t *testing.T) {
 	}
 }
 
+// TestOldRemovedDuringRotation: the old container is removed by someone
+// else (docker compose down) after the swap stopped it, and the new one
+// fails to start: the undo has nothing to bring back and ends, rather than
+// trying again for ever.
+func TestOldRemovedDuringRotation(t *testing.T) {
+	s := newSetup(t, map[string]string{LabelOrder: string(StopFirst)})
+	s.eng.failOn = "start:shop-web-1-dso-r7"
+	s.r.BeforeStep = func(_ Strategy, step string) {
+		if step == StepStart {
+			s.eng.ContainerRemove(t.Context(), s.old, client.ContainerRemoveOptions{Force: true})
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	_, err := s.r.Replace(ctx, Job{Journal: 7, Old: s.old, Strategy: Rolling})
+	if err == nil || errors.Is(err, ErrInterrupted) || !strings.Contains(err.Error(), "start") {
+		t.Fatalf("error %v, want the new container's failed start", err)
+	}
+	if got := s.eng.service(); len(got) != 0 {
+		t.Errorf("service containers %v, want none: the old one was removed, the new one failed", got)
+	}
+}
+
 // TestRotateRetriesOnItsClock: a replacement that keeps failing is tried
 // 3 times, waiting between attempts on the Replacer's clock (RetryBackoff,
 // then about twice that, jittered by half), and the old container serves.

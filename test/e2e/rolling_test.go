@@ -596,14 +596,15 @@ func TestUpRefusesBadHostPorts(t *testing.T) {
 	}
 }
 
-// TestJoinedNetworkRotates: a service in another's network namespace
+// TestNetworkModesRotate: a service in another's network namespace
 // (network_mode "service:web", a sidecar) rotates: its new container joins
 // the same namespace (the engine gives it web's hostname and ports, and
 // refuses them at create), after the old one stopped (two applications
 // cannot listen on one port of one namespace), and serves the new value on
-// web's published port. So does a service in the host's network namespace
-// (network_mode: host).
-func TestJoinedNetworkRotates(t *testing.T) {
+// web's published port. So do a service in the host's network namespace
+// (network_mode: host) and one with an address of its own (ipv4_address),
+// which the new container can take only once the old one stopped.
+func TestNetworkModesRotate(t *testing.T) {
 	u := newUser(t)
 	dir := writeProject(t, map[string]string{"compose.yaml": `
 services:
@@ -672,6 +673,39 @@ services:
 		time.Sleep(250 * time.Millisecond)
 	}
 	waitFor(t, "one hostweb container", func() bool { ok, _ := clean(t, project, project+"-hostweb-1"); return ok })
+
+	dir = writeProject(t, map[string]string{"compose.yaml": `
+services:
+  static:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1::8080"]
+    networks:
+      fixed: {ipv4_address: 10.231.7.10}
+    environment:
+      TOKEN: dso://app/token
+networks:
+  fixed:
+    ipam: {config: [{subnet: 10.231.7.0/24}]}
+`})
+	project = testbed.Project(t, dir)
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	staticAddr := serviceAddr(t, project, "static")
+	waitFor(t, "the value at the static address", func() bool { return tryGet(staticAddr, "/env/TOKEN") == "j2" })
+	u.must("", []byte("j3"), "dso", "secret", "set", "app/token")
+	deadline = time.Now().Add(60 * time.Second)
+	for tryGet(staticAddr, "/env/TOKEN") != "j3" {
+		if time.Now().After(deadline) {
+			t.Fatalf("static does not serve the new value; the agent says:\n%s", u.must("", nil, "dso", "status").stdout)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	waitFor(t, "one static container", func() bool {
+		ok, _ := clean(t, project, project+"-static-1", project+"-static-dso-proxy-1")
+		return ok
+	})
+	if ip := testbed.ContainerIP(t, project+"-static-1", project+"_fixed").String(); ip != "10.231.7.10" {
+		t.Errorf("after the rotation static is at %s, want its own address 10.231.7.10", ip)
+	}
 }
 
 // TestAnonymousVolumesKept: a service's anonymous volumes (compose's
