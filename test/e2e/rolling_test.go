@@ -632,13 +632,7 @@ services:
 		t.Fatal(err)
 	}
 	u.must("", []byte("j1"), "dso", "secret", "set", "app/token")
-	deadline := time.Now().Add(60 * time.Second)
-	for tryGet(addr, "/env/TOKEN") != "j1" {
-		if time.Now().After(deadline) {
-			t.Fatalf("side does not serve the new value; the agent says:\n%s", u.must("", nil, "dso", "status").stdout)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	waitServes(t, u, "side", addr, "j1")
 	waitFor(t, "one container per service", func() bool {
 		ok, _ := clean(t, project, project+"-web-1", project+"-side-1")
 		return ok
@@ -665,13 +659,7 @@ services:
 	u.must(dir, nil, "dso", "up", "-p", project, "-d")
 	waitFor(t, "the value on the host's network", func() bool { return tryGet(hostAddr, "/env/TOKEN") == "j1" })
 	u.must("", []byte("j2"), "dso", "secret", "set", "app/token")
-	deadline = time.Now().Add(60 * time.Second)
-	for tryGet(hostAddr, "/env/TOKEN") != "j2" {
-		if time.Now().After(deadline) {
-			t.Fatalf("hostweb does not serve the new value; the agent says:\n%s", u.must("", nil, "dso", "status").stdout)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	waitServes(t, u, "hostweb", hostAddr, "j2")
 	waitFor(t, "one hostweb container", func() bool { ok, _ := clean(t, project, project+"-hostweb-1"); return ok })
 
 	dir = writeProject(t, map[string]string{"compose.yaml": `
@@ -692,19 +680,26 @@ networks:
 	staticAddr := serviceAddr(t, project, "static")
 	waitFor(t, "the value at the static address", func() bool { return tryGet(staticAddr, "/env/TOKEN") == "j2" })
 	u.must("", []byte("j3"), "dso", "secret", "set", "app/token")
-	deadline = time.Now().Add(60 * time.Second)
-	for tryGet(staticAddr, "/env/TOKEN") != "j3" {
-		if time.Now().After(deadline) {
-			t.Fatalf("static does not serve the new value; the agent says:\n%s", u.must("", nil, "dso", "status").stdout)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	waitServes(t, u, "static", staticAddr, "j3")
 	waitFor(t, "one static container", func() bool {
 		ok, _ := clean(t, project, project+"-static-1", project+"-static-dso-proxy-1")
 		return ok
 	})
 	if ip := testbed.ContainerIP(t, project+"-static-1", project+"_fixed").String(); ip != "10.231.7.10" {
 		t.Errorf("after the rotation static is at %s, want its own address 10.231.7.10", ip)
+	}
+}
+
+// waitServes waits until service serves want at addr's /env/TOKEN, and
+// fails with the agent's status (its rotations) if it does not within 60 s.
+func waitServes(t *testing.T, u *user, service, addr, want string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for tryGet(addr, "/env/TOKEN") != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s does not serve the new value; the agent says:\n%s", service, u.must("", nil, "dso", "status").stdout)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
