@@ -75,7 +75,7 @@ func (r *Replacer) Rotate(ctx context.Context, job Job, d Decision, envChanged [
 		return job.Old, nil
 	}
 	job.Strategy = d.Strategy
-	if err := r.checkJoiners(ctx, job.Old); err != nil {
+	if err := r.replaceable(ctx, job.Old); err != nil {
 		return "", err
 	}
 	first := r.retryBackoff()

@@ -2,6 +2,7 @@ package rotate
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path"
 	"regexp"
@@ -109,15 +110,20 @@ func bound(binds []string, dest string) bool {
 	return false
 }
 
-// checkJoiners fails when other containers of the project share a
-// namespace of container id (compose's network_mode, pid or ipc
-// "service:NAME", which the engine records as "container:ID"): a
-// replacement would leave them in the namespaces of a removed container,
-// cut off from the network or killed with its processes.
-func (r *Replacer) checkJoiners(ctx context.Context, id string) error {
+// replaceable fails when container id must not be replaced: it is paused
+// (its user stopped it for a while; a replacement would run), or other
+// containers of the project share a namespace of it (compose's
+// network_mode, pid or ipc "service:NAME", which the engine records as
+// "container:ID"), which a replacement would leave in the namespaces of a
+// removed container, cut off from the network or killed with its
+// processes.
+func (r *Replacer) replaceable(ctx context.Context, id string) error {
 	ins, err := r.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
 		return err
+	}
+	if ins.Container.State != nil && ins.Container.State.Paused {
+		return errors.New("the container is paused, and is not replaced while it is: once unpaused, it gets the new values at the next change, or now with docker dso up --force-recreate")
 	}
 	project := ins.Container.Config.Labels[labelProject]
 	if project == "" {

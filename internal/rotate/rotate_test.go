@@ -52,6 +52,7 @@ type fakeContainer struct {
 	health   string
 	stopWait *int   // Config.StopTimeout
 	pidMode  string // HostConfig.PidMode
+	paused   bool
 }
 
 func newEngine() *engine { return &engine{byID: map[string]*fakeContainer{}} }
@@ -86,7 +87,7 @@ func (e *engine) ContainerInspect(_ context.Context, id string, _ client.Contain
 	if c == nil {
 		return client.ContainerInspectResult{}, errNotFound
 	}
-	st := &container.State{Running: c.running}
+	st := &container.State{Running: c.running, Paused: c.paused}
 	if c.health != "" {
 		st.Health = &container.Health{Status: container.HealthStatus(c.health)}
 	}
@@ -408,6 +409,21 @@ func TestJoinedContainerIsNotReplaced(t *testing.T) {
 	}
 	if got := s.eng.service(); len(got) != 1 || !got["shop-web-1"] {
 		t.Errorf("service containers %v, want the old one running only", got)
+	}
+}
+
+// TestPausedContainerIsNotReplaced: a paused container is not replaced (a
+// replacement would run where its user paused it): the rotation fails at
+// once, saying so and how to get the new values, and nothing changed.
+func TestPausedContainerIsNotReplaced(t *testing.T) {
+	s := newSetup(t, nil)
+	s.eng.byID[s.old].paused = true
+	_, err := s.r.Rotate(t.Context(), Job{Journal: 7, Old: s.old}, Decision{Strategy: Restart}, nil)
+	if err == nil || !strings.Contains(err.Error(), "paused") || !strings.Contains(err.Error(), "docker dso up --force-recreate") {
+		t.Fatalf("error %v, want the refusal of a paused container", err)
+	}
+	if len(s.steps) != 0 {
+		t.Errorf("steps %v, want none", s.steps)
 	}
 }
 
