@@ -122,6 +122,10 @@ func (f *fakeDocker) ContainerRename(context.Context, string, client.ContainerRe
 	return client.ContainerRenameResult{}, nil
 }
 
+func (f *fakeDocker) ImageInspect(context.Context, string, ...client.ImageInspectOption) (client.ImageInspectResult, error) {
+	return client.ImageInspectResult{}, nil
+}
+
 func (f *fakeDocker) NetworkConnect(context.Context, string, client.NetworkConnectOptions) (client.NetworkConnectResult, error) {
 	f.t.Fatal("unexpected NetworkConnect")
 	return client.NetworkConnectResult{}, nil

@@ -427,7 +427,14 @@ func (r *Replacer) pin(ctx context.Context, old container.InspectResponse, proxy
 func (s *swap) create(ctx context.Context) error {
 	r, old := s.r, s.old
 	nets, first := endpoints(old)
-	opts := client.ContainerCreateOptions{Name: s.rec.TempName, Config: newConfig(old), HostConfig: newHostConfig(old), NetworkingConfig: first}
+	cfg := newConfig(old)
+	if img, err := r.Docker.ImageInspect(ctx, cfg.Image); (err != nil || img.ID != old.Image) && old.Image != "" {
+		// The image's name now names another image (pulled or built
+		// since): a rotation changes secrets, not the application.
+		r.log().Info("the image's name now names another image; the new container runs the old container's", "image", cfg.Image, "id", old.Image)
+		cfg.Image = old.Image
+	}
+	opts := client.ContainerCreateOptions{Name: s.rec.TempName, Config: cfg, HostConfig: newHostConfig(old), NetworkingConfig: first}
 	created, err := r.Docker.ContainerCreate(ctx, opts)
 	if cerrdefs.IsConflict(err) {
 		// A container left under the temporary name by an earlier attempt

@@ -194,6 +194,10 @@ func (e *engine) ContainerRename(_ context.Context, id string, opts client.Conta
 	return client.ContainerRenameResult{}, nil
 }
 
+func (e *engine) ImageInspect(context.Context, string, ...client.ImageInspectOption) (client.ImageInspectResult, error) {
+	return client.ImageInspectResult{}, nil
+}
+
 func (e *engine) NetworkConnect(context.Context, string, client.NetworkConnectOptions) (client.NetworkConnectResult, error) {
 	return client.NetworkConnectResult{}, nil
 }

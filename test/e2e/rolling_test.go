@@ -776,3 +776,53 @@ func dataVolume(t *testing.T, name string) string {
 	t.Fatalf("%s has no volume at /data", name)
 	return ""
 }
+
+// TestRotationKeepsTheImage: a rotation changes the secrets, not the
+// application: when the service's image name was moved to another image
+// since `up` (a pull or a build without an up), the new container runs the
+// image the old one ran.
+func TestRotationKeepsTheImage(t *testing.T) {
+	u := newUser(t)
+	first := testbed.TestappImage(t)
+	other := testbed.BuildImage(t, "testapp-other", map[string]string{"testapp": testbed.GoBinary(t, "./test/testapp")},
+		"FROM scratch\nCOPY testapp /testapp\nLABEL other=1\nEXPOSE 8080\nENTRYPOINT [\"/testapp\"]\n")
+	docker := testbed.Docker(t)
+	tag := first + "-moving"
+	if _, err := docker.ImageTag(t.Context(), client.ImageTagOptions{Source: first, Target: tag}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker.ImageRemove(context.Background(), tag, client.ImageRemoveOptions{Force: true}) })
+	dir := writeProject(t, map[string]string{"compose.yaml": `
+services:
+  web:
+    image: ` + tag + `
+    ports: ["127.0.0.1::8080"]
+    environment:
+      TOKEN: dso://app/token
+`})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": []byte("i0")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	addr := serviceAddr(t, project, "web")
+	waitFor(t, "the first value", func() bool { return tryGet(addr, "/env/TOKEN") == "i0" })
+	before, err := docker.ContainerInspect(t.Context(), project+"-web-1", client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := docker.ImageTag(t.Context(), client.ImageTagOptions{Source: other, Target: tag}); err != nil {
+		t.Fatal(err)
+	}
+	u.must("", []byte("i1"), "dso", "secret", "set", "app/token")
+	waitServes(t, u, "web", addr, "i1")
+	waitFor(t, "one web container", func() bool {
+		ok, _ := clean(t, project, project+"-web-1", project+"-web-dso-proxy-1")
+		return ok
+	})
+	after, err := docker.ContainerInspect(t.Context(), project+"-web-1", client.ContainerInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Container.ID == before.Container.ID || after.Container.Image != before.Container.Image {
+		t.Errorf("after the rotation web runs image %s (container %.12s), want the old container's %s", after.Container.Image, after.Container.ID, before.Container.Image)
+	}
+}
