@@ -117,6 +117,16 @@ func Compose(t testing.TB, dir, project string, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// staleEndpoint reports whether err, from removing network id, says it has
+// active endpoints while no container is attached to it.
+func staleEndpoint(ctx context.Context, cli client.APIClient, id string, err error) bool {
+	if !strings.Contains(err.Error(), "has active endpoints") {
+		return false
+	}
+	n, ierr := cli.NetworkInspect(ctx, id, client.NetworkInspectOptions{})
+	return ierr == nil && len(n.Network.Containers) == 0
+}
+
 // removeProject removes whatever of the project Compose left behind.
 func removeProject(ctx context.Context, t testing.TB, cli client.APIClient, project string) {
 	t.Helper()
@@ -135,7 +145,16 @@ func removeProject(ctx context.Context, t testing.TB, cli client.APIClient, proj
 		t.Errorf("testbed: cleanup: listing networks of project %s: %v", project, err)
 	}
 	for _, n := range networks.Items {
-		if _, err := cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{}); err != nil && !isNotFound(err) {
+		_, err := cli.NetworkRemove(ctx, n.ID, client.NetworkRemoveOptions{})
+		switch {
+		case err == nil || isNotFound(err):
+		case staleEndpoint(ctx, cli, n.ID, err):
+			// Seen on Docker 20.10 after the agent was killed during a
+			// rotation (README, Limits): the engine keeps an endpoint of
+			// no container, and only a restart of dockerd removes it. The
+			// test's own checks passed; the network stays.
+			t.Logf("testbed: cleanup: network %s of project %s keeps an endpoint of no container (an engine fault: see the README's Limits); left on the engine: %v", n.Name, project, err)
+		default:
 			t.Errorf("testbed: cleanup: removing network %s of project %s: %v", n.Name, project, err)
 		}
 	}
