@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/api/events"
@@ -114,6 +115,8 @@ type Agent struct {
 	// (projects.go, registry.go).
 	projects *projects
 	registry *registry
+	// ports are host ports bound for proxies not started yet (hostports.go).
+	ports boundPorts
 	// replacer applies rotations and recovers unfinished ones.
 	replacer *rotate.Replacer
 	// rotationsWG counts rotations in flight, which a stop lets finish;
@@ -322,20 +325,27 @@ func (a *Agent) Run(ctx context.Context) error {
 // session subscribes to container events, then serves the containers that
 // already run, then follows the stream until it fails.
 func (a *Agent) session(ctx context.Context) error {
+	// The managed containers and the proxies of this agent.
 	mine := compose.LabelAgent + "=" + a.opts.ID
-	f := client.Filters{}.Add("type", "container").Add("event", "start", "destroy").Add("label", compose.LabelManaged+"=true", mine)
+	f := client.Filters{}.Add("type", "container").Add("event", "start", "destroy").Add("label", mine)
 	ev := a.opts.Docker.Events(ctx, client.EventsListOptions{Filters: f})
 
 	list, err := a.opts.Docker.ContainerList(ctx, client.ContainerListOptions{
-		Filters: client.Filters{}.Add("label", compose.LabelManaged+"=true", mine).Add("status", "running"),
+		Filters: client.Filters{}.Add("label", mine).Add("status", "running"),
 	})
 	if err != nil {
 		return fmt.Errorf("list managed containers: %w", err)
 	}
-	a.opts.Log.Info("connected to the Docker engine", "running_managed_containers", len(list.Items))
+	managed := slices.DeleteFunc(list.Items, func(c container.Summary) bool {
+		if c.Labels[compose.LabelProxyFor] != "" {
+			a.spawn(ctx, func(ctx context.Context) { a.activate(ctx, c.ID, c.Labels) })
+		}
+		return c.Labels[compose.LabelManaged] != "true"
+	})
+	a.opts.Log.Info("connected to the Docker engine", "running_managed_containers", len(managed))
 	a.degrade("Docker engine", nil)
 	a.reconcile(ctx)
-	for _, c := range list.Items {
+	for _, c := range managed {
 		a.spawn(ctx, func(ctx context.Context) { a.serveRunning(ctx, c.ID) })
 	}
 	for {
@@ -349,8 +359,13 @@ func (a *Agent) session(ctx context.Context) error {
 			return err
 		case m := <-ev.Messages:
 			id := m.Actor.ID
-			switch m.Action {
-			case "destroy":
+			switch proxy := m.Actor.Attributes[compose.LabelProxyFor] != ""; {
+			case proxy && m.Action == "destroy":
+				a.ports.release(id)
+			case proxy:
+				a.wg.Go(func() { a.activate(ctx, id, m.Actor.Attributes) })
+			case m.Actor.Attributes[compose.LabelManaged] != "true":
+			case m.Action == "destroy":
 				a.forget(id)
 			default:
 				a.emit(events.Event{Type: events.TypeContainer, Message: "container started", Container: shortID(id), Service: m.Actor.Attributes["com.docker.compose.service"], Project: m.Actor.Attributes["com.docker.compose.project"]})

@@ -112,6 +112,9 @@ func (a *Agent) Register(ctx context.Context, peer api.Peer, r api.Registration)
 	if err == nil {
 		err = a.registerContainers(ctx, peer, r)
 	}
+	if err == nil {
+		err = a.bindProject(ctx, r.Project)
+	}
 	if err != nil {
 		a.emit(eventRegistration(r.Project, peer.UID, err))
 		return err

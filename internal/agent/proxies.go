@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -198,4 +199,39 @@ func (p *Proxies) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(ps.Dropped), project, service, port)
 		}
 	}
+}
+
+// Adopted lists the host listeners proxy id took over (see Listen).
+func (p *Proxies) Adopted(ctx context.Context, id string) ([]proxy.Port, error) {
+	r, err := p.send(ctx, id, proxy.Request{Op: proxy.OpStats}, 0)
+	if err != nil {
+		return nil, err
+	}
+	if r.Stats == nil {
+		return nil, errors.New("the proxy sent no stats")
+	}
+	var out []proxy.Port
+	for _, ps := range r.Stats.Ports {
+		if ps.Addr != "" {
+			out = append(out, ps.Port)
+		}
+	}
+	return out, nil
+}
+
+// Listen hands listening sockets to proxy id, targets[i] naming the port
+// files[i] forwards to. Descriptors pass only over the control socket
+// reached from the host (an exec carries none).
+func (p *Proxies) Listen(ctx context.Context, id string, targets []int, files []*os.File) error {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	ins, err := p.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if err != nil {
+		return err
+	}
+	_, ok, err := control.Direct(ctx, ins.Container, proxy.Request{Op: proxy.OpListen, Targets: targets, Files: files})
+	if !ok {
+		return errors.New("the agent cannot reach the proxy's control socket from the host (it must run as root on the engine's host), and sockets do not pass through docker exec")
+	}
+	return err
 }

@@ -21,6 +21,9 @@ const (
 	// LabelProxyFor marks a proxy container: the service whose host ports
 	// it owns.
 	LabelProxyFor = "dso.proxy.for"
+	// LabelProxyListen lists the host ports the agent binds for a proxy
+	// and hands over to it (Wiring.BindHostPorts), as Bindings.String.
+	LabelProxyListen = "dso.proxy.listen"
 )
 
 // ProxyImage is the image proxy containers run: an empty image (imported
@@ -236,8 +239,16 @@ func (pl *Plan) proxyService(sp ServicePlan) map[string]any {
 		entry = append(entry, "--port", strconv.Itoa(int(t)))
 	}
 	escapeAll(entry)
+	labels := map[string]string{LabelProxyFor: sp.Name, LabelAgent: pl.Wiring.Agent}
+	bindings, fixed := pp.bindings()
+	if pl.Wiring.BindHostPorts && fixed {
+		labels[LabelProxyListen] = bindings.String()
+	}
 	ports := make([]map[string]any, 0, len(pp.Ports))
 	for _, pc := range pp.Ports {
+		if labels[LabelProxyListen] != "" {
+			break
+		}
 		m := map[string]any{"target": pc.Target, "protocol": "tcp", "mode": "ingress"}
 		if pc.HostIP != "" {
 			m["host_ip"] = pc.HostIP
@@ -259,11 +270,66 @@ func (pl *Plan) proxyService(sp ServicePlan) map[string]any {
 		"restart":      "unless-stopped",
 		"volumes":      []map[string]any{{"type": "bind", "source": Escape(pl.Wiring.InitBinary), "target": initproc.InitPath, "read_only": true}},
 		"tmpfs":        []string{fmt.Sprintf("%s:uid=%d,gid=%d,mode=0700,size=1m", initproc.RunDir, proxyUID, proxyUID)},
-		"ports":        ports,
-		"labels":       map[string]string{LabelProxyFor: sp.Name, LabelAgent: pl.Wiring.Agent},
+		"labels":       labels,
+	}
+	if len(ports) > 0 {
+		s["ports"] = ports
 	}
 	if len(pp.Networks) > 0 {
 		s["networks"] = pp.Networks
 	}
 	return s
+}
+
+// Binding is a host port the agent binds for a proxy: connections to
+// IP:Port ("" for every address) go to the service's port Target.
+type Binding struct {
+	IP     string
+	Port   int
+	Target int
+}
+
+// Bindings are the host ports of one proxy.
+type Bindings []Binding
+
+// String writes b as the label LabelProxyListen holds: "IP:PORT:TARGET"
+// items, IPv6 addresses in brackets, "" for every address, comma apart.
+func (b Bindings) String() string {
+	items := make([]string, len(b))
+	for i, x := range b {
+		items[i] = net.JoinHostPort(x.IP, strconv.Itoa(x.Port)) + ":" + strconv.Itoa(x.Target)
+	}
+	return strings.Join(items, ",")
+}
+
+// ParseBindings reads the label LabelProxyListen.
+func ParseBindings(label string) (Bindings, error) {
+	var out Bindings
+	for _, item := range strings.Split(label, ",") {
+		i := strings.LastIndex(item, ":")
+		ok := i >= 0
+		hostPort, target := item[:max(i, 0)], item[i+1:]
+		ip, port, err := net.SplitHostPort(hostPort)
+		p, perr := strconv.Atoi(port)
+		t, terr := strconv.Atoi(target)
+		if !ok || err != nil || perr != nil || terr != nil || p < 1 || p > 65535 || t < 1 || t > 65535 || ip != "" && net.ParseIP(ip) == nil {
+			return nil, fmt.Errorf("%q is not IP:PORT:TARGET", item)
+		}
+		out = append(out, Binding{IP: ip, Port: p, Target: t})
+	}
+	return out, nil
+}
+
+// bindings are the proxy's host ports as the agent binds them; fixed is
+// false when one of them is left to the engine to pick (which only
+// Docker's publishing shows).
+func (pp *ProxyPlan) bindings() (b Bindings, fixed bool) {
+	for _, pc := range pp.Ports {
+		n, err := strconv.Atoi(pc.Published)
+		if err != nil || n < 1 {
+			return nil, false
+		}
+		b = append(b, Binding{IP: pc.HostIP, Port: n, Target: int(pc.Target)})
+	}
+	return b, true
 }

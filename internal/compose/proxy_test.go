@@ -2,6 +2,7 @@ package compose
 
 import (
 	"context"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -180,5 +181,69 @@ func TestRefusesReplacingSharedNamespaces(t *testing.T) {
     environment: {A: dso://x/y}
 `, Image{Cmd: []string{"serve"}}); err != nil {
 		t.Errorf("the joining service rotates: %v", err)
+	}
+}
+
+func TestBindingsRoundTrip(t *testing.T) {
+	b := Bindings{{IP: "127.0.0.1", Port: 8080, Target: 80}, {Port: 3306, Target: 3306}, {IP: "::1", Port: 9000, Target: 90}}
+	s := b.String()
+	if s != "127.0.0.1:8080:80,:3306:3306,[::1]:9000:90" {
+		t.Fatalf("String() = %q", s)
+	}
+	got, err := ParseBindings(s)
+	if err != nil || !reflect.DeepEqual(got, b) {
+		t.Fatalf("ParseBindings(%q) = %+v, %v; want %+v", s, got, err, b)
+	}
+	for _, bad := range []string{"", "8080", "8080:80", "x:8080:80", ":0:80", ":8080:70000", "127.0.0.1:8080:", "[::1:9000:90"} {
+		if _, err := ParseBindings(bad); err == nil {
+			t.Errorf("ParseBindings(%q): no error", bad)
+		}
+	}
+}
+
+// TestAgentBindsFixedHostPorts: with Wiring.BindHostPorts a proxy whose
+// host ports are all fixed publishes none through Docker and lists them in
+// its label for the agent, bind addresses kept; one with a port the engine
+// picks keeps Docker's publishing.
+func TestAgentBindsFixedHostPorts(t *testing.T) {
+	p := load(t, `services:
+  web:
+    image: x
+    environment: {A: dso://x/y}
+    ports: ["8080:80", "127.0.0.1:8443:443/tcp", "[::1]:9000:90"]
+  api:
+    image: x
+    environment: {A: dso://x/y}
+    ports: ["80"]
+`)
+	uses, err := FindUses(p, p.ServiceNames(), Secrets{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := Wiring{InitBinary: "/opt/dso/dso-init", Agent: "local-1", BindHostPorts: true,
+		Strategy: func(types.ServiceConfig) config.Strategy { return config.StrategyRolling }}
+	plan, err := NewPlan(context.Background(), p, uses, w, fakeImages{Image{Cmd: []string{"serve"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := plan.Override()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Services map[string]struct {
+			Ports  []map[string]any
+			Labels map[string]string
+		}
+	}
+	if err := yaml.Unmarshal(out, &doc); err != nil {
+		t.Fatal(err)
+	}
+	web, api := doc.Services["web-dso-proxy"], doc.Services["api-dso-proxy"]
+	if len(web.Ports) != 0 || web.Labels[LabelProxyListen] != ":8080:80,127.0.0.1:8443:443,[::1]:9000:90" {
+		t.Errorf("web's proxy: ports %v, label %q; want no ports and every binding in the label", web.Ports, web.Labels[LabelProxyListen])
+	}
+	if len(api.Ports) != 1 || api.Labels[LabelProxyListen] != "" {
+		t.Errorf("api's proxy (a port the engine picks): ports %v, label %q; want Docker's publishing", api.Ports, api.Labels[LabelProxyListen])
 	}
 }

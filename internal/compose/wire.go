@@ -80,6 +80,11 @@ type Wiring struct {
 	// restart service whose ports it can all own (else Docker publishes
 	// them, as compose would).
 	Strategy func(svc types.ServiceConfig) config.Strategy
+	// BindHostPorts says the agent binds the fixed host ports of the
+	// proxies itself and hands the sockets to them (it runs as root on the
+	// engine's host): clients then reach a proxy without Docker's
+	// publishing in between. Else Docker publishes them onto the proxy.
+	BindHostPorts bool
 }
 
 // Image is what the wiring needs of a service's image.

@@ -38,6 +38,9 @@ const (
 	OpDrain = "drain" // Backend, Timeout: wait for its connections, then close them
 	OpProbe = "probe" // Backend, Timeout: TCP-connect to every target port
 	OpStats = "stats" // counters and state
+	// OpListen comes with listening sockets (SCM_RIGHTS) the proxy
+	// forwards from, Targets naming each one's target port (see Adopt).
+	OpListen = "listen"
 )
 
 // Request is one order to the proxy, sent as one JSON object per control
@@ -47,6 +50,9 @@ type Request struct {
 	Backends []string `json:"backends,omitempty"`
 	Backend  string   `json:"backend,omitempty"`
 	Timeout  Duration `json:"timeout,omitempty"`
+	Targets  []int    `json:"targets,omitempty"`
+	// Files are the sockets that came with the request (listen).
+	Files []*os.File `json:"-"`
 }
 
 // Reply is the proxy's answer to a Request: Error, or what the op returns.
@@ -86,7 +92,7 @@ func (r Request) Validate() error {
 	}
 	none := func(fields ...string) error {
 		for _, f := range fields {
-			if (f == "backends" && r.Backends != nil) || (f == "backend" && r.Backend != "") || (f == "timeout" && r.Timeout != 0) {
+			if (f == "backends" && r.Backends != nil) || (f == "backend" && r.Backend != "") || (f == "timeout" && r.Timeout != 0) || (f == "targets" && r.Targets != nil) {
 				return fmt.Errorf("%s: takes no %s", r.Op, f)
 			}
 		}
@@ -94,17 +100,17 @@ func (r Request) Validate() error {
 	}
 	switch r.Op {
 	case OpSet:
-		if err := none("backend", "timeout"); err != nil {
+		if err := none("backend", "timeout", "targets"); err != nil {
 			return err
 		}
 		return validBackends(r.Backends)
 	case OpHold:
-		if err := none("backends", "backend"); err != nil {
+		if err := none("backends", "backend", "targets"); err != nil {
 			return err
 		}
 		return timeout(true)
 	case OpDrain, OpProbe:
-		if err := none("backends"); err != nil {
+		if err := none("backends", "targets"); err != nil {
 			return err
 		}
 		if err := ValidHost(r.Backend); err != nil {
@@ -112,11 +118,24 @@ func (r Request) Validate() error {
 		}
 		return timeout(false)
 	case OpStats:
-		return none("backends", "backend", "timeout")
+		return none("backends", "backend", "timeout", "targets")
+	case OpListen:
+		if err := none("backends", "backend", "timeout"); err != nil {
+			return err
+		}
+		if len(r.Targets) == 0 || len(r.Targets) > MaxListeners {
+			return fmt.Errorf("listen: targets must list 1 to %d ports, not %d", MaxListeners, len(r.Targets))
+		}
+		for i, t := range r.Targets {
+			if t < 1 || t > 65535 {
+				return fmt.Errorf("listen: targets[%d]: %d is not a port within 1-65535", i, t)
+			}
+		}
+		return nil
 	case "":
-		return errors.New("no op (one of set, hold, drain, probe, stats)")
+		return errors.New("no op (one of set, hold, drain, probe, stats, listen)")
 	}
-	return fmt.Errorf("unknown op %q (one of set, hold, drain, probe, stats)", r.Op)
+	return fmt.Errorf("unknown op %q (one of set, hold, drain, probe, stats, listen)", r.Op)
 }
 
 func validBackends(hosts []string) error {
@@ -180,6 +199,11 @@ func (p *Proxy) Handle(ctx context.Context, r Request) Reply {
 		return Reply{Drain: &res}
 	case OpProbe:
 		if err := p.Probe(ctx, r.Backend, time.Duration(r.Timeout)); err != nil {
+			return Reply{Error: err.Error()}
+		}
+		return Reply{}
+	case OpListen:
+		if err := p.Adopt(r.Targets, r.Files); err != nil {
 			return Reply{Error: err.Error()}
 		}
 		return Reply{}
@@ -283,16 +307,24 @@ func Run(ctx context.Context, opts Options, controlPath string) error {
 func (p *Proxy) serveControlConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	data, err := io.ReadAll(io.LimitReader(c, MaxRequest+1))
+	data, files, err := readRequest(c)
+	defer func() {
+		for _, f := range files {
+			f.Close()
+		}
+	}()
 	var reply Reply
 	if err != nil {
 		reply.Error = "reading the request: " + err.Error()
 	} else if r, err := ParseRequest(data); err != nil {
 		reply.Error = err.Error()
 		p.log.Warn("control request refused", "error", reply.Error)
+	} else if len(files) > 0 && r.Op != OpListen {
+		reply.Error = r.Op + ": takes no sockets"
 	} else {
 		// Errors of a valid request (a probe of a backend still starting)
 		// go back to the agent, which logs what matters.
+		r.Files = files
 		reply = p.Handle(ctx, r)
 	}
 	out, _ := json.Marshal(reply)
@@ -345,10 +377,49 @@ func Ctl(in io.Reader, socket string) ([]byte, error) {
 	return out, nil
 }
 
-// Exchange sends one request on a new connection to the control socket and
-// returns the proxy's reply, decoded and as it came.
-func Exchange(c *net.UnixConn, req []byte) (Reply, []byte, error) {
-	if _, err := c.Write(req); err != nil {
+// readRequest reads a request until the client half-closes, with the
+// descriptors that came with it (at most MaxListeners).
+func readRequest(c *net.UnixConn) (data []byte, files []*os.File, err error) {
+	buf := make([]byte, 4096)
+	oob := make([]byte, unix.CmsgSpace(4*MaxListeners))
+	for {
+		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
+		data = append(data, buf[:n]...)
+		if oobn > 0 {
+			msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
+			for _, m := range msgs {
+				fds, _ := unix.ParseUnixRights(&m)
+				for _, fd := range fds {
+					files = append(files, os.NewFile(uintptr(fd), "passed socket"))
+				}
+			}
+			if perr != nil || flags&unix.MSG_CTRUNC != 0 || len(files) > MaxListeners {
+				return nil, files, fmt.Errorf("more than %d sockets passed", MaxListeners)
+			}
+		}
+		switch {
+		case len(data) > MaxRequest:
+			return nil, files, fmt.Errorf("request larger than %d bytes", MaxRequest)
+		case errors.Is(err, io.EOF) || err == nil && n == 0 && oobn == 0:
+			return data, files, nil
+		case err != nil:
+			return nil, files, err
+		}
+	}
+}
+
+// Exchange sends one request, with files (listen), on a new connection to
+// the control socket and returns the proxy's reply, decoded and as it came.
+func Exchange(c *net.UnixConn, req []byte, files ...*os.File) (Reply, []byte, error) {
+	var rights []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			fds[i] = int(f.Fd())
+		}
+		rights = unix.UnixRights(fds...)
+	}
+	if _, _, err := c.WriteMsgUnix(req, rights, nil); err != nil {
 		return Reply{}, nil, fmt.Errorf("send request: %v", err)
 	}
 	c.CloseWrite()

@@ -178,7 +178,12 @@ func (p *Proxy) Probe(ctx context.Context, host string, timeout time.Duration) e
 	defer cancel()
 	var d net.Dialer
 	start := time.Now()
-	for _, pp := range p.ports {
+	probed := map[int]bool{}
+	for _, pp := range p.listeners() {
+		if probed[pp.Target] {
+			continue
+		}
+		probed[pp.Target] = true
 		wait := probeRetry
 		for {
 			c, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, strconv.Itoa(pp.Target)))
@@ -234,7 +239,7 @@ type Stats struct {
 // Stats returns the current state and counters.
 func (p *Proxy) Stats() Stats {
 	s := Stats{Connections: map[string]int{}}
-	for _, pp := range p.ports {
+	for _, pp := range p.listeners() {
 		s.Ports = append(s.Ports, PortStats{
 			Port:           pp.Port,
 			Active:         pp.active.Load(),

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -34,11 +35,14 @@ const (
 )
 
 // Port is one forwarded port: the proxy listens on Listen (all addresses of
-// its network namespace, IPv4 and IPv6 when available) and forwards to
-// Target on the backend.
+// its network namespace, IPv4 and IPv6 when available, or Addr) and
+// forwards to Target on the backend.
 type Port struct {
 	Listen int `json:"listen"`
 	Target int `json:"target"`
+	// Addr is the address of a listener the agent handed over (see Adopt):
+	// a host address, such as 127.0.0.1 or ::; "" for the proxy's own.
+	Addr string `json:"addr,omitempty"`
 }
 
 // Options configure a proxy.
@@ -63,9 +67,14 @@ type Options struct {
 
 // Proxy forwards the ports of one service to its current backends.
 type Proxy struct {
-	opts  Options
-	log   *slog.Logger
-	ports []*port
+	opts Options
+	log  *slog.Logger
+
+	lnMu      sync.Mutex
+	ports     []*port
+	serving   context.Context // Serve's while it accepts
+	stopped   bool            // Serve stopped accepting
+	accepters sync.WaitGroup
 
 	mu         sync.Mutex
 	backends   []string
@@ -153,15 +162,21 @@ func Listen(opts Options) (*Proxy, error) {
 
 // Ports returns the forwarded ports, with the listen ports the kernel picked.
 func (p *Proxy) Ports() []Port {
-	out := make([]Port, len(p.ports))
-	for i, pp := range p.ports {
-		out[i] = pp.Port
+	var out []Port
+	for _, pp := range p.listeners() {
+		out = append(out, pp.Port)
 	}
 	return out
 }
 
+func (p *Proxy) listeners() []*port {
+	p.lnMu.Lock()
+	defer p.lnMu.Unlock()
+	return slices.Clone(p.ports)
+}
+
 func (p *Proxy) closeListeners() {
-	for _, pp := range p.ports {
+	for _, pp := range p.listeners() {
 		pp.ln.Close()
 	}
 }
@@ -171,13 +186,18 @@ func (p *Proxy) closeListeners() {
 // Options.Grace to end, closes the rest and returns.
 func (p *Proxy) Serve(ctx context.Context) error {
 	p.log.Info("proxy serving", "ports", p.Ports(), "backend", p.opts.Backend)
-	var accepters sync.WaitGroup
+	p.lnMu.Lock()
+	p.serving = ctx
 	for _, pp := range p.ports {
-		accepters.Go(func() { p.accept(ctx, pp) })
+		p.accepters.Go(func() { p.accept(ctx, pp) })
 	}
+	p.lnMu.Unlock()
 	<-ctx.Done()
+	p.lnMu.Lock()
+	p.serving, p.stopped = nil, true
+	p.lnMu.Unlock()
 	p.closeListeners()
-	accepters.Wait()
+	p.accepters.Wait()
 
 	p.mu.Lock()
 	if h := p.hold; h != nil {

@@ -2,6 +2,7 @@ package composecmd
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -73,6 +74,10 @@ func prepareProxies(ctx context.Context, docker client.APIClient, p *types.Proje
 		for _, port := range c.Ports {
 			ours[int(port.PublicPort)] = true
 		}
+		bound, _ := compose.ParseBindings(c.Labels[compose.LabelProxyListen])
+		for _, b := range bound {
+			ours[b.Port] = true
+		}
 	}
 	for _, hp := range ports {
 		if ours[hp.Port] {
@@ -115,6 +120,34 @@ func proxyStubs(ctx context.Context, f *cmdutil.Factory, project string) []byte 
 		return nil
 	}
 	return out
+}
+
+// printBoundPorts follows the table of `ps` with the host ports the agent
+// bound for the project's proxies (compose.LabelProxyListen), which Docker
+// does not publish and compose's table so leaves out.
+func printBoundPorts(ctx context.Context, f *cmdutil.Factory, project string) {
+	docker, err := f.Docker()
+	if err != nil {
+		return
+	}
+	filter := client.Filters{}.Add("label", "com.docker.compose.project="+project, compose.LabelProxyListen).Add("status", "running")
+	list, err := docker.ContainerList(ctx, client.ContainerListOptions{Filters: filter})
+	if err != nil || len(list.Items) == 0 {
+		return
+	}
+	fmt.Fprintln(f.IO.Out, "\nHost ports the dso agent binds for the proxies:")
+	for _, c := range list.Items {
+		bindings, err := compose.ParseBindings(c.Labels[compose.LabelProxyListen])
+		if err != nil {
+			continue
+		}
+		ports := make([]string, len(bindings))
+		for i, b := range bindings {
+			ports[i] = fmt.Sprintf("%s->%d/tcp", net.JoinHostPort(cmp.Or(b.IP, "0.0.0.0"), strconv.Itoa(b.Port)), b.Target)
+		}
+		name := strings.TrimPrefix(c.Names[0], "/")
+		fmt.Fprintf(f.IO.Out, "  %s  %s\n", name, strings.Join(ports, ", "))
+	}
 }
 
 // inFiles prefixes err, a fault of the project's definition, with the

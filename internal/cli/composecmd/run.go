@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/compose-spec/compose-go/v2/types"
@@ -138,5 +139,11 @@ func passthrough(ctx context.Context, f *cmdutil.Factory, sub string, args []str
 	if seesProxies[sub] {
 		stubs = proxyStubs(ctx, f, p.Name)
 	}
-	return dockerCompose(ctx, f, p, inv, stubs, append([]string{sub}, inv.rest...)...)
+	if err := dockerCompose(ctx, f, p, inv, stubs, append([]string{sub}, inv.rest...)...); err != nil {
+		return err
+	}
+	if sub == "ps" && !inv.help && !slices.ContainsFunc(inv.rest, func(a string) bool { return strings.HasPrefix(a, "-") }) {
+		printBoundPorts(ctx, f, p.Name)
+	}
+	return nil
 }

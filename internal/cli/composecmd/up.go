@@ -141,7 +141,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitConfig, inFiles(p, err))
 	}
-	wiring := compose.Wiring{InitBinary: initBin, Agent: serving.ID}
+	wiring := compose.Wiring{InitBinary: initBin, Agent: serving.ID, BindHostPorts: bindsHostPorts(serving, docker)}
 	if opts.Sub != "run" {
 		// A one-off container (run) is not rotated: it keeps its ports
 		// (--service-ports) and gets no proxy.
@@ -423,4 +423,14 @@ func printPlan(out io.Writer, p *types.Project, plan *compose.Plan, versions map
 	}
 	fmt.Fprintf(out, "\nCompose override (read from stdin by docker compose; holds no value):\n%s\n", override)
 	return nil
+}
+
+// bindsHostPorts says whether the agent that serves the project binds the
+// proxies' host ports itself and hands them over (compose.Wiring): only an
+// agent with every power of root on the engine's host can (it binds any
+// port and reaches a proxy's control socket, whose process runs as nobody,
+// through /proc), which is the local agent of root with a local engine. The
+// system agent runs with a few capabilities only: Docker publishes for it.
+func bindsHostPorts(serving agentctl.Where, docker client.APIClient) bool {
+	return serving.Kind == agentctl.Local && os.Geteuid() == 0 && strings.HasPrefix(docker.DaemonHost(), "unix://")
 }

@@ -81,7 +81,7 @@ func Direct(ctx context.Context, c container.InspectResponse, req proxy.Request)
 		return proxy.Reply{}, true, err
 	}
 	handled, err = containersock.Do(ctx, c, proxy.ControlPath, socketWait, func(conn *net.UnixConn) (err error) {
-		reply, _, err = proxy.Exchange(conn, data)
+		reply, _, err = proxy.Exchange(conn, data, req.Files...)
 		return err
 	})
 	if err == nil && reply.Error != "" {
@@ -104,6 +104,9 @@ const socketWait = 2 * time.Second
 // The proxy's own errors (bad input, a probe that failed, a drain of a
 // backend still in use) come back as the error, with the op and container.
 func Send(ctx context.Context, d Docker, container string, req proxy.Request) (proxy.Reply, error) {
+	if len(req.Files) > 0 {
+		return proxy.Reply{}, fmt.Errorf("proxy %s in container %s: sockets cannot be passed through docker exec", req.Op, dockerexec.Short(container))
+	}
 	data, err := encode(req)
 	if err != nil {
 		return proxy.Reply{}, err

@@ -1,0 +1,224 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/api/events"
+	"github.com/dso-project/dso/internal/compose"
+	"github.com/dso-project/dso/internal/proxy"
+	"github.com/dso-project/dso/internal/rotate"
+)
+
+// Host ports of proxies (socket activation). When `up` plans a proxy with
+// the label compose.LabelProxyListen (compose.Wiring.BindHostPorts), Docker
+// publishes nothing onto it: the agent binds those host ports itself and
+// hands the listening sockets to the proxy over its control socket. Clients
+// then reach the proxy in the host's network stack, without Docker's
+// userland proxy or NAT to the container in between, while the proxy still
+// reaches the backends on the project network. The sockets are bound when
+// `up` registers the project, before any container starts, so that a port
+// in use stops `up` and a client that connects before the proxy runs waits
+// in the socket's backlog instead of being refused; they are handed over
+// when the proxy starts (and again to a proxy that runs without them when
+// the agent starts). The proxy keeps them across agent restarts; a proxy
+// that Docker restarts gets them again from the agent.
+
+// hostPortProxy is the proxy control that takes sockets: the agent's
+// Proxies.
+type hostPortProxy interface {
+	Adopted(ctx context.Context, id string) ([]proxy.Port, error)
+	Listen(ctx context.Context, id string, targets []int, files []*os.File) error
+}
+
+// boundPorts are sockets bound for proxies that have not started yet.
+type boundPorts struct {
+	mu   sync.Mutex
+	byID map[string]*bound
+}
+
+type bound struct {
+	lns   map[compose.Binding]*net.TCPListener
+	timer *time.Timer
+}
+
+// unstartedHold bounds how long sockets bound at a registration wait for
+// their proxy to start (a `create` without an `up`): then they are closed,
+// and bound again when it starts.
+const unstartedHold = time.Minute
+
+// bindProject binds the host ports of project's proxies that do not run
+// yet, at its registration.
+func (a *Agent) bindProject(ctx context.Context, project string) error {
+	if _, ok := a.opts.Proxy.(hostPortProxy); !ok {
+		return nil
+	}
+	f := client.Filters{}.Add("label", compose.LabelAgent+"="+a.opts.ID, "com.docker.compose.project="+project, compose.LabelProxyListen)
+	list, err := a.opts.Docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: f})
+	if err != nil {
+		return fmt.Errorf("list the proxies: %w", err)
+	}
+	for _, c := range list.Items {
+		if c.State == "running" {
+			continue
+		}
+		bindings, err := compose.ParseBindings(c.Labels[compose.LabelProxyListen])
+		if err != nil {
+			return fmt.Errorf("proxy of service %s: label %s: %w", c.Labels[rotate.LabelProxyFor], compose.LabelProxyListen, err)
+		}
+		a.ports.mu.Lock()
+		b := a.ports.byID[c.ID]
+		if b == nil {
+			b = &bound{lns: map[compose.Binding]*net.TCPListener{}}
+			if a.ports.byID == nil {
+				a.ports.byID = map[string]*bound{}
+			}
+			a.ports.byID[c.ID] = b
+			id := c.ID
+			b.timer = time.AfterFunc(unstartedHold, func() { a.ports.release(id) })
+		}
+		for _, x := range bindings {
+			if b.lns[x] != nil {
+				continue
+			}
+			ln, err := listen(x)
+			if err != nil {
+				a.ports.mu.Unlock()
+				a.ports.release(c.ID)
+				return fmt.Errorf("service %q: host port %s: %w", c.Labels[rotate.LabelProxyFor], net.JoinHostPort(x.IP, strconv.Itoa(x.Port)), unwrapOp(err))
+			}
+			b.lns[x] = ln
+		}
+		a.ports.mu.Unlock()
+	}
+	return nil
+}
+
+// listen binds one host port.
+func listen(x compose.Binding) (*net.TCPListener, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(x.IP, strconv.Itoa(x.Port)))
+	if err != nil {
+		return nil, err
+	}
+	return ln.(*net.TCPListener), nil
+}
+
+// unwrapOp drops the addresses a net.OpError repeats ("listen tcp
+// 127.0.0.1:80: bind: address already in use" becomes "bind: address
+// already in use").
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
+// take removes and returns the sockets bound for proxy id.
+func (p *boundPorts) take(id string) map[compose.Binding]*net.TCPListener {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.byID[id]
+	if b == nil {
+		return nil
+	}
+	b.timer.Stop()
+	delete(p.byID, id)
+	return b.lns
+}
+
+// release closes the sockets bound for proxy id.
+func (p *boundPorts) release(id string) {
+	for _, ln := range p.take(id) {
+		ln.Close()
+	}
+}
+
+// activate hands proxy id the host ports it does not listen on yet: those
+// bound at the registration, else bound now. Called when a proxy starts,
+// and for each running proxy when the agent connects to the engine.
+func (a *Agent) activate(ctx context.Context, id string, labels map[string]string) {
+	held := a.ports.take(id)
+	if held == nil {
+		held = map[compose.Binding]*net.TCPListener{}
+	}
+	defer func() {
+		for _, ln := range held {
+			ln.Close()
+		}
+	}()
+	hp, ok := a.opts.Proxy.(hostPortProxy)
+	label := labels[compose.LabelProxyListen]
+	if !ok || label == "" {
+		return
+	}
+	service, project := labels[rotate.LabelProxyFor], labels["com.docker.compose.project"]
+	err := func() error {
+		bindings, err := compose.ParseBindings(label)
+		if err != nil {
+			return fmt.Errorf("label %s: %w", compose.LabelProxyListen, err)
+		}
+		has, err := hp.Adopted(ctx, id)
+		if err != nil {
+			return err
+		}
+		var targets []int
+		var files []*os.File
+		defer func() {
+			for _, f := range files {
+				f.Close()
+			}
+		}()
+		for _, x := range bindings {
+			if adopted(has, x) {
+				continue
+			}
+			ln := held[x]
+			if ln == nil {
+				if ln, err = listen(x); err != nil {
+					return fmt.Errorf("host port %s: %w", net.JoinHostPort(x.IP, strconv.Itoa(x.Port)), unwrapOp(err))
+				}
+				held[x] = ln
+			}
+			f, err := ln.File()
+			if err != nil {
+				return err
+			}
+			files = append(files, f)
+			targets = append(targets, x.Target)
+		}
+		if len(files) == 0 {
+			return nil
+		}
+		if err := hp.Listen(ctx, id, targets, files); err != nil {
+			return err
+		}
+		a.opts.Log.Info("host ports handed to the proxy", "proxy", shortID(id), "project", project, "service", service, "ports", len(files))
+		return nil
+	}()
+	if err != nil && ctx.Err() == nil {
+		a.opts.Log.Error("the proxy has no host ports: handing them over failed", "proxy", shortID(id), "project", project, "service", service, "error", err)
+		a.emit(events.Event{Type: events.TypeContainer, Level: "ERROR", Container: shortID(id), Project: project, Service: service,
+			Message: "the proxy has no host ports: handing them over failed: " + err.Error()})
+	}
+}
+
+// adopted reports whether one of a proxy's host listeners is x.
+func adopted(has []proxy.Port, x compose.Binding) bool {
+	for _, p := range has {
+		if p.Listen == x.Port && (p.Addr == x.IP || wildcard(p.Addr) && wildcard(x.IP)) {
+			return true
+		}
+	}
+	return false
+}
+
+func wildcard(ip string) bool { return ip == "" || ip == "0.0.0.0" || ip == "::" }
