@@ -104,17 +104,18 @@ func (a *Agent) rotate(ctx context.Context, id string, keys []string) {
 	start := time.Now()
 	newID := ""
 	if err == nil {
-		switch d.Strategy {
-		case rotate.Restart, rotate.Rolling:
-			// Should the old container be stopped and brought back, it gets
-			// the values it had, not the new ones that may be what fails.
+		if d.Strategy == rotate.Signal {
+			a.journal().UpdateRotation(journal, func(r *state.Rotation) { r.Step = "resignal" })
+		}
+		// Should the old container be stopped and brought back, it gets the
+		// values it had, not the new ones that may be what fails; one the
+		// rotation refuses to replace (paused) keeps getting the current.
+		pin := func() {
 			a.mu.Lock()
 			a.pinned[id] = true
 			a.mu.Unlock()
-		case rotate.Signal:
-			a.journal().UpdateRotation(journal, func(r *state.Rotation) { r.Step = "resignal" })
 		}
-		newID, err = a.replacer.Rotate(ctx, rotate.Job{Journal: journal, Old: id}, d, a.envChanged(id, keys))
+		newID, err = a.replacer.Rotate(ctx, rotate.Job{Journal: journal, Old: id, Replacing: pin}, d, a.envChanged(id, keys))
 	}
 	if errors.Is(err, rotate.ErrInterrupted) {
 		a.opts.Log.Warn("rotation interrupted by the agent's stop; the next start finishes or undoes it", "container", shortID(id), "service", service, "strategy", strategy)

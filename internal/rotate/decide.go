@@ -78,6 +78,9 @@ func (r *Replacer) Rotate(ctx context.Context, job Job, d Decision, envChanged [
 	if err := r.replaceable(ctx, job.Old); err != nil {
 		return "", err
 	}
+	if job.Replacing != nil {
+		job.Replacing()
+	}
 	first := r.retryBackoff()
 	b := backoff.New(r.clock(), first, 4*first)
 	for attempt := 1; ; attempt++ {

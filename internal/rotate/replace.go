@@ -69,6 +69,10 @@ type Job struct {
 	Journal  uint64
 	Old      string // ID of the container replaced
 	Strategy Strategy
+	// Replacing, when set, is called once the old container may be
+	// replaced (see replaceable), before the first attempt: should it be
+	// stopped and brought back, the agent gives it the values it had.
+	Replacing func()
 }
 
 // tempSuffix matches the suffixes DSO gives temporary containers (and the

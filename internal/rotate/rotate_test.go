@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -422,12 +423,17 @@ func TestJoinedContainerIsNotReplaced(t *testing.T) {
 func TestPausedContainerIsNotReplaced(t *testing.T) {
 	s := newSetup(t, nil)
 	s.eng.byID[s.old].paused = true
-	_, err := s.r.Rotate(t.Context(), Job{Journal: 7, Old: s.old}, Decision{Strategy: Restart}, nil)
+	replacing := false
+	_, err := s.r.Rotate(t.Context(), Job{Journal: 7, Old: s.old, Replacing: func() { replacing = true }}, Decision{Strategy: Restart}, nil)
 	if err == nil || !strings.Contains(err.Error(), "paused") || !strings.Contains(err.Error(), "docker dso up --force-recreate") {
 		t.Fatalf("error %v, want the refusal of a paused container", err)
 	}
 	if len(s.steps) != 0 {
 		t.Errorf("steps %v, want none", s.steps)
+	}
+	// Its values stay the current ones: a later restart gets them.
+	if replacing {
+		t.Error("Replacing was called for a container the rotation refuses to replace")
 	}
 }
 
@@ -463,8 +469,9 @@ func TestRotateRetriesOnItsClock(t *testing.T) {
 	clk := clock.NewFakeClock(time.Unix(1.7e9, 0))
 	s.r.Clock, s.r.RetryBackoff = clk, 2*time.Second
 	done := make(chan error, 1)
+	var replacing atomic.Int32
 	go func() {
-		_, err := s.r.Rotate(t.Context(), Job{Journal: 7, Old: s.old}, Decision{Strategy: Rolling}, nil)
+		_, err := s.r.Rotate(t.Context(), Job{Journal: 7, Old: s.old, Replacing: func() { replacing.Add(1) }}, Decision{Strategy: Rolling}, nil)
 		done <- err
 	}()
 	for i, want := range []time.Duration{2 * time.Second, 4 * time.Second} {
@@ -480,6 +487,9 @@ func TestRotateRetriesOnItsClock(t *testing.T) {
 	}
 	if got := s.eng.service(); len(got) != 1 || !got["shop-web-1"] {
 		t.Errorf("service containers %v, want the old one running only", got)
+	}
+	if n := replacing.Load(); n != 1 {
+		t.Errorf("Replacing called %d times, want once, before the first attempt", n)
 	}
 }
 

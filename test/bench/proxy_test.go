@@ -18,6 +18,10 @@ package bench
 //     userland hop);
 //   - dso+docker-proxy: our proxy container's port published on 127.0.0.1,
 //     as a client on the host's loopback reaches it (docker-proxy, then ours);
+//   - dso-bound: our proxy container serving a socket bound on 127.0.0.1 of
+//     the host and handed to it, as the agent does (socket activation,
+//     internal/agent/hostports.go): how clients reach a proxy whose host
+//     ports the agent binds, from the host or from other hosts;
 //   - dso-host: the same `dso-init proxy` run on the host, where HAProxy and
 //     docker-proxy run: our code in their position, without the container's
 //     extra hop over the bridge.
@@ -52,6 +56,8 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/proxy"
+	"github.com/dso-project/dso/internal/proxy/control"
 	"github.com/dso-project/dso/internal/testbed"
 )
 
@@ -89,6 +95,7 @@ func BenchmarkProxy(b *testing.B) {
 		{name: "haproxy", addr: startHAProxy(b, appAddr)},
 		{name: "dso", addr: testbed.ContainerIP(b, proxy, net).String() + ":80"},
 		{name: "dso+docker-proxy", addr: testbed.HostAddr(b, proxy, "80/tcp")},
+		{name: "dso-bound", addr: handOver(b, proxy, 8080)},
 		{name: "dso-host", addr: startDSOProxy(b, appIP)},
 	}
 	for _, p := range paths {
@@ -173,6 +180,32 @@ func startDSOProxy(b *testing.B, backend string) string {
 	startOnHost(b, testbed.GoBinary(b, "./cmd/dso-init"), "proxy", "--port", port+":8080",
 		"--backend", backend, "--control", filepath.Join(b.TempDir(), "proxy.sock"))
 	return "127.0.0.1:" + port
+}
+
+// handOver binds a port on 127.0.0.1 of the host and hands it to the proxy
+// in container id, forwarding to target, as the agent does; it returns the
+// address.
+func handOver(b *testing.B, id string, target int) string {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	f, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	ins, err := testbed.Docker(b).ContainerInspect(b.Context(), id, client.ContainerInspectOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, ok, err := control.Direct(b.Context(), ins.Container, proxy.Request{Op: proxy.OpListen, Targets: []int{target}, Files: []*os.File{f}})
+	if !ok || err != nil {
+		b.Fatalf("handing a socket to the proxy (the benchmark runs as root on the engine's host): handled %v, %v", ok, err)
+	}
+	return ln.Addr().String()
 }
 
 // startOnHost runs bin on the host until the benchmark ends.

@@ -414,6 +414,25 @@ func TestRollingZeroDowntime(t *testing.T) {
 	if ok, got := clean(t, project, project+"-web-1", project+"-db-1", project+"-web-dso-proxy-1", project+"-db-dso-proxy-1"); !ok {
 		t.Errorf("after the rotations the project holds %s", got)
 	}
+	// db's host port is fixed: the agent (root's, the engine local) bound
+	// it and handed it to the proxy, which Docker publishes nothing onto;
+	// web's is picked by the engine, so Docker publishes it. A proxy that
+	// restarts gets its port again.
+	for name, published := range map[string]bool{project + "-web-dso-proxy-1": true, project + "-db-dso-proxy-1": false} {
+		ins, err := testbed.Docker(t).ContainerInspect(t.Context(), name, client.ContainerInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := len(ins.Container.HostConfig.PortBindings) > 0; got != published {
+			t.Errorf("proxy %s: Docker publishes its ports: %v, want %v", name, got, published)
+		}
+	}
+	u.must(dir, nil, "restart", project+"-db-dso-proxy-1")
+	last := string(values[len(values)-1])
+	waitFor(t, "the value at "+dbAddr+" after the proxy's restart", func() bool {
+		s, b := testbed.HTTPGet(t, "http://"+dbAddr+"/env/TOKEN")
+		return s == 200 && b == last
+	})
 	assertNoLeak(t, u, values, agentLog(t, u))
 }
 
