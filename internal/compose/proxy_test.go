@@ -247,3 +247,22 @@ func TestAgentBindsFixedHostPorts(t *testing.T) {
 		t.Errorf("api's proxy (a port the engine picks): ports %v, label %q; want Docker's publishing", api.Ports, api.Labels[LabelProxyListen])
 	}
 }
+
+// FuzzParseBindings: the label LabelProxyListen, read back from a
+// container, never panics the parser, and what it accepts writes back to
+// a label that reads the same.
+func FuzzParseBindings(f *testing.F) {
+	for _, s := range []string{":8080:80", "127.0.0.1:8443:443,[::1]:9000:90", "[::1:9000:90", ":0:1", "a:b:c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, label string) {
+		b, err := ParseBindings(label)
+		if err != nil {
+			return
+		}
+		again, err := ParseBindings(b.String())
+		if err != nil || !reflect.DeepEqual(again, b) {
+			t.Fatalf("%q parsed to %+v, written as %q, read back as %+v, %v", label, b, b.String(), again, err)
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -123,4 +124,26 @@ func TestListenRefusesWhatIsNotAListener(t *testing.T) {
 	if n := len(p.Stats().Ports); n != 1 {
 		t.Fatalf("refused requests left %d listeners, want 1", n)
 	}
+}
+
+// FuzzParseRequest: no request read from the control socket panics the
+// parser, and an accepted one written again parses the same.
+func FuzzParseRequest(f *testing.F) {
+	for _, s := range []string{`{"op":"listen","targets":[80,443]}`, `{"op":"set","backends":["web"]}`, `{"op":"drain","backend":"10.0.0.2","timeout":"30s"}`, `{"op":"hold"}`, `{"op":"stats"}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := ParseRequest(data)
+		if err != nil {
+			return
+		}
+		out, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := ParseRequest(out)
+		if err != nil || !reflect.DeepEqual(again, r) {
+			t.Fatalf("%s parsed to %+v, written as %s, read back as %+v, %v", data, r, out, again, err)
+		}
+	})
 }
