@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -843,5 +844,41 @@ services:
 	}
 	if after.Container.ID == before.Container.ID || after.Container.Image != before.Container.Image {
 		t.Errorf("after the rotation web runs image %s (container %.12s), want the old container's %s", after.Container.Image, after.Container.ID, before.Container.Image)
+	}
+}
+
+// TestAgentBoundPortQueuesEarlyClients: a fixed host port of a proxy is
+// bound by the agent (root's, the engine local) when `create` registers
+// the project, before anything starts: a client that connects then waits
+// in the socket's backlog and is served once the project starts, instead
+// of being refused; `docker dso ps` lists the port.
+func TestAgentBoundPortQueuesEarlyClients(t *testing.T) {
+	u := newUser(t)
+	port := freePort(t)
+	dir := writeProject(t, map[string]string{"compose.yaml": strings.Replace(tokenCompose(t), `"127.0.0.1::8080"`, `"127.0.0.1:`+port+`:8080"`, 1)})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": []byte("early")})
+	u.must(dir, nil, "dso", "compose", "create", "-p", project)
+	addr := "127.0.0.1:" + port
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatalf("connecting to %s after create: %v (the agent binds it at the registration)", addr, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(90 * time.Second))
+	if _, err := io.WriteString(c, "GET /env/TOKEN HTTP/1.1\r\nHost: early\r\nConnection: close\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("the client that connected before the start got no answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "early" {
+		t.Fatalf("the early client got %d %q, want 200 early", resp.StatusCode, body)
+	}
+	if ps := u.must(dir, nil, "dso", "ps", "-p", project); !strings.Contains(ps.stdout, addr+"->8080/tcp") {
+		t.Errorf("docker dso ps does not list %s:\n%s", addr, ps.stdout)
 	}
 }
