@@ -43,6 +43,10 @@ type hostPortProxy interface {
 type boundPorts struct {
 	mu   sync.Mutex
 	byID map[string]*bound
+	// handing is held while sockets are handed to a proxy: a start event
+	// and the agent's connection may ask for the same proxy at once, and
+	// the second must see what the first handed over.
+	handing sync.Mutex
 }
 
 type bound struct {
@@ -146,6 +150,8 @@ func (p *boundPorts) release(id string) {
 // bound at the registration, else bound now. Called when a proxy starts,
 // and for each running proxy when the agent connects to the engine.
 func (a *Agent) activate(ctx context.Context, id string, labels map[string]string) {
+	a.ports.handing.Lock()
+	defer a.ports.handing.Unlock()
 	held := a.ports.take(id)
 	if held == nil {
 		held = map[compose.Binding]*net.TCPListener{}

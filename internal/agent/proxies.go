@@ -189,8 +189,25 @@ func (p *Proxies) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		project, service := c.Labels["com.docker.compose.project"], c.Labels[compose.LabelProxyFor]
+		// A host listener the agent handed over may have the port of the
+		// proxy's own listener in its container (3306:3306): one series.
+		byPort := map[int]proxy.PortStats{}
+		var order []int
 		for _, ps := range r.Stats.Ports {
-			port := strconv.Itoa(ps.Listen)
+			sum, seen := byPort[ps.Listen]
+			if !seen {
+				order = append(order, ps.Listen)
+			}
+			sum.Active += ps.Active
+			sum.Accepted += ps.Accepted
+			sum.BytesToBackend += ps.BytesToBackend
+			sum.BytesToClient += ps.BytesToClient
+			sum.DialFailures += ps.DialFailures
+			sum.Dropped += ps.Dropped
+			byPort[ps.Listen] = sum
+		}
+		for _, n := range order {
+			ps, port := byPort[n], strconv.Itoa(n)
 			ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(ps.Active), project, service, port)
 			ch <- prometheus.MustNewConstMetric(descAccepted, prometheus.CounterValue, float64(ps.Accepted), project, service, port)
 			ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(ps.BytesToBackend), project, service, port, "to_backend")

@@ -851,13 +851,26 @@ services:
 // bound by the agent (root's, the engine local) when `create` registers
 // the project, before anything starts: a client that connects then waits
 // in the socket's backlog and is served once the project starts, instead
-// of being refused; `docker dso ps` lists the port.
+// of being refused; `docker dso ps` lists the port, and /metrics counts
+// its connections, in one series though the port is also the one the proxy
+// listens on in its container (the application listens on it too).
 func TestAgentBoundPortQueuesEarlyClients(t *testing.T) {
 	u := newUser(t)
 	port := freePort(t)
-	dir := writeProject(t, map[string]string{"compose.yaml": strings.Replace(tokenCompose(t), `"127.0.0.1::8080"`, `"127.0.0.1:`+port+`:8080"`, 1)})
+	dir := writeProject(t, map[string]string{
+		"compose.yaml": `
+services:
+  api:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1:` + port + `:` + port + `"]
+    environment:
+      TESTAPP_ADDR: ":` + port + `"
+      TOKEN: dso://app/token
+`,
+		"dso.yaml": "providers:\n  local: {type: local}\nagent:\n  api:\n    open: [metrics]\n"})
 	project := testbed.Project(t, dir)
 	u.initVault(map[string][]byte{"app/token": []byte("early")})
+	ag := startAgent(t, u, filepath.Join(dir, "dso.yaml"))
 	u.must(dir, nil, "dso", "compose", "create", "-p", project)
 	addr := "127.0.0.1:" + port
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
@@ -878,7 +891,12 @@ func TestAgentBoundPortQueuesEarlyClients(t *testing.T) {
 	if resp.StatusCode != 200 || string(body) != "early" {
 		t.Fatalf("the early client got %d %q, want 200 early", resp.StatusCode, body)
 	}
-	if ps := u.must(dir, nil, "dso", "ps", "-p", project); !strings.Contains(ps.stdout, addr+"->8080/tcp") {
+	if ps := u.must(dir, nil, "dso", "ps", "-p", project); !strings.Contains(ps.stdout, addr+"->"+port+"/tcp") {
 		t.Errorf("docker dso ps does not list %s:\n%s", addr, ps.stdout)
+	}
+	code, metrics := ag.get(t, "/metrics")
+	series := `dso_proxy_connections_accepted_total{port="` + port + `",project="` + project + `",service="api"} 1`
+	if code != http.StatusOK || strings.Count(metrics, series) != 1 {
+		t.Errorf("GET /metrics = %d, want 200 with %s once:\n%s", code, series, grepLines(metrics, "dso_proxy"))
 	}
 }
