@@ -180,9 +180,16 @@ func addFile(tw *tar.Writer, name, hostFile string, mode int64) error {
 // See test/testapp for what it serves.
 func TestappImage(t testing.TB) string {
 	t.Helper()
+	return TestappImageWith(t, "testapp", "")
+}
+
+// TestappImageWith builds the testapp image named name with the Dockerfile
+// lines extra ("VOLUME /data\n") too.
+func TestappImageWith(t testing.TB, name, extra string) string {
+	t.Helper()
 	bin := GoBinary(t, "./test/testapp")
-	return BuildImage(t, "testapp", map[string]string{"testapp": bin},
-		"FROM scratch\nCOPY testapp /testapp\nEXPOSE 8080\nENTRYPOINT [\"/testapp\"]\n")
+	return BuildImage(t, name, map[string]string{"testapp": bin},
+		"FROM scratch\nCOPY testapp /testapp\n"+extra+"EXPOSE 8080\nENTRYPOINT [\"/testapp\"]\n")
 }
 
 // busyboxPath is where Debian's busybox-static installs the static busybox.

@@ -730,8 +730,7 @@ func waitServes(t *testing.T, u *user, service, addr, want string) {
 // rotation, in the same volume.
 func TestAnonymousVolumesKept(t *testing.T) {
 	u := newUser(t)
-	volumeImage := testbed.BuildImage(t, "testapp-volume", map[string]string{"testapp": testbed.GoBinary(t, "./test/testapp")},
-		"FROM scratch\nCOPY testapp /testapp\nVOLUME /data\nEXPOSE 8080\nENTRYPOINT [\"/testapp\"]\n")
+	volumeImage := testbed.TestappImageWith(t, "testapp-volume", "VOLUME /data\n")
 	dir := writeProject(t, map[string]string{"compose.yaml": `
 services:
   anon:
@@ -804,8 +803,7 @@ func dataVolume(t *testing.T, name string) string {
 func TestRotationKeepsTheImage(t *testing.T) {
 	u := newUser(t)
 	first := testbed.TestappImage(t)
-	other := testbed.BuildImage(t, "testapp-other", map[string]string{"testapp": testbed.GoBinary(t, "./test/testapp")},
-		"FROM scratch\nCOPY testapp /testapp\nLABEL other=1\nEXPOSE 8080\nENTRYPOINT [\"/testapp\"]\n")
+	other := testbed.TestappImageWith(t, "testapp-other", "LABEL other=1\n")
 	docker := testbed.Docker(t)
 	tag := first + "-moving"
 	if _, err := docker.ImageTag(t.Context(), client.ImageTagOptions{Source: first, Target: tag}); err != nil {
