@@ -897,4 +897,20 @@ services:
 	if code != http.StatusOK || strings.Count(metrics, series) != 1 {
 		t.Errorf("GET /metrics = %d, want 200 with %s once:\n%s", code, series, grepLines(metrics, "dso_proxy"))
 	}
+	// A rotation: /metrics has the switch's time and the drain's result.
+	u.must("", []byte("later"), "dso", "secret", "set", "app/token")
+	waitFor(t, "the new value at "+addr, func() bool { return tryGet(addr, "/env/TOKEN") == "later" })
+	_, metrics = ag.get(t, "/metrics")
+	if strings.Contains(metrics, "dso_proxy_switch_seconds_count 0\n") {
+		t.Errorf("/metrics after a rotation counts no switch:\n%s", grepLines(metrics, "dso_proxy"))
+	}
+	for _, want := range []string{
+		"dso_proxy_switch_seconds_count",
+		`dso_proxy_drained_connections_total{outcome="drained"}`,
+		`dso_proxy_bytes_total{direction="to_client",port="` + port + `",project="` + project + `",service="api"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics after a rotation has no %s:\n%s", want, grepLines(metrics, "dso_proxy"))
+		}
+	}
 }
