@@ -142,8 +142,19 @@ func passthrough(ctx context.Context, f *cmdutil.Factory, sub string, args []str
 	if err := dockerCompose(ctx, f, p, inv, stubs, append([]string{sub}, inv.rest...)...); err != nil {
 		return err
 	}
-	if sub == "ps" && !inv.help && !slices.ContainsFunc(inv.rest, func(a string) bool { return strings.HasPrefix(a, "-") }) {
+	if sub == "ps" && !inv.help && !slices.ContainsFunc(inv.rest, otherFormat) {
 		printBoundPorts(ctx, f, p.Name)
 	}
 	return nil
+}
+
+// otherFormat reports whether a flag of `ps` asks for something else than
+// its table (JSON, IDs, service names), which nothing may follow.
+func otherFormat(arg string) bool {
+	name, _, _ := strings.Cut(arg, "=")
+	switch name {
+	case "--format", "-q", "--quiet", "--services", "--status", "--filter":
+		return true
+	}
+	return strings.HasPrefix(arg, "-") && !strings.HasPrefix(arg, "--") && strings.ContainsAny(arg, "q")
 }
