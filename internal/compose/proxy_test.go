@@ -19,13 +19,36 @@ func rollingPlan(t *testing.T, services string, img Image) (*Plan, error) {
 
 func strategyPlan(t *testing.T, st config.Strategy, services string, img Image) (*Plan, error) {
 	t.Helper()
+	return wiredPlan(t, Wiring{Strategy: func(types.ServiceConfig) config.Strategy { return st }}, services, img)
+}
+
+// decodeOverride decodes the override of plan (err is NewPlan's) into doc
+// and returns it.
+func decodeOverride(t *testing.T, plan *Plan, err error, doc any) []byte {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := plan.Override()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(out, doc); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// wiredPlan plans services with w, for the agent local-1.
+func wiredPlan(t *testing.T, w Wiring, services string, img Image) (*Plan, error) {
+	t.Helper()
 	p := load(t, "services:\n"+services)
 	uses, err := FindUses(p, p.ServiceNames(), Secrets{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	strategy := func(types.ServiceConfig) config.Strategy { return st }
-	return NewPlan(context.Background(), p, uses, Wiring{InitBinary: "/opt/dso/dso-init", Agent: "local-1", Strategy: strategy}, fakeImages{img})
+	w.InitBinary, w.Agent = "/opt/dso/dso-init", "local-1"
+	return NewPlan(context.Background(), p, uses, w, fakeImages{img})
 }
 
 // TestProxyOwnsEveryPortForm: every form of compose ports and the seed's
@@ -206,8 +229,8 @@ func TestBindingsRoundTrip(t *testing.T) {
 // its label for the agent, bind addresses kept; one with a port the engine
 // picks keeps Docker's publishing.
 func TestAgentBindsFixedHostPorts(t *testing.T) {
-	p := load(t, `services:
-  web:
+	w := Wiring{BindHostPorts: true, Strategy: func(types.ServiceConfig) config.Strategy { return config.StrategyRolling }}
+	plan, err := wiredPlan(t, w, `  web:
     image: x
     environment: {A: dso://x/y}
     ports: ["8080:80", "127.0.0.1:8443:443/tcp", "[::1]:9000:90"]
@@ -215,30 +238,14 @@ func TestAgentBindsFixedHostPorts(t *testing.T) {
     image: x
     environment: {A: dso://x/y}
     ports: ["80"]
-`)
-	uses, err := FindUses(p, p.ServiceNames(), Secrets{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := Wiring{InitBinary: "/opt/dso/dso-init", Agent: "local-1", BindHostPorts: true,
-		Strategy: func(types.ServiceConfig) config.Strategy { return config.StrategyRolling }}
-	plan, err := NewPlan(context.Background(), p, uses, w, fakeImages{Image{Cmd: []string{"serve"}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := plan.Override()
-	if err != nil {
-		t.Fatal(err)
-	}
+`, Image{Cmd: []string{"serve"}})
 	var doc struct {
 		Services map[string]struct {
 			Ports  []map[string]any
 			Labels map[string]string
 		}
 	}
-	if err := yaml.Unmarshal(out, &doc); err != nil {
-		t.Fatal(err)
-	}
+	decodeOverride(t, plan, err, &doc)
 	web, api := doc.Services["web-dso-proxy"], doc.Services["api-dso-proxy"]
 	if len(web.Ports) != 0 || web.Labels[LabelProxyListen] != ":8080:80,127.0.0.1:8443:443,[::1]:9000:90" {
 		t.Errorf("web's proxy: ports %v, label %q; want no ports and every binding in the label", web.Ports, web.Labels[LabelProxyListen])
