@@ -106,9 +106,15 @@ func (a *Agent) bindProject(ctx context.Context, project string) error {
 	return nil
 }
 
-// listen binds one host port.
+// listen binds one host port as Docker publishes it: every address, IPv4
+// and IPv6, for no address; 0.0.0.0 for IPv4 only (Go would take it for
+// both).
 func listen(x compose.Binding) (*net.TCPListener, error) {
-	ln, err := net.Listen("tcp", net.JoinHostPort(x.IP, strconv.Itoa(x.Port)))
+	network := "tcp"
+	if x.IP == "0.0.0.0" {
+		network = "tcp4"
+	}
+	ln, err := net.Listen(network, net.JoinHostPort(x.IP, strconv.Itoa(x.Port)))
 	if err != nil {
 		return nil, err
 	}
