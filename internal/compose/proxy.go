@@ -240,23 +240,12 @@ func (pl *Plan) proxyService(sp ServicePlan) map[string]any {
 	}
 	escapeAll(entry)
 	labels := map[string]string{LabelProxyFor: sp.Name, LabelAgent: pl.Wiring.Agent}
-	bindings, fixed := pp.bindings()
-	if pl.Wiring.BindHostPorts && fixed {
+	var ports []map[string]any
+	if bindings, fixed := pp.bindings(); pl.Wiring.BindHostPorts && fixed {
+		// The agent binds them; Docker publishes none.
 		labels[LabelProxyListen] = bindings.String()
-	}
-	ports := make([]map[string]any, 0, len(pp.Ports))
-	for _, pc := range pp.Ports {
-		if labels[LabelProxyListen] != "" {
-			break
-		}
-		m := map[string]any{"target": pc.Target, "protocol": "tcp", "mode": "ingress"}
-		if pc.HostIP != "" {
-			m["host_ip"] = pc.HostIP
-		}
-		if pc.Published != "" {
-			m["published"] = pc.Published
-		}
-		ports = append(ports, m)
+	} else {
+		ports = publish(pp.Ports)
 	}
 	s := map[string]any{
 		"image":        ProxyImage,
@@ -279,6 +268,22 @@ func (pl *Plan) proxyService(sp ServicePlan) map[string]any {
 		s["networks"] = pp.Networks
 	}
 	return s
+}
+
+// publish is the compose ports of a proxy that Docker publishes.
+func publish(pcs []types.ServicePortConfig) []map[string]any {
+	ports := make([]map[string]any, 0, len(pcs))
+	for _, pc := range pcs {
+		m := map[string]any{"target": pc.Target, "protocol": "tcp", "mode": "ingress"}
+		if pc.HostIP != "" {
+			m["host_ip"] = pc.HostIP
+		}
+		if pc.Published != "" {
+			m["published"] = pc.Published
+		}
+		ports = append(ports, m)
+	}
+	return ports
 }
 
 // Binding is a host port the agent binds for a proxy: connections to
