@@ -778,6 +778,14 @@ services:
 			t.Errorf("after the rotation %s's /data is volume %s, want %s", svc, v, volumes[svc])
 		}
 	}
+	// down -v removes the anonymous volumes, as compose says: the engine
+	// would leave those the replacements took by name.
+	u.must(dir, nil, "dso", "down", "-v", "-p", project)
+	for svc, v := range volumes {
+		if _, err := testbed.Docker(t).VolumeInspect(t.Context(), v, client.VolumeInspectOptions{}); err == nil {
+			t.Errorf("docker dso down -v left %s's anonymous volume %s", svc, v)
+		}
+	}
 }
 
 // dataVolume is the name of the volume at /data in container name.

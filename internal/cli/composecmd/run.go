@@ -139,8 +139,15 @@ func passthrough(ctx context.Context, f *cmdutil.Factory, sub string, args []str
 	if seesProxies[sub] {
 		stubs = proxyStubs(ctx, f, p.Name)
 	}
+	var anonymous []string
+	if sub == "down" && removesVolumes(inv.rest) {
+		anonymous = anonymousVolumes(ctx, f, p.Name)
+	}
 	if err := dockerCompose(ctx, f, p, inv, stubs, append([]string{sub}, inv.rest...)...); err != nil {
 		return err
+	}
+	if err := removeVolumes(ctx, f, anonymous); err != nil {
+		return cmdutil.WithExitCode(cmdutil.ExitBackend, err)
 	}
 	if sub == "ps" && !inv.help && !slices.ContainsFunc(inv.rest, otherFormat) {
 		printBoundPorts(ctx, f, p.Name)

@@ -14,3 +14,14 @@ func TestOtherFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestRemovesVolumes(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{{[]string{"-v"}, true}, {[]string{"--volumes"}, true}, {[]string{"--remove-orphans", "--volumes=true"}, true}, {[]string{"--remove-orphans"}, false}, {nil, false}} {
+		if got := removesVolumes(tc.args); got != tc.want {
+			t.Errorf("removesVolumes(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
