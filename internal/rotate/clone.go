@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -55,6 +56,32 @@ func newHostConfig(old container.InspectResponse) *container.HostConfig {
 		}
 	}
 	return &hc
+}
+
+// anonymousName is the name the engine gives an anonymous volume.
+var anonymousName = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// AnonymousVolumes lists the anonymous volumes (named by the engine)
+// mounted by the containers of project. A replacement holds its
+// predecessor's by name (newHostConfig), and the engine removes with a
+// container only the volumes that were anonymous at its creation: `down
+// -v` must remove these itself.
+func AnonymousVolumes(ctx context.Context, docker interface {
+	ContainerList(context.Context, client.ContainerListOptions) (client.ContainerListResult, error)
+}, project string) ([]string, error) {
+	list, err := docker.ContainerList(ctx, client.ContainerListOptions{All: true, Filters: client.Filters{}.Add("label", labelProject+"="+project)})
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, c := range list.Items {
+		for _, m := range c.Mounts {
+			if m.Type == mount.TypeVolume && anonymousName.MatchString(m.Name) && !slices.Contains(out, m.Name) {
+				out = append(out, m.Name)
+			}
+		}
+	}
+	return out, nil
 }
 
 // bound reports whether binds ("SRC:DEST[:OPTIONS]") mount something at dest.

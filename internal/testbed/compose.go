@@ -13,6 +13,8 @@ import (
 	"testing"
 
 	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/rotate"
 )
 
 // composeLabel is the label Compose puts on everything of a project.
@@ -98,12 +100,18 @@ func Project(t testing.TB, dir string) string {
 	t.Cleanup(func() {
 		ctx, cancel := cleanupContext()
 		defer cancel()
+		anonymous, _ := rotate.AnonymousVolumes(ctx, cli, name)
 		down := exec.CommandContext(ctx, bin, "-p", name, "down", "-v", "--remove-orphans")
 		down.Dir = dir
 		if out, err := down.CombinedOutput(); err != nil {
 			t.Logf("testbed: cleanup: compose down of %s: %v\n%s", name, err, out)
 		}
 		removeProject(ctx, t, cli, name)
+		for _, v := range anonymous {
+			if _, err := cli.VolumeRemove(ctx, v, client.VolumeRemoveOptions{Force: true}); err != nil && !isNotFound(err) {
+				t.Errorf("testbed: cleanup: removing anonymous volume %s of project %s: %v", v, name, err)
+			}
+		}
 	})
 	return name
 }
