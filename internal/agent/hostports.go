@@ -93,7 +93,7 @@ func (a *Agent) bindProject(ctx context.Context, project string) error {
 			if b.lns[x] != nil {
 				continue
 			}
-			ln, err := listen(x)
+			ln, err := x.Listen()
 			if err != nil {
 				a.ports.mu.Unlock()
 				a.ports.release(c.ID)
@@ -104,21 +104,6 @@ func (a *Agent) bindProject(ctx context.Context, project string) error {
 		a.ports.mu.Unlock()
 	}
 	return nil
-}
-
-// listen binds one host port as Docker publishes it: every address, IPv4
-// and IPv6, for no address; 0.0.0.0 for IPv4 only (Go would take it for
-// both).
-func listen(x compose.Binding) (*net.TCPListener, error) {
-	network := "tcp"
-	if x.IP == "0.0.0.0" {
-		network = "tcp4"
-	}
-	ln, err := net.Listen(network, net.JoinHostPort(x.IP, strconv.Itoa(x.Port)))
-	if err != nil {
-		return nil, err
-	}
-	return ln.(*net.TCPListener), nil
 }
 
 // unwrapOp drops the addresses a net.OpError repeats ("listen tcp
@@ -195,7 +180,7 @@ func (a *Agent) activate(ctx context.Context, id string, labels map[string]strin
 			}
 			ln := held[x]
 			if ln == nil {
-				if ln, err = listen(x); err != nil {
+				if ln, err = x.Listen(); err != nil {
 					return fmt.Errorf("host port %s: %w", net.JoinHostPort(x.IP, strconv.Itoa(x.Port)), unwrapOp(err))
 				}
 				held[x] = ln

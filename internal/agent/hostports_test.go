@@ -13,7 +13,7 @@ import (
 // listener is then recognised as that binding.
 func TestListenAsDockerPublishes(t *testing.T) {
 	for _, ip := range []string{"0.0.0.0", "127.0.0.1"} {
-		ln, err := listen(compose.Binding{IP: ip, Port: 0, Target: 80})
+		ln, err := compose.Binding{IP: ip, Port: 0, Target: 80}.Listen()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -294,6 +294,21 @@ type Binding struct {
 	Target int
 }
 
+// Listen binds b's host port as Docker publishes it: every address, IPv4
+// and IPv6, for no address; 0.0.0.0 for IPv4 only (Go would take it for
+// both).
+func (b Binding) Listen() (*net.TCPListener, error) {
+	network := "tcp"
+	if b.IP == "0.0.0.0" {
+		network = "tcp4"
+	}
+	ln, err := net.Listen(network, net.JoinHostPort(b.IP, strconv.Itoa(b.Port)))
+	if err != nil {
+		return nil, err
+	}
+	return ln.(*net.TCPListener), nil
+}
+
 // Bindings are the host ports of one proxy.
 type Bindings []Binding
 

@@ -83,7 +83,7 @@ func prepareProxies(ctx context.Context, docker client.APIClient, p *types.Proje
 		if ours[hp.Port] {
 			continue
 		}
-		ln, err := net.Listen("tcp", net.JoinHostPort(hp.IP, strconv.Itoa(hp.Port)))
+		ln, err := compose.Binding{IP: hp.IP, Port: hp.Port}.Listen()
 		if err != nil {
 			return cmdutil.WithExitCode(cmdutil.ExitConfig, inFiles(p, fmt.Errorf("service %q: host port %s is already in use on this host: %w", hp.Service, hp, err)))
 		}
