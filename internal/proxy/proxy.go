@@ -161,13 +161,7 @@ func Listen(opts Options) (*Proxy, error) {
 }
 
 // Ports returns the forwarded ports, with the listen ports the kernel picked.
-func (p *Proxy) Ports() []Port {
-	var out []Port
-	for _, pp := range p.listeners() {
-		out = append(out, pp.Port)
-	}
-	return out
-}
+func (p *Proxy) Ports() []Port { return portsOf(p.listeners()) }
 
 func (p *Proxy) listeners() []*port {
 	p.lnMu.Lock()
