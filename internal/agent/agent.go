@@ -327,7 +327,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) session(ctx context.Context) error {
 	// The managed containers and the proxies of this agent.
 	mine := compose.LabelAgent + "=" + a.opts.ID
-	f := client.Filters{}.Add("type", "container").Add("event", "start", "destroy").Add("label", mine)
+	f := client.Filters{}.Add("type", "container").Add("event", "start", "rename", "destroy").Add("label", mine)
 	ev := a.opts.Docker.Events(ctx, client.EventsListOptions{Filters: f})
 
 	list, err := a.opts.Docker.ContainerList(ctx, client.ContainerListOptions{
@@ -362,11 +362,15 @@ func (a *Agent) session(ctx context.Context) error {
 			switch proxy := m.Actor.Attributes[compose.LabelProxyFor] != ""; {
 			case proxy && m.Action == "destroy":
 				a.ports.release(id)
-			case proxy:
+			case proxy && m.Action == "start":
 				a.wg.Go(func() { a.activate(ctx, id, m.Actor.Attributes) })
-			case m.Actor.Attributes[compose.LabelManaged] != "true":
+			case proxy, m.Actor.Attributes[compose.LabelManaged] != "true":
 			case m.Action == "destroy":
 				a.forget(id)
+			case m.Action == "rename":
+				// A rotation gives the new container its compose name once
+				// the old one is gone.
+				a.renamed(id, m.Actor.Attributes["name"])
 			default:
 				a.emit(events.Event{Type: events.TypeContainer, Message: "container started", Container: shortID(id), Service: m.Actor.Attributes["com.docker.compose.service"], Project: m.Actor.Attributes["com.docker.compose.project"]})
 				a.wg.Add(1)
@@ -444,6 +448,24 @@ func (a *Agent) changedSince(ctx context.Context, id string, held map[string]str
 }
 
 // forget drops a removed container and stops watching secrets no one holds.
+// renamed records the new name of a container the agent holds secrets
+// for, in what `docker dso status` shows and in the state store.
+func (a *Agent) renamed(id, name string) {
+	a.mu.Lock()
+	h, ok := a.held[id]
+	if ok {
+		// A copy: remember may still be reading the one it stored.
+		renamed := *h
+		renamed.name = name
+		h = &renamed
+		a.held[id] = h
+	}
+	a.mu.Unlock()
+	if ok {
+		a.record(id, h)
+	}
+}
+
 func (a *Agent) forget(id string) {
 	a.registry.drop(id)
 	a.mu.Lock()

@@ -398,13 +398,19 @@ func (a *Agent) remember(id string, h *holding) {
 	for _, s := range h.secrets {
 		a.watcher.Add(s.key, s.version)
 	}
-	if a.opts.Store != nil {
-		err := a.opts.Store.PutContainer(state.Container{ID: id, Name: h.name, Project: h.project, Service: h.service, Secrets: h.versions(), UpdatedAt: time.Now()})
-		if err != nil {
-			a.opts.Log.Warn("could not record the container in the state store", "container", shortID(id), "error", err)
-		}
-	}
+	a.record(id, h)
 	a.updateWatched()
+}
+
+// record writes what container id holds to the state store.
+func (a *Agent) record(id string, h *holding) {
+	if a.opts.Store == nil {
+		return
+	}
+	err := a.opts.Store.PutContainer(state.Container{ID: id, Name: h.name, Project: h.project, Service: h.service, Secrets: h.versions(), UpdatedAt: time.Now()})
+	if err != nil {
+		a.opts.Log.Warn("could not record the container in the state store", "container", shortID(id), "error", err)
+	}
 }
 
 func (a *Agent) setWaiting(id string, c container.InspectResponse, deadline time.Time, attempts int, reason string) {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/testbed"
 )
 
@@ -558,6 +560,14 @@ func TestRollingWaitsForTheHealthcheck(t *testing.T) {
 		ok, _ := clean(t, project, project+"-api-1", project+"-api-dso-proxy-1")
 		return ok
 	})
+	// The agent follows the rename: status names the new container as
+	// docker ps does, not by its temporary name.
+	id := serviceContainer(t, project, "api")
+	if s, raw := status(t, u); !slices.ContainsFunc(s.Containers, func(c api.ContainerStatus) bool {
+		return strings.HasPrefix(id, c.ID) && c.Name == project+"-api-1"
+	}) {
+		t.Errorf("docker dso status does not list container %.12s as %s-api-1:\n%s", id, project, raw)
+	}
 }
 
 // healthcheckedProject writes tokenCompose with a healthcheck (test, then
