@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"github.com/dso-project/dso/internal/agentctl"
@@ -229,16 +230,16 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 }
 
 // localVaults are the local vault files whose changes the agent notices
-// within a second: the default one and those dso.yaml names.
+// within a second: the default one and those dso.yaml names, each once.
 func localVaults(cfg *config.Config, getenv func(string) string) []string {
 	var out []string
 	if p, err := local.DefaultPaths(getenv); err == nil {
-		out = append(out, p.Vault)
+		out = append(out, filepath.Clean(p.Vault))
 	}
 	if cfg != nil {
 		for _, pc := range cfg.Providers {
-			if pc.Type == config.ProviderLocal && pc.VaultFile != "" {
-				out = append(out, pc.VaultFile)
+			if pc.Type == config.ProviderLocal && pc.VaultFile != "" && !slices.Contains(out, filepath.Clean(pc.VaultFile)) {
+				out = append(out, filepath.Clean(pc.VaultFile))
 			}
 		}
 	}

@@ -407,8 +407,11 @@ func (l *loop) done(r Result) {
 		delete(l.entries, r.Key)
 		return
 	}
-	triggered := e.triggered && !e.again // the check asked for, not one that was under way
-	if triggered {
+	// A check asked for while this one was under way runs again (again):
+	// only that one ends the trigger. A change this one found still goes
+	// out as soon as every triggered check has ended.
+	triggered := e.triggered
+	if triggered && !e.again {
 		l.untrigger(e)
 	}
 	e.inflight = false

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -134,6 +136,61 @@ func TestTriggeredChangesAreOneBatchAtOnce(t *testing.T) {
 	}
 	if n := len(h.be.calls); n != 4 {
 		t.Fatalf("%d checks before the batch, want the 4 triggered", n)
+	}
+}
+
+// TestTriggerDuringACheckStillSkipsTheSettle: a second Trigger while the
+// first one's check is under way (the local vault file watched twice, a
+// webhook beside the file) has the key checked again, and the change the
+// first check found goes out once that second check ends, still before the
+// settle window (the clock does not move). It waited the whole window.
+func TestTriggerDuringACheckStillSkipsTheSettle(t *testing.T) {
+	fake := clock.NewFakeClock(t0)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var calls atomic.Int32
+	check := func(ctx context.Context, key string) (string, error) {
+		if calls.Add(1) == 1 {
+			entered <- struct{}{}
+			<-release
+		}
+		return "2", nil
+	}
+	w, err := New(Config{Check: check, Interval: 30 * time.Second, Clock: fake, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Add("a", "1")
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	w.Trigger()
+	<-entered
+	w.Trigger() // while the check is under way
+	for {
+		w.mu.Lock()
+		taken := len(w.ops) == 0
+		w.mu.Unlock()
+		if taken {
+			break
+		}
+		runtime.Gosched()
+	}
+	if _, err := w.Snapshot(ctx); err != nil { // the loop is past applying it
+		t.Fatal(err)
+	}
+	close(release)
+	select {
+	case got := <-w.Changes():
+		if fmt.Sprint(got) != "[{a 1 2}]" {
+			t.Fatalf("batch = %v, want [{a 1 2}]", got)
+		}
+	case <-time.After(liveness):
+		t.Fatal("no batch before the settle window")
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("%d checks before the batch, want 2 (the second Trigger's too)", n)
 	}
 }
 
