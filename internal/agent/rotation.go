@@ -117,8 +117,14 @@ func (a *Agent) rotate(ctx context.Context, id string, keys []string) {
 		}
 		newID, err = a.replacer.Rotate(ctx, rotate.Job{Journal: journal, Old: id, Replacing: pin}, d, a.envChanged(id, keys))
 	}
-	if errors.Is(err, rotate.ErrInterrupted) {
+	switch {
+	case errors.Is(err, rotate.ErrInterrupted):
 		a.opts.Log.Warn("rotation interrupted by the agent's stop; the next start finishes or undoes it", "container", shortID(id), "service", service, "strategy", strategy)
+		return
+	case errors.Is(err, rotate.ErrRemoved):
+		// Not a failure to notify: the user took the container away.
+		a.opts.Log.Info("rotation ended: the container was removed", "container", shortID(id), "service", service, "strategy", strategy)
+		a.journal().FinishRotation(journal, "", state.ResultRemoved, err.Error(), time.Now())
 		return
 	}
 	a.report(journal, c, strategy, names, newID, time.Since(start), err)

@@ -104,6 +104,9 @@ func bound(binds []string, dest string) bool {
 // processes.
 func (r *Replacer) replaceable(ctx context.Context, id string) error {
 	ins, err := r.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
+	if notFound(err) {
+		return ErrRemoved
+	}
 	if err != nil {
 		return err
 	}

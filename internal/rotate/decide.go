@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/moby/moby/client"
+
 	"github.com/dso-project/dso/internal/backoff"
 	"github.com/dso-project/dso/internal/compose"
 	"github.com/dso-project/dso/internal/config"
@@ -85,8 +87,14 @@ func (r *Replacer) Rotate(ctx context.Context, job Job, d Decision, envChanged [
 	b := backoff.New(r.clock(), first, 4*first)
 	for attempt := 1; ; attempt++ {
 		newID, err := r.Replace(ctx, job)
-		if err == nil || err == ErrInterrupted {
+		if err == nil || err == ErrInterrupted || err == ErrRemoved {
 			return newID, err
+		}
+		if _, ierr := r.Docker.ContainerInspect(ctx, job.Old, client.ContainerInspectOptions{}); notFound(ierr) {
+			// Removed while the new one was being tried: the swap was
+			// undone, and there is nothing left to rotate.
+			r.log().Info("the container was removed during its rotation; nothing to rotate", "container", short(job.Old), "error", err)
+			return "", ErrRemoved
 		}
 		r.log().Warn("rotation failed; the old container serves", "container", short(job.Old), "strategy", d.Strategy, "attempt", attempt, "error", err)
 		if attempt == 3 {

@@ -63,6 +63,11 @@ const (
 // stopping: the journal keeps its step, and the next agent recovers it.
 var ErrInterrupted = errors.New("interrupted: the agent is stopping; the next agent start finishes or undoes it")
 
+// ErrRemoved means the old container was removed before or during the
+// rotation (docker compose down, docker rm) and nothing of the swap is
+// left: there is nothing to rotate, and trying again would fail again.
+var ErrRemoved = errors.New("the container was removed (docker compose down, docker rm): nothing to rotate")
+
 // Job is one replacement.
 type Job struct {
 	// Journal is the rotation's journal entry, begun by the caller.
@@ -122,6 +127,9 @@ type swap struct {
 // is serving again and the error says why the new one failed.
 func (r *Replacer) Replace(ctx context.Context, job Job) (string, error) {
 	ins, err := r.Docker.ContainerInspect(ctx, job.Old, client.ContainerInspectOptions{})
+	if notFound(err) {
+		return "", ErrRemoved
+	}
 	if err != nil {
 		return "", err
 	}

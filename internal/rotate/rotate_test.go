@@ -460,6 +460,30 @@ func TestOldRemovedDuringRotation(t *testing.T) {
 	}
 }
 
+// TestRotateEndsWhenTheContainerIsRemoved: the container is removed during
+// its rotation (docker compose down) and the new one fails: the rotation
+// ends with ErrRemoved at once, not after 3 attempts that cannot work
+// (reported as a failure and notified), and so does a rotation of a
+// container already gone.
+func TestRotateEndsWhenTheContainerIsRemoved(t *testing.T) {
+	s := newSetup(t, map[string]string{LabelOrder: string(StopFirst)})
+	s.eng.failOn = "start:shop-web-1-dso-r7"
+	s.r.RetryBackoff = time.Hour // a second attempt would outlast ctx
+	s.r.BeforeStep = func(_ Strategy, step string) {
+		if step == StepStart {
+			s.eng.ContainerRemove(t.Context(), s.old, client.ContainerRemoveOptions{Force: true})
+		}
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := s.r.Rotate(ctx, Job{Journal: 7, Old: s.old}, Decision{Strategy: Rolling}, nil); err != ErrRemoved {
+		t.Fatalf("error %v, want ErrRemoved", err)
+	}
+	if _, err := s.r.Rotate(ctx, Job{Journal: 8, Old: s.old}, Decision{Strategy: Rolling}, nil); err != ErrRemoved {
+		t.Fatalf("rotating a removed container: error %v, want ErrRemoved", err)
+	}
+}
+
 // TestRotateRetriesOnItsClock: a replacement that keeps failing is tried
 // 3 times, waiting between attempts on the Replacer's clock (RetryBackoff,
 // then about twice that, jittered by half), and the old container serves.

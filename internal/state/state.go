@@ -281,12 +281,14 @@ func (s *Store) DeleteContainer(id string) error {
 
 // Rotation results: the words of the journal, which status shows. A
 // finished rotation is journaled with the same words as its metrics and
-// events (metrics.ResultSuccess, metrics.ResultFailure).
+// events (metrics.ResultSuccess, metrics.ResultFailure); ResultRemoved is
+// one that ended because its container was removed meanwhile (docker
+// compose down, docker rm): nothing was left to rotate.
 const (
-	ResultRunning    = "running"
-	ResultSucceeded  = "success"
-	ResultFailed     = "failure"
-	ResultRolledBack = "rolled_back"
+	ResultRunning   = "running"
+	ResultSucceeded = "success"
+	ResultFailed    = "failure"
+	ResultRemoved   = "removed"
 )
 
 // Rotation is one journal entry. A rotation that replaces a container
