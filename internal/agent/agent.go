@@ -447,7 +447,6 @@ func (a *Agent) changedSince(ctx context.Context, id string, held map[string]str
 	return changed
 }
 
-// forget drops a removed container and stops watching secrets no one holds.
 // renamed records the new name of a container the agent holds secrets
 // for, in what `docker dso status` shows and in the state store.
 func (a *Agent) renamed(id, name string) {
@@ -466,6 +465,7 @@ func (a *Agent) renamed(id, name string) {
 	}
 }
 
+// forget drops a removed container and stops watching secrets no one holds.
 func (a *Agent) forget(id string) {
 	a.registry.drop(id)
 	a.mu.Lock()
