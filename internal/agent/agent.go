@@ -327,7 +327,7 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) session(ctx context.Context) error {
 	// The managed containers and the proxies of this agent.
 	mine := compose.LabelAgent + "=" + a.opts.ID
-	f := client.Filters{}.Add("type", "container").Add("event", "start", "rename", "destroy").Add("label", mine)
+	f := client.Filters{}.Add("type", "container").Add("event", "start", "die", "rename", "destroy").Add("label", mine)
 	ev := a.opts.Docker.Events(ctx, client.EventsListOptions{Filters: f})
 
 	list, err := a.opts.Docker.ContainerList(ctx, client.ContainerListOptions{
@@ -362,6 +362,8 @@ func (a *Agent) session(ctx context.Context) error {
 			switch proxy := m.Actor.Attributes[compose.LabelProxyFor] != ""; {
 			case proxy && m.Action == "destroy":
 				a.ports.release(id)
+			case proxy && m.Action == "die":
+				a.wg.Go(func() { a.ports.stopped(id) })
 			case proxy && m.Action == "start":
 				a.wg.Go(func() { a.activate(ctx, id, m.Actor.Attributes) })
 			case proxy, m.Actor.Attributes[compose.LabelManaged] != "true":
@@ -371,7 +373,7 @@ func (a *Agent) session(ctx context.Context) error {
 				// A rotation gives the new container its compose name once
 				// the old one is gone.
 				a.renamed(id, m.Actor.Attributes["name"])
-			default:
+			case m.Action == "start":
 				a.emit(events.Event{Type: events.TypeContainer, Message: "container started", Container: shortID(id), Service: m.Actor.Attributes["com.docker.compose.service"], Project: m.Actor.Attributes["com.docker.compose.project"]})
 				a.wg.Add(1)
 				go func() {

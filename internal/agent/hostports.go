@@ -29,8 +29,12 @@ import (
 // in use stops `up` and a client that connects before the proxy runs waits
 // in the socket's backlog instead of being refused; they are handed over
 // when the proxy starts (and again to a proxy that runs without them when
-// the agent starts). The proxy keeps them across agent restarts; a proxy
-// that Docker restarts gets them again from the agent.
+// the agent starts). The proxy keeps them across agent restarts. The agent
+// keeps its copies of the sockets it handed while the proxy runs, and for
+// restartHold after it stops: a proxy restarted meanwhile (docker restart,
+// docker dso restart, a crash Docker restarts) gets the same sockets
+// again, and the clients that connected in between waited in the backlog
+// instead of being refused.
 
 // hostPortProxy is the proxy control that takes sockets: the agent's
 // Proxies.
@@ -39,7 +43,8 @@ type hostPortProxy interface {
 	Listen(ctx context.Context, id string, targets []int, files []*os.File) error
 }
 
-// boundPorts are sockets bound for proxies that have not started yet.
+// boundPorts are the sockets the agent holds for proxies: bound for a
+// proxy that has not started yet, or kept for one it handed them to.
 type boundPorts struct {
 	mu   sync.Mutex
 	byID map[string]*bound
@@ -51,13 +56,19 @@ type boundPorts struct {
 
 type bound struct {
 	lns   map[compose.Binding]*net.TCPListener
-	timer *time.Timer
+	timer *time.Timer // closes them; nil while the proxy runs
 }
 
 // unstartedHold bounds how long sockets bound at a registration wait for
 // their proxy to start (a `create` without an `up`): then they are closed,
 // and bound again when it starts.
 const unstartedHold = time.Minute
+
+// restartHold bounds how long the agent keeps a proxy's sockets after the
+// proxy stopped: long enough for a restart, short enough that a proxy
+// stopped for good (docker dso stop) does not keep clients waiting long
+// for nothing; they are then reset, and later ones refused.
+const restartHold = 10 * time.Second
 
 // bindProject binds the host ports of project's proxies that do not run
 // yet, at its registration.
@@ -125,9 +136,37 @@ func (p *boundPorts) take(id string) map[compose.Binding]*net.TCPListener {
 	if b == nil {
 		return nil
 	}
-	b.timer.Stop()
+	if b.timer != nil {
+		b.timer.Stop()
+	}
 	delete(p.byID, id)
 	return b.lns
+}
+
+// keep holds lns, the sockets of proxy id which runs with them, until it
+// stops (see stopped).
+func (p *boundPorts) keep(id string, lns map[compose.Binding]*net.TCPListener) {
+	if len(lns) == 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.byID == nil {
+		p.byID = map[string]*bound{}
+	}
+	p.byID[id] = &bound{lns: lns}
+}
+
+// stopped starts the wait of proxy id's sockets for its next start, after
+// a hand-over to it has ended.
+func (p *boundPorts) stopped(id string) {
+	p.handing.Lock()
+	defer p.handing.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if b := p.byID[id]; b != nil && b.timer == nil {
+		b.timer = time.AfterFunc(restartHold, func() { p.release(id) })
+	}
 }
 
 // release closes the sockets bound for proxy id.
@@ -147,7 +186,12 @@ func (a *Agent) activate(ctx context.Context, id string, labels map[string]strin
 	if held == nil {
 		held = map[compose.Binding]*net.TCPListener{}
 	}
+	kept := false
 	defer func() {
+		if kept {
+			a.ports.keep(id, held)
+			return
+		}
 		for _, ln := range held {
 			ln.Close()
 		}
@@ -193,11 +237,13 @@ func (a *Agent) activate(ctx context.Context, id string, labels map[string]strin
 			targets = append(targets, x.Target)
 		}
 		if len(files) == 0 {
+			kept = true // copies the agent kept from an earlier hand-over
 			return nil
 		}
 		if err := hp.Listen(ctx, id, targets, files); err != nil {
 			return err
 		}
+		kept = true
 		a.opts.Log.Info("host ports handed to the proxy", "proxy", shortID(id), "project", project, "service", service, "ports", len(files))
 		return nil
 	}()

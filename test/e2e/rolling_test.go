@@ -932,3 +932,64 @@ services:
 		}
 	}
 }
+
+// TestProxyRestartRefusesNoClient: the agent keeps the host port it handed
+// to a proxy, so that a restart of the proxy (docker restart, or its
+// process killed and Docker restarting it) refuses no client: those that
+// connect meanwhile wait in the socket's backlog and the restarted proxy
+// serves them. A proxy stopped for good frees its port once the agent's
+// hold ends.
+func TestProxyRestartRefusesNoClient(t *testing.T) {
+	u := newUser(t)
+	port := freePort(t)
+	dir := writeProject(t, map[string]string{
+		"compose.yaml": `
+services:
+  api:
+    image: ` + testbed.TestappImage(t) + `
+    ports: ["127.0.0.1:` + port + `:8080"]
+    environment:
+      TOKEN: dso://app/token
+`,
+		"dso.yaml": "providers:\n  local: {type: local}\n"})
+	project := testbed.Project(t, dir)
+	u.initVault(map[string][]byte{"app/token": []byte("one")})
+	u.must(dir, nil, "dso", "up", "-p", project, "-d")
+	addr := "127.0.0.1:" + port
+	waitFor(t, "the app at "+addr, func() bool { return tryGet(addr, "/env/TOKEN") == "one" })
+	proxyID := serviceContainer(t, project, "api-dso-proxy")
+	if len(inspect(t, proxyID).HostConfig.PortBindings) > 0 {
+		t.Fatalf("Docker publishes the proxy's port: the agent was to bind it")
+	}
+	logsOnFailure(t, u, proxyID)
+
+	l := startLoad(t, addr, "/env/TOKEN", 4, false)
+	served := func(what string) {
+		t.Helper()
+		n := l.done()
+		waitFor(t, "requests served after "+what, func() bool { return l.done() > n+20 })
+	}
+	served("the start")
+	u.must(dir, nil, "restart", proxyID)
+	served("docker restart")
+	before := inspect(t, proxyID).RestartCount
+	if err := syscall.Kill(inspect(t, proxyID).State.Pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "Docker restarting the killed proxy", func() bool {
+		c := inspect(t, proxyID)
+		return c.RestartCount > before && c.State.Running
+	})
+	served("the proxy's process was killed")
+	l.finish(t)
+
+	// Stopped for good: after the hold, the port refuses.
+	u.must(dir, nil, "stop", proxyID)
+	waitFor(t, "the port refusing after the hold", func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return errors.Is(err, syscall.ECONNREFUSED)
+	})
+}
