@@ -39,7 +39,7 @@ import (
 // hostPortProxy is the proxy control that takes sockets: the agent's
 // Proxies.
 type hostPortProxy interface {
-	Adopted(ctx context.Context, id string) ([]proxy.Port, error)
+	Listeners(ctx context.Context, id string) ([]proxy.Port, []*os.File, error)
 	Listen(ctx context.Context, id string, targets []int, files []*os.File) error
 }
 
@@ -177,7 +177,9 @@ func (p *boundPorts) release(id string) {
 }
 
 // activate hands proxy id the host ports it does not listen on yet: those
-// bound at the registration, else bound now. Called when a proxy starts,
+// the agent holds (bound at the registration, or kept from an earlier
+// start), else bound now; the agent then keeps a copy of each, taken from
+// the proxy for those it listens on already. Called when a proxy starts,
 // and for each running proxy when the agent connects to the engine.
 func (a *Agent) activate(ctx context.Context, id string, labels map[string]string) {
 	a.ports.handing.Lock()
@@ -207,17 +209,34 @@ func (a *Agent) activate(ctx context.Context, id string, labels map[string]strin
 		if err != nil {
 			return fmt.Errorf("label %s: %w", compose.LabelProxyListen, err)
 		}
-		has, err := hp.Adopted(ctx, id)
+		has, copies, err := hp.Listeners(ctx, id)
 		if err != nil {
 			return err
 		}
+		// The agent keeps a copy of what the proxy listens on already
+		// (handed over by an earlier agent), for the proxy's next restart.
+		// The proxy could pass anything: only a listening TCP socket on the
+		// binding's address is kept, and it only ever goes back to a proxy.
+		taken := 0
+		for i, f := range copies {
+			for _, x := range bindings {
+				if held[x] == nil && adopted(has[i:i+1], x) {
+					if ln, err := proxy.ListenerOf(f); err == nil && isBinding(ln.Addr().(*net.TCPAddr), x) {
+						held[x] = ln
+						taken++
+					} else if err == nil {
+						ln.Close()
+					}
+				}
+			}
+			f.Close()
+		}
+		if taken > 0 {
+			a.opts.Log.Info("kept copies of the host ports the proxy listens on", "proxy", shortID(id), "project", project, "service", service, "ports", taken)
+		}
 		var targets []int
 		var files []*os.File
-		defer func() {
-			for _, f := range files {
-				f.Close()
-			}
-		}()
+		defer func() { proxy.CloseFiles(files) }()
 		for _, x := range bindings {
 			if adopted(has, x) {
 				continue
@@ -237,7 +256,7 @@ func (a *Agent) activate(ctx context.Context, id string, labels map[string]strin
 			targets = append(targets, x.Target)
 		}
 		if len(files) == 0 {
-			kept = true // copies the agent kept from an earlier hand-over
+			kept = true // it listens on them all: the agent keeps its copies
 			return nil
 		}
 		if err := hp.Listen(ctx, id, targets, files); err != nil {
@@ -252,6 +271,11 @@ func (a *Agent) activate(ctx context.Context, id string, labels map[string]strin
 		a.emit(events.Event{Type: events.TypeContainer, Level: "ERROR", Container: shortID(id), Project: project, Service: service,
 			Message: "the proxy has no host ports: handing them over failed: " + err.Error()})
 	}
+}
+
+// isBinding reports whether a listener's address is that of x.
+func isBinding(a *net.TCPAddr, x compose.Binding) bool {
+	return adopted([]proxy.Port{{Listen: a.Port, Addr: a.IP.String()}}, x)
 }
 
 // adopted reports whether one of a proxy's host listeners is x.

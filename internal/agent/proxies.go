@@ -218,37 +218,40 @@ func (p *Proxies) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// Adopted lists the host listeners proxy id took over (see Listen).
-func (p *Proxies) Adopted(ctx context.Context, id string) ([]proxy.Port, error) {
-	r, err := p.send(ctx, id, proxy.Request{Op: proxy.OpStats}, 0)
+// Listeners returns the host listeners proxy id took over (see Listen),
+// with a copy of each (the caller closes them), in the same order.
+func (p *Proxies) Listeners(ctx context.Context, id string) ([]proxy.Port, []*os.File, error) {
+	r, err := p.direct(ctx, id, proxy.Request{Op: proxy.OpListeners})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if r.Stats == nil {
-		return nil, errors.New("the proxy sent no stats")
+	if len(r.Ports) != len(r.Files) {
+		proxy.CloseFiles(r.Files)
+		return nil, nil, errors.New("the proxy did not pass one socket for each listener it listed")
 	}
-	var out []proxy.Port
-	for _, ps := range r.Stats.Ports {
-		if ps.Addr != "" {
-			out = append(out, ps.Port)
-		}
-	}
-	return out, nil
+	return r.Ports, r.Files, nil
 }
 
 // Listen hands listening sockets to proxy id, targets[i] naming the port
 // files[i] forwards to. Descriptors pass only over the control socket
 // reached from the host (an exec carries none).
 func (p *Proxies) Listen(ctx context.Context, id string, targets []int, files []*os.File) error {
+	_, err := p.direct(ctx, id, proxy.Request{Op: proxy.OpListen, Targets: targets, Files: files})
+	return err
+}
+
+// direct sends req to proxy id over its control socket reached from the
+// host, the only way sockets pass (an exec carries none).
+func (p *Proxies) direct(ctx context.Context, id string, req proxy.Request) (proxy.Reply, error) {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	ins, err := p.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
-		return err
+		return proxy.Reply{}, err
 	}
-	_, ok, err := control.Direct(ctx, ins.Container, proxy.Request{Op: proxy.OpListen, Targets: targets, Files: files})
+	r, ok, err := control.Direct(ctx, ins.Container, req)
 	if !ok {
-		return errors.New("the agent cannot reach the proxy's control socket from the host (it must run as root on the engine's host), and sockets do not pass through docker exec")
+		return r, errors.New("the agent cannot reach the proxy's control socket from the host (it must run as root on the engine's host), and sockets do not pass through docker exec")
 	}
-	return err
+	return r, err
 }

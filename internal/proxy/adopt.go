@@ -40,7 +40,7 @@ func (p *Proxy) Adopt(targets []int, files []*os.File) error {
 		if !own[targets[i]] {
 			return fail(fmt.Errorf("listen: target port %d is not one this proxy forwards", targets[i]))
 		}
-		ln, err := listenerOf(f)
+		ln, err := ListenerOf(f)
 		if err != nil {
 			return fail(fmt.Errorf("listen: socket %d: %w", i, err))
 		}
@@ -69,6 +69,27 @@ func (p *Proxy) Adopt(targets []int, files []*os.File) error {
 	return nil
 }
 
+// Adopted returns the host listeners the proxy adopted, and a copy of
+// each (the caller closes them), in the same order.
+func (p *Proxy) Adopted() ([]Port, []*os.File, error) {
+	var ports []Port
+	var files []*os.File
+	for _, pp := range p.listeners() {
+		if pp.Addr == "" {
+			continue
+		}
+		f, err := pp.ln.File()
+		if err != nil {
+			for _, f := range files {
+				f.Close()
+			}
+			return nil, nil, fmt.Errorf("listeners: %w", err)
+		}
+		ports, files = append(ports, pp.Port), append(files, f)
+	}
+	return ports, files, nil
+}
+
 func portsOf(ps []*port) []Port {
 	out := make([]Port, len(ps))
 	for i, pp := range ps {
@@ -77,9 +98,9 @@ func portsOf(ps []*port) []Port {
 	return out
 }
 
-// listenerOf returns a copy of f as a TCP listener, refusing anything else
+// ListenerOf returns a copy of f as a TCP listener, refusing anything else
 // (a connected socket, a unix socket, a file).
-func listenerOf(f *os.File) (*net.TCPListener, error) {
+func ListenerOf(f *os.File) (*net.TCPListener, error) {
 	sc, err := f.SyscallConn()
 	if err != nil {
 		return nil, err

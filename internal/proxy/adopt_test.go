@@ -80,6 +80,53 @@ func TestAdoptedListenerForwardsToItsTarget(t *testing.T) {
 	}
 }
 
+// TestListenersGivesCopiesBack: the listeners op lists the adopted host
+// listeners, not the proxy's own ports, and passes a copy of each: a copy
+// that outlives the proxy's keeps the port listening, and a client that
+// connects meanwhile waits in its backlog for the next proxy.
+func TestListenersGivesCopiesBack(t *testing.T) {
+	b := startBackend(t, "127.0.0.1:0", "b1")
+	p := startProxy(t, Options{Ports: []Port{{Target: b.port()}}, Backend: "127.0.0.1"})
+	sock := startControl(t, p)
+	addr, f := hostListener(t)
+	if r := listenReq(t, sock, []int{b.port()}, f); r.Error != "" {
+		t.Fatalf("listen: %s", r.Error)
+	}
+	f.Close()
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := Exchange(c, []byte(`{"op":"listeners"}`))
+	c.Close()
+	if err != nil || r.Error != "" {
+		t.Fatalf("listeners: %v %s", err, r.Error)
+	}
+	defer CloseFiles(r.Files)
+	if len(r.Ports) != 1 || len(r.Files) != 1 || net.JoinHostPort(r.Ports[0].Addr, strconv.Itoa(r.Ports[0].Listen)) != addr || r.Ports[0].Target != b.port() {
+		t.Fatalf("listeners: %+v with %d sockets, want %s to %d with one", r.Ports, len(r.Files), addr, b.port())
+	}
+	ln, err := ListenerOf(r.Files[0])
+	if err != nil {
+		t.Fatalf("the copy is not a listener: %v", err)
+	}
+	defer ln.Close()
+	if ln.Addr().String() != addr {
+		t.Fatalf("the copy listens on %s, want %s", ln.Addr(), addr)
+	}
+	p.closeListeners() // the proxy goes; the copy keeps the port
+	client, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatalf("connecting while only the copy listens: %v", err)
+	}
+	client.Close()
+	if got, err := ln.Accept(); err != nil {
+		t.Fatalf("the copy did not queue the client: %v", err)
+	} else {
+		got.Close()
+	}
+}
+
 // TestListenRefusesWhatIsNotAListener: a listen request without sockets, with
 // a socket that does not listen, a file, a target the proxy does not
 // forward, or sockets with another op, is refused and changes nothing.
@@ -129,7 +176,7 @@ func TestListenRefusesWhatIsNotAListener(t *testing.T) {
 // FuzzParseRequest: no request read from the control socket panics the
 // parser, and an accepted one written again parses the same.
 func FuzzParseRequest(f *testing.F) {
-	for _, s := range []string{`{"op":"listen","targets":[80,443]}`, `{"op":"set","backends":["web"]}`, `{"op":"drain","backend":"10.0.0.2","timeout":"30s"}`, `{"op":"hold"}`, `{"op":"stats"}`} {
+	for _, s := range []string{`{"op":"listen","targets":[80,443]}`, `{"op":"set","backends":["web"]}`, `{"op":"drain","backend":"10.0.0.2","timeout":"30s"}`, `{"op":"hold"}`, `{"op":"stats"}`, `{"op":"listeners"}`} {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -41,6 +41,10 @@ const (
 	// OpListen comes with listening sockets (SCM_RIGHTS) the proxy
 	// forwards from, Targets naming each one's target port (see Adopt).
 	OpListen = "listen"
+	// OpListeners asks for copies of the listeners the proxy adopted: the
+	// reply lists them (Ports) and carries them (SCM_RIGHTS) in that
+	// order, for an agent that started after it handed them over.
+	OpListeners = "listeners"
 )
 
 // Request is one order to the proxy, sent as one JSON object per control
@@ -61,6 +65,9 @@ type Reply struct {
 	SwitchedAt time.Time    `json:"switched_at,omitzero"` // set
 	Drain      *DrainResult `json:"drain,omitempty"`      // drain
 	Stats      *Stats       `json:"stats,omitempty"`      // stats
+	Ports      []Port       `json:"ports,omitempty"`      // listeners
+	// Files are the sockets that came with the reply (listeners).
+	Files []*os.File `json:"-"`
 }
 
 // Duration is a time.Duration written in JSON as Go writes durations ("30s").
@@ -117,7 +124,7 @@ func (r Request) Validate() error {
 			return fmt.Errorf("%s: backend: %w", r.Op, err)
 		}
 		return timeout(false)
-	case OpStats:
+	case OpStats, OpListeners:
 		return none("backends", "backend", "timeout", "targets")
 	case OpListen:
 		if err := none("backends", "backend", "timeout"); err != nil {
@@ -133,9 +140,9 @@ func (r Request) Validate() error {
 		}
 		return nil
 	case "":
-		return errors.New("no op (one of set, hold, drain, probe, stats, listen)")
+		return errors.New("no op (one of set, hold, drain, probe, stats, listen, listeners)")
 	}
-	return fmt.Errorf("unknown op %q (one of set, hold, drain, probe, stats, listen)", r.Op)
+	return fmt.Errorf("unknown op %q (one of set, hold, drain, probe, stats, listen, listeners)", r.Op)
 }
 
 func validBackends(hosts []string) error {
@@ -207,6 +214,12 @@ func (p *Proxy) Handle(ctx context.Context, r Request) Reply {
 			return Reply{Error: err.Error()}
 		}
 		return Reply{}
+	case OpListeners:
+		ports, files, err := p.Adopted()
+		if err != nil {
+			return Reply{Error: err.Error()}
+		}
+		return Reply{Ports: ports, Files: files}
 	default: // OpStats
 		s := p.Stats()
 		return Reply{Stats: &s}
@@ -307,13 +320,10 @@ func Run(ctx context.Context, opts Options, controlPath string) error {
 func (p *Proxy) serveControlConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	data, files, err := readRequest(c)
-	defer func() {
-		for _, f := range files {
-			f.Close()
-		}
-	}()
+	data, files, err := readMessage(c, "request", MaxRequest)
+	defer CloseFiles(files)
 	var reply Reply
+	defer func() { CloseFiles(reply.Files) }()
 	if err != nil {
 		reply.Error = "reading the request: " + err.Error()
 	} else if r, err := ParseRequest(data); err != nil {
@@ -329,7 +339,32 @@ func (p *Proxy) serveControlConn(ctx context.Context, c *net.UnixConn) {
 	}
 	out, _ := json.Marshal(reply)
 	c.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	c.Write(append(out, '\n'))
+	writeMessage(c, append(out, '\n'), reply.Files)
+}
+
+// writeMessage writes data with files passed along (SCM_RIGHTS), all of
+// data even when the first write takes part of it.
+func writeMessage(c *net.UnixConn, data []byte, files []*os.File) error {
+	var oob []byte
+	if len(files) > 0 {
+		fds := make([]int, len(files))
+		for i, f := range files {
+			fds[i] = int(f.Fd())
+		}
+		oob = unix.UnixRights(fds...)
+	}
+	n, _, err := c.WriteMsgUnix(data, oob, nil)
+	if err == nil && n < len(data) {
+		_, err = c.Write(data[n:])
+	}
+	return err
+}
+
+// CloseFiles closes files (sockets passed with a request or a reply).
+func CloseFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }
 
 // CtlSession is `dso-init proxy-ctl --session`: it passes each request
@@ -368,6 +403,7 @@ func Ctl(in io.Reader, socket string) ([]byte, error) {
 	}
 	defer c.Close()
 	reply, out, err := Exchange(c, req)
+	CloseFiles(reply.Files) // none can go through a docker exec
 	if err != nil {
 		return nil, err
 	}
@@ -377,9 +413,10 @@ func Ctl(in io.Reader, socket string) ([]byte, error) {
 	return out, nil
 }
 
-// readRequest reads a request until the client half-closes, with the
-// descriptors that came with it (at most MaxListeners).
-func readRequest(c *net.UnixConn) (data []byte, files []*os.File, err error) {
+// readMessage reads a request or a reply (at most limit bytes) until the
+// other side ends it, with the descriptors that came with it (at most
+// MaxListeners).
+func readMessage(c *net.UnixConn, what string, limit int) (data []byte, files []*os.File, err error) {
 	buf := make([]byte, 4096)
 	oob := make([]byte, unix.CmsgSpace(4*MaxListeners))
 	for {
@@ -398,8 +435,8 @@ func readRequest(c *net.UnixConn) (data []byte, files []*os.File, err error) {
 			}
 		}
 		switch {
-		case len(data) > MaxRequest:
-			return nil, files, fmt.Errorf("request larger than %d bytes", MaxRequest)
+		case len(data) > limit:
+			return nil, files, fmt.Errorf("%s larger than %d bytes", what, limit)
 		case errors.Is(err, io.EOF) || err == nil && n == 0 && oobn == 0:
 			return data, files, nil
 		case err != nil:
@@ -409,27 +446,23 @@ func readRequest(c *net.UnixConn) (data []byte, files []*os.File, err error) {
 }
 
 // Exchange sends one request, with files (listen), on a new connection to
-// the control socket and returns the proxy's reply, decoded and as it came.
+// the control socket and returns the proxy's reply, decoded (with the
+// sockets that came with it: listeners; the caller closes them) and as it
+// came.
 func Exchange(c *net.UnixConn, req []byte, files ...*os.File) (Reply, []byte, error) {
-	var rights []byte
-	if len(files) > 0 {
-		fds := make([]int, len(files))
-		for i, f := range files {
-			fds[i] = int(f.Fd())
-		}
-		rights = unix.UnixRights(fds...)
-	}
-	if _, _, err := c.WriteMsgUnix(req, rights, nil); err != nil {
+	if err := writeMessage(c, req, files); err != nil {
 		return Reply{}, nil, fmt.Errorf("send request: %v", err)
 	}
 	c.CloseWrite()
-	out, err := io.ReadAll(io.LimitReader(c, MaxReply+1))
+	out, got, err := readMessage(c, "reply", MaxReply)
+	var reply Reply
+	if err == nil && json.Unmarshal(out, &reply) != nil {
+		err = errors.New("the proxy sent no valid reply")
+	}
 	if err != nil {
+		CloseFiles(got)
 		return Reply{}, nil, fmt.Errorf("read reply: %v", err)
 	}
-	var reply Reply
-	if err := json.Unmarshal(out, &reply); err != nil || len(out) > MaxReply {
-		return Reply{}, nil, errors.New("the proxy sent no valid reply")
-	}
+	reply.Files = got
 	return reply, out, nil
 }

@@ -937,8 +937,8 @@ services:
 // to a proxy, so that a restart of the proxy (docker restart, or its
 // process killed and Docker restarting it) refuses no client: those that
 // connect meanwhile wait in the socket's backlog and the restarted proxy
-// serves them. A proxy stopped for good frees its port once the agent's
-// hold ends.
+// serves them. An agent restarted since takes a copy from the proxy. A
+// proxy stopped for good frees its port once the agent's hold ends.
 func TestProxyRestartRefusesNoClient(t *testing.T) {
 	u := newUser(t)
 	port := freePort(t)
@@ -981,6 +981,15 @@ services:
 		return c.RestartCount > before && c.State.Running
 	})
 	served("the proxy's process was killed")
+	// An agent started after the hand-over takes copies from the proxy,
+	// so a restart of the proxy refuses no client either.
+	killLocalAgent(t, u)
+	startLocalAgent(t, u, filepath.Join(dir, "dso.yaml"))
+	waitFor(t, "the new agent keeping a copy of the port", func() bool {
+		return strings.Contains(agentLog(t, u), `"msg":"kept copies of the host ports the proxy listens on","proxy":"`+proxyID[:12])
+	})
+	u.must(dir, nil, "restart", proxyID)
+	served("docker restart after the agent's restart")
 	l.finish(t)
 
 	// Stopped for good: after the hold, the port refuses.

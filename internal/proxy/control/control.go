@@ -81,11 +81,17 @@ func Direct(ctx context.Context, c container.InspectResponse, req proxy.Request)
 		return proxy.Reply{}, true, err
 	}
 	handled, err = containersock.Do(ctx, c, proxy.ControlPath, socketWait, func(conn *net.UnixConn) (err error) {
+		proxy.CloseFiles(reply.Files) // an earlier try's
 		reply, _, err = proxy.Exchange(conn, data, req.Files...)
 		return err
 	})
 	if err == nil && reply.Error != "" {
 		err = errors.New(reply.Error)
+	}
+	if !handled || err != nil || req.Op != proxy.OpListeners {
+		// Only a listeners reply carries sockets the caller takes.
+		proxy.CloseFiles(reply.Files)
+		reply.Files = nil
 	}
 	switch {
 	case !handled:
