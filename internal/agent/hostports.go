@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -215,21 +216,23 @@ func (a *Agent) activate(ctx context.Context, id string, labels map[string]strin
 		}
 		// The agent keeps a copy of what the proxy listens on already
 		// (handed over by an earlier agent), for the proxy's next restart.
-		// The proxy could pass anything: only a listening TCP socket on the
-		// binding's address is kept, and it only ever goes back to a proxy.
+		// The proxy could pass anything: only a listening TCP socket whose
+		// own address is that of a binding is kept, and it only ever goes
+		// back to a proxy.
 		taken := 0
-		for i, f := range copies {
-			for _, x := range bindings {
-				if held[x] == nil && adopted(has[i:i+1], x) {
-					if ln, err := proxy.ListenerOf(f); err == nil && isBinding(ln.Addr().(*net.TCPAddr), x) {
-						held[x] = ln
-						taken++
-					} else if err == nil {
-						ln.Close()
-					}
-				}
-			}
+		for _, f := range copies {
+			ln, err := proxy.ListenerOf(f)
 			f.Close()
+			if err != nil {
+				continue
+			}
+			i := slices.IndexFunc(bindings, func(x compose.Binding) bool { return held[x] == nil && isBinding(ln.Addr().(*net.TCPAddr), x) })
+			if i < 0 {
+				ln.Close()
+				continue
+			}
+			held[bindings[i]] = ln
+			taken++
 		}
 		if taken > 0 {
 			a.opts.Log.Info("kept copies of the host ports the proxy listens on", "proxy", shortID(id), "project", project, "service", service, "ports", taken)
