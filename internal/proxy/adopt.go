@@ -60,8 +60,8 @@ func (p *Proxy) Adopt(targets []int, files []*os.File) error {
 	}
 	for _, pp := range adopted {
 		p.ports = append(p.ports, pp)
-		if ctx := p.serving; ctx != nil {
-			p.accepters.Go(func() { p.accept(ctx, pp) })
+		if ctx, live := p.serving, p.live; ctx != nil {
+			p.accepters.Go(func() { p.accept(ctx, live, pp) })
 		}
 	}
 	p.lnMu.Unlock()

@@ -73,6 +73,7 @@ type Proxy struct {
 	lnMu      sync.Mutex
 	ports     []*port
 	serving   context.Context // Serve's while it accepts
+	live      context.Context // the connections': ends when Serve closes those still open
 	stopped   bool            // Serve stopped accepting
 	accepters sync.WaitGroup
 
@@ -177,13 +178,17 @@ func (p *Proxy) closeListeners() {
 
 // Serve accepts and forwards connections until ctx ends; then it stops
 // accepting, closes the connections still held, gives the live ones
-// Options.Grace to end, closes the rest and returns.
+// Options.Grace to end, closes the rest and returns. A connection accepted
+// just before ctx ended, still dialing its backend, is served too: closing
+// it would reset a client whose request was already sent.
 func (p *Proxy) Serve(ctx context.Context) error {
 	p.log.Info("proxy serving", "ports", p.Ports(), "backend", p.opts.Backend)
+	connCtx, endConns := context.WithCancel(context.Background())
+	defer endConns()
 	p.lnMu.Lock()
-	p.serving = ctx
+	p.serving, p.live = ctx, connCtx
 	for _, pp := range p.ports {
-		p.accepters.Go(func() { p.accept(ctx, pp) })
+		p.accepters.Go(func() { p.accept(ctx, connCtx, pp) })
 	}
 	p.lnMu.Unlock()
 	<-ctx.Done()
@@ -208,6 +213,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		return nil
 	case <-time.After(p.opts.Grace):
 	}
+	endConns()
 	p.mu.Lock()
 	closed := len(p.conns)
 	for c := range p.conns {
@@ -219,7 +225,9 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	return nil
 }
 
-func (p *Proxy) accept(ctx context.Context, pp *port) {
+// accept takes pp's connections until ctx ends; each is handled under
+// live.
+func (p *Proxy) accept(ctx, live context.Context, pp *port) {
 	var delay time.Duration
 	for {
 		c, err := pp.ln.AcceptTCP()
@@ -243,7 +251,7 @@ func (p *Proxy) accept(ctx context.Context, pp *port) {
 		pp.active.Add(1)
 		p.wg.Go(func() {
 			defer pp.active.Add(-1)
-			p.handle(ctx, pp, c)
+			p.handle(live, pp, c)
 		})
 	}
 }

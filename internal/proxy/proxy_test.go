@@ -754,6 +754,39 @@ func TestServeStopsGracefully(t *testing.T) {
 	}
 }
 
+// A connection accepted before the stop and still dialing its backend is
+// served within the grace, not closed: its client already sent a request,
+// and closing it would reset the client (seen under docker restart of a
+// proxy under load).
+func TestServeStopServesAConnectionStillDialing(t *testing.T) {
+	port := unusedPort(t)
+	p, err := Listen(Options{Ports: []Port{{Target: port}}, Backend: "127.0.0.1", ListenHost: "127.0.0.1",
+		DialRetry: 20 * time.Second, Grace: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ctx) }()
+	c := dial(t, listenAddr(p, 0))
+	eventually(t, "a failed dial", func() bool { return p.Stats().Ports[0].DialFailures > 0 })
+	cancel()
+	startBackend(t, "127.0.0.1:"+strconv.Itoa(port), "late")
+	if got := c.line(); got != "late" {
+		t.Fatalf("got %q", got)
+	}
+	c.c.CloseWrite()
+	if got := c.line(); got != "bye late" {
+		t.Fatalf("got %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if s := p.Stats().Ports[0]; s.Dropped != 0 {
+		t.Fatalf("dropped = %d", s.Dropped)
+	}
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
