@@ -317,9 +317,13 @@ func Run(ctx context.Context, opts Options, controlPath string) error {
 	return err
 }
 
+// requestTimeout bounds the read of a request: a client that never ends
+// its request gets an error, and its connection is closed.
+var requestTimeout = 10 * time.Second
+
 func (p *Proxy) serveControlConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	data, files, err := readMessage(c, "request", MaxRequest)
 	defer CloseFiles(files)
 	var reply Reply
@@ -421,7 +425,8 @@ func readMessage(c *net.UnixConn, what string, limit int) (data []byte, files []
 	oob := make([]byte, unix.CmsgSpace(4*MaxListeners))
 	for {
 		n, oobn, flags, _, err := c.ReadMsgUnix(buf, oob)
-		data = append(data, buf[:n]...)
+		// On an error (a deadline, a close) n is -1.
+		data = append(data, buf[:max(n, 0)]...)
 		if oobn > 0 {
 			msgs, perr := unix.ParseSocketControlMessage(oob[:oobn])
 			for _, m := range msgs {

@@ -630,6 +630,55 @@ func TestControlRefusesBadRequestsAndChangesNothing(t *testing.T) {
 	}
 }
 
+// A client that never ends its request gets an error once requestTimeout
+// has passed, and the proxy goes on: a read cut by its deadline took the
+// proxy down (a slice bound of -1).
+func TestControlClientThatNeverEndsItsRequest(t *testing.T) {
+	saved := requestTimeout
+	t.Cleanup(func() { requestTimeout = saved }) // after the control socket's
+	requestTimeout = 100 * time.Millisecond
+	b := startBackend(t, "127.0.0.1:0", "b1")
+	p := startProxy(t, Options{Ports: []Port{{Target: b.port()}}, Backend: "127.0.0.1"})
+	sock := startControl(t, p)
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, `{"op":"stats"`)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	out, err := io.ReadAll(c)
+	var r Reply
+	if err != nil || json.Unmarshal(out, &r) != nil || !strings.Contains(r.Error, "reading the request") {
+		t.Fatalf("reply %q, %v; want an error reading the request", out, err)
+	}
+	if r := ctl(t, sock, []byte(`{"op":"stats"}`)); r.Error != "" || r.Stats == nil {
+		t.Fatalf("the next request: %+v", r)
+	}
+	if got := greeting(t, listenAddr(p, 0)); got != "b1" {
+		t.Fatalf("a connection reached %q", got)
+	}
+}
+
+// An exchange whose reply never comes ends with an error when the
+// connection is closed under it, as the agent does when its context ends.
+func TestExchangeCutWhileWaitingForTheReply(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "silent.sock")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.AfterFunc(100*time.Millisecond, func() { c.Close() })
+	if _, _, err := Exchange(c, []byte(`{"op":"stats"}`)); err == nil {
+		t.Fatal("no error")
+	}
+}
+
 func TestCtlRoundTrip(t *testing.T) {
 	port := twoBackends(t)
 	p := startProxy(t, Options{Ports: []Port{{Target: port}}, Backend: "127.0.0.1"})
