@@ -10,8 +10,8 @@ import (
 )
 
 // Set makes new connections go to backends (round-robin), ends a hold and
-// lets the held connections go to them. Connections already forwarded stay
-// where they are. It returns when the switch took effect.
+// lets the held connections go to them, and forgets what names resolved
+// to. Connections already forwarded stay where they are. It returns when the switch took effect.
 func (p *Proxy) Set(backends []string) (time.Time, error) {
 	if err := validBackends(backends); err != nil {
 		return time.Time{}, err
@@ -19,6 +19,7 @@ func (p *Proxy) Set(backends []string) (time.Time, error) {
 	p.mu.Lock()
 	p.backends = slices.Clone(backends)
 	p.next = 0
+	p.names.forget("")
 	p.switchedAt = time.Now()
 	at := p.switchedAt
 	held := 0

@@ -81,6 +81,7 @@ type Proxy struct {
 	backends   []string
 	next       int
 	hold       *hold
+	names      *names
 	switchedAt time.Time
 	conns      map[*conn]struct{}
 	draining   map[string]int // hosts being drained, by drains in progress
@@ -145,6 +146,7 @@ func Listen(opts Options) (*Proxy, error) {
 		opts:       opts,
 		log:        opts.Log,
 		backends:   []string{opts.Backend},
+		names:      newNames(),
 		switchedAt: time.Now(),
 		conns:      map[*conn]struct{}{},
 		draining:   map[string]int{},
@@ -371,7 +373,13 @@ func (p *Proxy) dial(ctx context.Context, pp *port, c *conn) (*net.TCPConn, bool
 		// container removed, its address silent) must not take the whole
 		// retry time, while a Set may have named another one meanwhile.
 		dctx, cancel := context.WithTimeout(ctx, min(time.Until(deadline), dialAttempt))
-		backend, err := d.DialContext(dctx, "tcp", net.JoinHostPort(host, strconv.Itoa(pp.Target)))
+		var backend net.Conn
+		ip, err := p.names.addr(dctx, host)
+		if err == nil {
+			if backend, err = d.DialContext(dctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(pp.Target))); err != nil {
+				p.names.forget(host)
+			}
+		}
 		cancel()
 		if err == nil {
 			return backend.(*net.TCPConn), true

@@ -76,6 +76,12 @@ func startBackendFunc(t *testing.T, addr, name string, serve func(*net.TCPConn))
 // startProxy runs a proxy on 127.0.0.1 until the test ends.
 func startProxy(t *testing.T, opts Options) *Proxy {
 	t.Helper()
+	return startProxyWith(t, opts, func(*Proxy) {})
+}
+
+// startProxyWith is startProxy with setup run before the proxy serves.
+func startProxyWith(t *testing.T, opts Options, setup func(*Proxy)) *Proxy {
+	t.Helper()
 	opts.ListenHost = "127.0.0.1"
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -84,6 +90,7 @@ func startProxy(t *testing.T, opts Options) *Proxy {
 	if err != nil {
 		t.Fatalf("proxy: %v", err)
 	}
+	setup(p)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { p.Serve(ctx); close(done) }()

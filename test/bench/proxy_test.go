@@ -30,9 +30,10 @@ package bench
 // keep-alive connections doing small request/response pairs (GET /healthz)
 // for 3 s (requests/s), each the best of 3 runs per path, runs interleaved;
 // and the
-// latency of one connection doing 2,000 sequential pairs (p50, p99). Each
-// throughput is printed as a ratio to direct (-x), each latency as the time
-// added to direct's. Targets: dso >= docker-proxy, dso >= haproxy, and dso
+// latency of one connection doing 2,000 sequential pairs (p50, p99), and of
+// 1,000 sequential new connections doing one pair each (connect p50, p99:
+// what a client that connects per request sees). Each throughput is printed
+// as a ratio to direct (-x), each latency as the time added to direct's. Targets: dso >= docker-proxy, dso >= haproxy, and dso
 // >= 0.5x direct. The machine is shared: compare figures of one run only.
 
 import (
@@ -67,6 +68,7 @@ const (
 	rrConns     = 64
 	rrDuration  = 3 * time.Second
 	latencyReqs = 2000
+	connectReqs = 1000
 )
 
 // proxyPath is one way to the backend and what was measured through it.
@@ -75,6 +77,7 @@ type proxyPath struct {
 	bulk       float64 // MB/s, best run
 	rps        float64
 	p50, p99   time.Duration
+	c50, c99   time.Duration // a new connection per pair
 }
 
 // BenchmarkProxy: see above.
@@ -117,15 +120,17 @@ func BenchmarkProxy(b *testing.B) {
 		}
 		for _, p := range paths {
 			p.p50, p.p99 = latency(b, p.addr)
+			p.c50, p.c99 = connectLatency(b, p.addr)
 		}
 	}
 
 	direct := paths[0]
-	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "p50", "p99", "p50 added", "p99 added")
+	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
+	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "p50", "p99", "p50 added", "p99 added",
+		"connect p50", "c. p50 add")
 	for _, p := range paths {
-		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %9v %9v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
-			p.p50.Round(time.Microsecond), p.p99.Round(time.Microsecond),
-			(p.p50 - direct.p50).Round(time.Microsecond), (p.p99 - direct.p99).Round(time.Microsecond))
+		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
+			us(p.p50), us(p.p99), us(p.p50-direct.p50), us(p.p99-direct.p99), us(p.c50), us(p.c50-direct.c50))
 		if p == direct {
 			b.ReportMetric(p.bulk, "direct-bulk-MB/s")
 			b.ReportMetric(p.rps, "direct-req/s")
@@ -135,6 +140,8 @@ func BenchmarkProxy(b *testing.B) {
 		b.ReportMetric(p.rps/direct.rps, p.name+"-req-x")
 		b.ReportMetric(float64((p.p50 - direct.p50).Microseconds()), p.name+"-p50-added-us")
 		b.ReportMetric(float64((p.p99 - direct.p99).Microseconds()), p.name+"-p99-added-us")
+		b.ReportMetric(float64((p.c50 - direct.c50).Microseconds()), p.name+"-connect-p50-added-us")
+		b.ReportMetric(float64((p.c99 - direct.c99).Microseconds()), p.name+"-connect-p99-added-us")
 	}
 	b.ReportMetric(0, "ns/op")
 }
@@ -325,6 +332,27 @@ func latency(b *testing.B, addr string) (p50, p99 time.Duration) {
 			b.Fatalf("latency through %s: %v", addr, err)
 		}
 		if i >= 100 { // the first ones warm up
+			times = append(times, time.Since(start))
+		}
+	}
+	slices.Sort(times)
+	return times[len(times)/2], times[len(times)*99/100]
+}
+
+// connectLatency times connectReqs sequential new connections, each doing
+// one pair and closing.
+func connectLatency(b *testing.B, addr string) (p50, p99 time.Duration) {
+	b.Helper()
+	times := make([]time.Duration, 0, connectReqs)
+	for i := range connectReqs + 50 {
+		start := time.Now()
+		c := dialBench(b, addr)
+		err := roundTrip(bufio.NewReader(c), c)
+		c.Close()
+		if err != nil {
+			b.Fatalf("connect latency through %s: %v", addr, err)
+		}
+		if i >= 50 {
 			times = append(times, time.Since(start))
 		}
 	}

@@ -1,0 +1,83 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// nameTTL is how long the addresses a backend name resolved to are used
+// for new connections. A lookup is a round trip to Docker's resolver on
+// the project network (about 0.3 ms here) that each new connection paid
+// before; HAProxy and Envoy keep answers for seconds. Set forgets every
+// answer and a failed dial forgets its name's, so a change the agent makes
+// reaches new connections at once, and one compose makes alone (a
+// recreated or scaled service) within nameTTL or a failed dial.
+const nameTTL = time.Second
+
+// names caches what backend names resolve to and spreads new connections
+// over the addresses round-robin, as Docker's resolver does over a
+// service's replicas by shuffling its answers.
+type names struct {
+	lookup func(ctx context.Context, host string) ([]netip.Addr, error)
+
+	mu sync.Mutex
+	m  map[string]*answer
+}
+
+// answer is one name's addresses.
+type answer struct {
+	addrs []netip.Addr
+	until time.Time
+	next  int
+}
+
+func newNames() *names {
+	return &names{
+		lookup: func(ctx context.Context, host string) ([]netip.Addr, error) {
+			return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+		},
+		m: map[string]*answer{},
+	}
+}
+
+// addr returns the address a new connection to host dials: host itself
+// when it is an address, else the next of its name's addresses.
+func (n *names) addr(ctx context.Context, host string) (string, error) {
+	if _, err := netip.ParseAddr(host); err == nil {
+		return host, nil
+	}
+	n.mu.Lock()
+	a := n.m[host]
+	if a == nil || time.Now().After(a.until) {
+		n.mu.Unlock()
+		addrs, err := n.lookup(ctx, host)
+		if err != nil {
+			return "", err
+		}
+		if len(addrs) == 0 {
+			return "", &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}
+		}
+		n.mu.Lock()
+		a = &answer{addrs: addrs, until: time.Now().Add(nameTTL)}
+		n.m[host] = a
+	}
+	defer n.mu.Unlock()
+	ip := a.addrs[a.next%len(a.addrs)]
+	a.next++
+	return ip.Unmap().String(), nil
+}
+
+// forget drops host's answer (all answers for ""), so that the next
+// connection looks it up again.
+func (n *names) forget(host string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if host == "" {
+		clear(n.m)
+		return
+	}
+	delete(n.m, host)
+}
