@@ -11,7 +11,8 @@ import (
 
 // Set makes new connections go to backends (round-robin), ends a hold and
 // lets the held connections go to them, and forgets what names resolved
-// to. Connections already forwarded stay where they are. It returns when the switch took effect.
+// to. Connections already forwarded stay where they are. It returns when
+// the switch took effect.
 func (p *Proxy) Set(backends []string) (time.Time, error) {
 	if err := validBackends(backends); err != nil {
 		return time.Time{}, err
