@@ -43,11 +43,12 @@ func newNames() *names {
 	}
 }
 
-// addr returns the address a new connection to host dials: host itself
-// when it is an address, else the next of its name's addresses.
-func (n *names) addr(ctx context.Context, host string) (string, error) {
+// addrs returns the addresses a new connection to host tries, in order:
+// host itself when it is an address, else its name's addresses, starting
+// with the next one round-robin.
+func (n *names) addrs(ctx context.Context, host string) ([]string, error) {
 	if _, err := netip.ParseAddr(host); err == nil {
-		return host, nil
+		return []string{host}, nil
 	}
 	n.mu.Lock()
 	a := n.m[host]
@@ -55,19 +56,22 @@ func (n *names) addr(ctx context.Context, host string) (string, error) {
 		n.mu.Unlock()
 		addrs, err := n.lookup(ctx, host)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		if len(addrs) == 0 {
-			return "", &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}
+			return nil, &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}
 		}
 		n.mu.Lock()
 		a = &answer{addrs: addrs, until: time.Now().Add(nameTTL)}
 		n.m[host] = a
 	}
 	defer n.mu.Unlock()
-	ip := a.addrs[a.next%len(a.addrs)]
+	out := make([]string, len(a.addrs))
+	for i := range out {
+		out[i] = a.addrs[(a.next+i)%len(a.addrs)].Unmap().String()
+	}
 	a.next++
-	return ip.Unmap().String(), nil
+	return out, nil
 }
 
 // forget drops host's answer (all answers for ""), so that the next

@@ -81,3 +81,21 @@ func TestSetAndAFailedDialForgetTheAnswer(t *testing.T) {
 		t.Fatalf("%d lookups and %d failed dials, want 4 and 1", n, f)
 	}
 }
+
+// A connection tries the name's other addresses when one fails, within the
+// same attempt, as a dial of the name did, and the next connection looks
+// the name up again.
+func TestDialTriesTheNamesOtherAddresses(t *testing.T) {
+	port := twoBackends(t)
+	r := &fakeResolver{answers: [][]netip.Addr{addrs("127.0.0.3", "127.0.0.1"), addrs("127.0.0.2")}}
+	p := startProxyWith(t, Options{Ports: []Port{{Target: port}}, Backend: "svc"}, r.use)
+	if got := greeting(t, listenAddr(p, 0)); got != "old" {
+		t.Fatalf("first connection reached %q", got)
+	}
+	if f := p.Stats().Ports[0].DialFailures; f != 0 {
+		t.Fatalf("%d failed dials, want none: the second address answered", f)
+	}
+	if got := greeting(t, listenAddr(p, 0)); got != "new" {
+		t.Fatalf("second connection reached %q, want the next lookup's", got)
+	}
+}

@@ -346,7 +346,6 @@ const dialAttempt = time.Second
 // up to Options.DialRetry so that a backend still starting (or a switch
 // under way) shows as a delay to the client, not a refusal.
 func (p *Proxy) dial(ctx context.Context, pp *port, c *conn) (*net.TCPConn, bool) {
-	var d net.Dialer
 	var deadline time.Time
 	wait := 20 * time.Millisecond
 	var lastHost string
@@ -373,13 +372,7 @@ func (p *Proxy) dial(ctx context.Context, pp *port, c *conn) (*net.TCPConn, bool
 		// container removed, its address silent) must not take the whole
 		// retry time, while a Set may have named another one meanwhile.
 		dctx, cancel := context.WithTimeout(ctx, min(time.Until(deadline), dialAttempt))
-		var backend net.Conn
-		ip, err := p.names.addr(dctx, host)
-		if err == nil {
-			if backend, err = d.DialContext(dctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(pp.Target))); err != nil {
-				p.names.forget(host)
-			}
-		}
+		backend, err := p.dialHost(dctx, host, pp.Target)
 		cancel()
 		if err == nil {
 			return backend.(*net.TCPConn), true
@@ -401,6 +394,38 @@ func (p *Proxy) dial(ctx context.Context, pp *port, c *conn) (*net.TCPConn, bool
 			"backend", lastHost, "retried_for", p.opts.DialRetry, "error", dialReason(lastErr))
 	}
 	return nil, false
+}
+
+// dialHost connects to port on host, trying a name's addresses in turn
+// (as net.Dialer does with the addresses of a lookup), each with an equal
+// share of the time left. A failed address makes the name looked up
+// again by the next connection: its container may have gone.
+func (p *Proxy) dialHost(ctx context.Context, host string, port int) (net.Conn, error) {
+	addrs, err := p.names.addrs(ctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	for i, ip := range addrs {
+		actx, cancel := ctx, func() {}
+		if deadline, ok := ctx.Deadline(); ok && i < len(addrs)-1 {
+			actx, cancel = context.WithTimeout(ctx, time.Until(deadline)/time.Duration(len(addrs)-i))
+		}
+		var c net.Conn
+		c, err = d.DialContext(actx, "tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		cancel()
+		if err == nil {
+			if i > 0 {
+				p.names.forget(host)
+			}
+			return c, nil
+		}
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	p.names.forget(host)
+	return nil, err
 }
 
 // dialReason is the cause of a failed dial without the addresses, which the
