@@ -337,9 +337,12 @@ func (p *Proxy) handle(ctx context.Context, pp *port, client *net.TCPConn) {
 	p.forward(c, pp)
 }
 
-// dialAttempt bounds one connection attempt to a backend on the project
-// network, where a live one answers within milliseconds.
-const dialAttempt = time.Second
+// dialAttempt bounds one connection attempt to one address of a backend
+// on the project network, where a live one answers within a millisecond:
+// an address that went silent (its container stopped or removed, and the
+// name's answer still held) costs a new connection this much at most
+// before the next address, or a fresh lookup, is tried.
+const dialAttempt = 250 * time.Millisecond
 
 // dial finds a backend for a new connection: it waits while a hold lasts,
 // then tries the backends round-robin, retrying with a short backoff for
@@ -368,10 +371,7 @@ func (p *Proxy) dial(ctx context.Context, pp *port, c *conn) (*net.TCPConn, bool
 		if deadline.IsZero() {
 			deadline = time.Now().Add(p.opts.DialRetry)
 		}
-		// Each attempt is bounded apart: a backend that went away (its
-		// container removed, its address silent) must not take the whole
-		// retry time, while a Set may have named another one meanwhile.
-		dctx, cancel := context.WithTimeout(ctx, min(time.Until(deadline), dialAttempt))
+		dctx, cancel := context.WithDeadline(ctx, deadline)
 		backend, err := p.dialHost(dctx, host, pp.Target)
 		cancel()
 		if err == nil {
@@ -397,9 +397,11 @@ func (p *Proxy) dial(ctx context.Context, pp *port, c *conn) (*net.TCPConn, bool
 }
 
 // dialHost connects to port on host, trying a name's addresses in turn
-// (as net.Dialer does with the addresses of a lookup), each with an equal
-// share of the time left. A failed address makes the name looked up
-// again by the next connection: its container may have gone.
+// (as net.Dialer does with the addresses of a lookup), each for
+// dialAttempt at most: a backend that went away must not take the whole
+// retry time, while a Set may have named another one meanwhile. A failed
+// address makes the name looked up again by the next connection: its
+// container may have gone.
 func (p *Proxy) dialHost(ctx context.Context, host string, port int) (net.Conn, error) {
 	addrs, err := p.names.addrs(ctx, host)
 	if err != nil {
@@ -407,10 +409,7 @@ func (p *Proxy) dialHost(ctx context.Context, host string, port int) (net.Conn, 
 	}
 	var d net.Dialer
 	for i, ip := range addrs {
-		actx, cancel := ctx, func() {}
-		if deadline, ok := ctx.Deadline(); ok && i < len(addrs)-1 {
-			actx, cancel = context.WithTimeout(ctx, time.Until(deadline)/time.Duration(len(addrs)-i))
-		}
+		actx, cancel := context.WithTimeout(ctx, dialAttempt)
 		var c net.Conn
 		c, err = d.DialContext(actx, "tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 		cancel()
