@@ -17,6 +17,10 @@ import (
 // recreated or scaled service) within nameTTL or a failed dial.
 const nameTTL = time.Second
 
+// lookupAttempt bounds one lookup, which Docker's resolver answers within
+// a millisecond for a name on the network: the dial's retry tries again.
+const lookupAttempt = time.Second
+
 // names caches what backend names resolve to and spreads new connections
 // over the addresses round-robin, as Docker's resolver does over a
 // service's replicas by shuffling its answers.
@@ -54,7 +58,9 @@ func (n *names) addrs(ctx context.Context, host string) ([]string, error) {
 	a := n.m[host]
 	if a == nil || time.Now().After(a.until) {
 		n.mu.Unlock()
-		addrs, err := n.lookup(ctx, host)
+		lctx, cancel := context.WithTimeout(ctx, lookupAttempt)
+		addrs, err := n.lookup(lctx, host)
+		cancel()
 		if err != nil {
 			return nil, err
 		}
