@@ -31,9 +31,9 @@ type names struct {
 	m  map[string]*answer
 }
 
-// answer is one name's addresses.
+// answer is one name's addresses, as dialed.
 type answer struct {
-	addrs []netip.Addr
+	addrs []string
 	until time.Time
 	next  int
 }
@@ -67,14 +67,17 @@ func (n *names) addrs(ctx context.Context, host string) ([]string, error) {
 		if len(addrs) == 0 {
 			return nil, &net.DNSError{Err: "no addresses", Name: host, IsNotFound: true}
 		}
+		a = &answer{until: time.Now().Add(nameTTL)}
+		for _, ip := range addrs {
+			a.addrs = append(a.addrs, ip.Unmap().String())
+		}
 		n.mu.Lock()
-		a = &answer{addrs: addrs, until: time.Now().Add(nameTTL)}
 		n.m[host] = a
 	}
 	defer n.mu.Unlock()
 	out := make([]string, len(a.addrs))
 	for i := range out {
-		out[i] = a.addrs[(a.next+i)%len(a.addrs)].Unmap().String()
+		out[i] = a.addrs[(a.next+i)%len(a.addrs)]
 	}
 	a.next++
 	return out, nil

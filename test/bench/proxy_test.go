@@ -33,7 +33,8 @@ package bench
 // latency of one connection doing 2,000 sequential pairs (p50, p99), and of
 // 1,000 sequential new connections doing one pair each (connect p50, p99:
 // what a client that connects per request sees). Each throughput is printed
-// as a ratio to direct (-x), each latency as the time added to direct's. Targets: dso >= docker-proxy, dso >= haproxy, and dso
+// as a ratio to direct (-x), each latency as the time added to direct's.
+// Targets: dso >= docker-proxy, dso >= haproxy, and dso
 // >= 0.5x direct. The machine is shared: compare figures of one run only.
 
 import (
@@ -325,39 +326,36 @@ func latency(b *testing.B, addr string) (p50, p99 time.Duration) {
 	c := dialBench(b, addr)
 	defer c.Close()
 	r := bufio.NewReader(c)
-	times := make([]time.Duration, 0, latencyReqs)
-	for i := range latencyReqs + 100 {
-		start := time.Now()
-		if err := roundTrip(r, c); err != nil {
-			b.Fatalf("latency through %s: %v", addr, err)
-		}
-		if i >= 100 { // the first ones warm up
-			times = append(times, time.Since(start))
-		}
-	}
-	slices.Sort(times)
-	return times[len(times)/2], times[len(times)*99/100]
+	return timeEach(b, "latency through "+addr, latencyReqs, 100, func() error { return roundTrip(r, c) })
 }
 
 // connectLatency times connectReqs sequential new connections, each doing
 // one pair and closing.
 func connectLatency(b *testing.B, addr string) (p50, p99 time.Duration) {
 	b.Helper()
-	times := make([]time.Duration, 0, connectReqs)
-	for i := range connectReqs + 50 {
-		start := time.Now()
+	return timeEach(b, "connect latency through "+addr, connectReqs, 50, func() error {
 		c := dialBench(b, addr)
-		err := roundTrip(bufio.NewReader(c), c)
-		c.Close()
-		if err != nil {
-			b.Fatalf("connect latency through %s: %v", addr, err)
+		defer c.Close()
+		return roundTrip(bufio.NewReader(c), c)
+	})
+}
+
+// timeEach runs op warmup times untimed, then n times, and returns the
+// median and 99th percentile of those n.
+func timeEach(b *testing.B, what string, n, warmup int, op func() error) (p50, p99 time.Duration) {
+	b.Helper()
+	times := make([]time.Duration, 0, n)
+	for i := range warmup + n {
+		start := time.Now()
+		if err := op(); err != nil {
+			b.Fatalf("%s: %v", what, err)
 		}
-		if i >= 50 {
+		if i >= warmup {
 			times = append(times, time.Since(start))
 		}
 	}
 	slices.Sort(times)
-	return times[len(times)/2], times[len(times)*99/100]
+	return times[n/2], times[n*99/100]
 }
 
 func dialBench(b *testing.B, addr string) net.Conn {
