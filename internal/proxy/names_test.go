@@ -2,10 +2,14 @@ package proxy
 
 import (
 	"context"
+	"net"
 	"net/netip"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // fakeResolver answers each lookup with the next of answers (the last one
@@ -97,5 +101,49 @@ func TestDialTriesTheNamesOtherAddresses(t *testing.T) {
 	}
 	if got := greeting(t, listenAddr(p, 0)); got != "new" {
 		t.Fatalf("second connection reached %q, want the next lookup's", got)
+	}
+}
+
+// silentListener listens on addr:port with a full accept queue, so that a
+// new connection's SYN goes unanswered, as to a container that went away.
+func silentListener(t *testing.T, addr string, port int) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { unix.Close(fd) })
+	sa := &unix.SockaddrInet4{Port: port, Addr: netip.MustParseAddr(addr).As4()}
+	if err := unix.Bind(fd, sa); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	target := net.JoinHostPort(addr, strconv.Itoa(port))
+	for range 8 {
+		c, err := net.DialTimeout("tcp", target, 200*time.Millisecond)
+		if err != nil {
+			return // the queue is full: this connection's SYN went unanswered
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Fatalf("%s never stopped answering", target)
+}
+
+// An address that does not answer costs a connection dialAttempt, not the
+// whole retry time: it goes on to the name's next address within the same
+// attempt (with no bound per address, the dial of the silent one would
+// last until the retry time ends and count as a failed dial).
+func TestSilentAddressGivesWayToTheNext(t *testing.T) {
+	port := twoBackends(t)
+	silentListener(t, "127.0.0.4", port)
+	r := &fakeResolver{answers: [][]netip.Addr{addrs("127.0.0.4", "127.0.0.1")}}
+	p := startProxyWith(t, Options{Ports: []Port{{Target: port}}, Backend: "svc", DialRetry: 20 * time.Second}, r.use)
+	if got := greeting(t, listenAddr(p, 0)); got != "old" {
+		t.Fatalf("connection reached %q", got)
+	}
+	if f := p.Stats().Ports[0].DialFailures; f != 0 {
+		t.Fatalf("%d failed dials, want none: the silent address gave way to the next", f)
 	}
 }
