@@ -63,8 +63,11 @@ const ProxyUser = "65534:65534"
 // up` runs it: as user 65534 with net.ipv4.ip_unprivileged_port_start=0 so
 // it may listen below 1024, a tmpfs at /run/dso for its control socket, and
 // each port ("LISTEN:TARGET") published on 127.0.0.1 at a port the engine
-// picks (read it back with HostAddr(t, id, "LISTEN/tcp")). New connections
-// go to backend until the proxy is told otherwise. It returns the ID.
+// picks (read it back with HostAddr(t, id, "LISTEN/tcp")). With net "host"
+// it runs in the host's network namespace instead and listens on the
+// host's LISTEN ports itself (above 1024: nothing is published, and the
+// sysctl is the host's). New connections go to backend until the proxy is
+// told otherwise. It returns the ID.
 func RunProxy(t testing.TB, image, net, backend string, ports ...string) string {
 	t.Helper()
 	args := []string{"/.dso/init", "proxy", "--backend", backend}
@@ -80,6 +83,18 @@ func RunProxy(t testing.TB, image, net, backend string, ports ...string) string 
 		exposed[port] = struct{}{}
 		published[port] = []network.PortBinding{{HostIP: netip.MustParseAddr("127.0.0.1")}}
 	}
+	hc := &container.HostConfig{
+		PortBindings: published,
+		Sysctls:      map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"},
+		Tmpfs:        map[string]string{"/run/dso": "uid=65534,gid=65534,mode=0700"},
+		Mounts: []mount.Mount{{
+			Type: mount.TypeBind, Source: GoBinary(t, "./cmd/dso-init"), Target: "/.dso/init", ReadOnly: true,
+		}},
+	}
+	nc := OnNetwork(net)
+	if net == "host" {
+		exposed, hc.PortBindings, hc.Sysctls, hc.NetworkMode, nc = nil, nil, nil, "host", nil
+	}
 	return RunContainer(t, client.ContainerCreateOptions{
 		Config: &container.Config{
 			Image:        image,
@@ -87,14 +102,7 @@ func RunProxy(t testing.TB, image, net, backend string, ports ...string) string 
 			Entrypoint:   args,
 			ExposedPorts: exposed,
 		},
-		HostConfig: &container.HostConfig{
-			PortBindings: published,
-			Sysctls:      map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"},
-			Tmpfs:        map[string]string{"/run/dso": "uid=65534,gid=65534,mode=0700"},
-			Mounts: []mount.Mount{{
-				Type: mount.TypeBind, Source: GoBinary(t, "./cmd/dso-init"), Target: "/.dso/init", ReadOnly: true,
-			}},
-		},
-		NetworkingConfig: OnNetwork(net),
+		HostConfig:       hc,
+		NetworkingConfig: nc,
 	})
 }

@@ -22,20 +22,27 @@ package bench
 //     the host and handed to it, as the agent does (socket activation,
 //     internal/agent/hostports.go): how clients reach a proxy whose host
 //     ports the agent binds, from the host or from other hosts;
+//   - dso-hostnet: our proxy container in the host's network namespace
+//     (network_mode host), forwarding to the container's IP: the container
+//     without the extra hop over the bridge that dso-bound's leg to the
+//     backend takes;
 //   - dso-host: the same `dso-init proxy` run on the host, where HAProxy and
-//     docker-proxy run: our code in their position, without the container's
-//     extra hop over the bridge.
+//     docker-proxy run: our code in their position, as a process of the
+//     host rather than in a container.
 //
 // Figures: one bulk stream of 1 GiB (GET /bytes, MB/s); 64 concurrent
 // keep-alive connections doing small request/response pairs (GET /healthz)
-// for 3 s (requests/s), each the best of 3 runs per path, runs interleaved;
-// and the
-// latency of one connection doing 2,000 sequential pairs (p50, p99), and of
-// 1,000 sequential new connections doing one pair each (connect p50, p99:
-// what a client that connects per request sees). Each throughput is printed
-// as a ratio to direct (-x), each latency as the time added to direct's.
-// Targets: dso >= docker-proxy, dso >= haproxy, and dso
-// >= 0.5x direct. The machine is shared: compare figures of one run only.
+// for 3 s (requests/s, and the proxy's CPU time per request in that run:
+// how much work the proxy costs, which the machine's noise moves least),
+// each the best of 3 runs per path, runs interleaved; and the latency of
+// one connection doing 2,000 sequential pairs (p50, p99), and of 1,000
+// sequential new connections doing one pair each (connect p50, p99: what
+// a client that connects per request sees). Each throughput is printed as
+// a ratio to direct (-x), each latency as the time added to direct's. The
+// client, the backend and the proxies each run in a CPU group of their own
+// (cpugroups_test.go), so that every proxy competes for the two CPUs as
+// the others do. Targets: dso >= docker-proxy, dso >= haproxy, and dso >=
+// 0.5x direct. The machine is shared: compare figures of one run only.
 
 import (
 	"bufio"
@@ -77,12 +84,14 @@ type proxyPath struct {
 	name, addr string
 	bulk       float64 // MB/s, best run
 	rps        float64
+	cpuPerReq  time.Duration // the proxy's CPU time per request, in rps's run
 	p50, p99   time.Duration
 	c50, c99   time.Duration // a new connection per pair
 }
 
 // BenchmarkProxy: see above.
 func BenchmarkProxy(b *testing.B) {
+	groups := newCPUGroups(b)
 	image := testbed.TestappImage(b)
 	net := testbed.Network(b)
 	app := testbed.RunContainer(b, client.ContainerCreateOptions{
@@ -93,14 +102,23 @@ func BenchmarkProxy(b *testing.B) {
 	appIP := testbed.ContainerIP(b, app, net).String()
 	appAddr := appIP + ":8080"
 	proxy := testbed.RunProxy(b, image, net, "app", "80:8080")
+	hostNetPort := strconv.Itoa(freePort(b))
+	hostNet := testbed.RunProxy(b, image, "host", appIP, hostNetPort+":8080")
+	groups.container(b, "backend", app)
+	for _, id := range []string{proxy, hostNet} {
+		groups.container(b, "proxy", id)
+	}
+	groups.dockerProxies(b, appIP)
+	groups.dockerProxies(b, testbed.ContainerIP(b, proxy, net).String())
 	paths := []*proxyPath{
 		{name: "direct", addr: appAddr},
 		{name: "docker-proxy", addr: testbed.HostAddr(b, app, "8080/tcp")},
-		{name: "haproxy", addr: startHAProxy(b, appAddr)},
+		{name: "haproxy", addr: startHAProxy(b, groups, appAddr)},
 		{name: "dso", addr: testbed.ContainerIP(b, proxy, net).String() + ":80"},
 		{name: "dso+docker-proxy", addr: testbed.HostAddr(b, proxy, "80/tcp")},
 		{name: "dso-bound", addr: handOver(b, proxy, 8080)},
-		{name: "dso-host", addr: startDSOProxy(b, appIP)},
+		{name: "dso-hostnet", addr: "127.0.0.1:" + hostNetPort},
+		{name: "dso-host", addr: startDSOProxy(b, groups, appIP)},
 	}
 	for _, p := range paths {
 		testbed.HTTPGet(b, "http://"+p.addr+"/healthz") // waits until it answers
@@ -116,7 +134,11 @@ func BenchmarkProxy(b *testing.B) {
 		for run := range runs {
 			for i := range paths {
 				p := paths[(i+run)%len(paths)]
-				p.rps = max(p.rps, requestsPerSecond(b, p.addr))
+				before := groups.proxyCPU(b)
+				rps, n := requestsPerSecond(b, p.addr)
+				if rps > p.rps {
+					p.rps, p.cpuPerReq = rps, (groups.proxyCPU(b)-before)/time.Duration(n)
+				}
 			}
 		}
 		for _, p := range paths {
@@ -127,10 +149,11 @@ func BenchmarkProxy(b *testing.B) {
 
 	direct := paths[0]
 	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
-	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "p50", "p99", "p50 added", "p99 added",
+	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "cpu/req", "p50", "p99", "p50 added", "p99 added",
 		"connect p50", "c. p50 add")
 	for _, p := range paths {
-		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
+		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %7.1fµs %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
+			float64(p.cpuPerReq)/float64(time.Microsecond),
 			us(p.p50), us(p.p99), us(p.p50-direct.p50), us(p.p99-direct.p99), us(p.c50), us(p.c50-direct.c50))
 		if p == direct {
 			b.ReportMetric(p.bulk, "direct-bulk-MB/s")
@@ -139,6 +162,7 @@ func BenchmarkProxy(b *testing.B) {
 		}
 		b.ReportMetric(p.bulk/direct.bulk, p.name+"-bulk-x")
 		b.ReportMetric(p.rps/direct.rps, p.name+"-req-x")
+		b.ReportMetric(float64(p.cpuPerReq)/float64(time.Microsecond), p.name+"-cpu-per-req-us")
 		b.ReportMetric(float64((p.p50 - direct.p50).Microseconds()), p.name+"-p50-added-us")
 		b.ReportMetric(float64((p.p99 - direct.p99).Microseconds()), p.name+"-p99-added-us")
 		b.ReportMetric(float64((p.c50 - direct.c50).Microseconds()), p.name+"-connect-p50-added-us")
@@ -149,7 +173,7 @@ func BenchmarkProxy(b *testing.B) {
 
 // startHAProxy runs HAProxy in mode tcp on 127.0.0.1, forwarding to
 // backend, until the benchmark ends, and returns its address.
-func startHAProxy(b *testing.B, backend string) string {
+func startHAProxy(b *testing.B, g *cpuGroups, backend string) string {
 	b.Helper()
 	bin := os.Getenv("DSO_HAPROXY_BIN")
 	if bin == "" {
@@ -176,16 +200,16 @@ backend app
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	startOnHost(b, bin, "-db", "-f", cfg)
+	startOnHost(b, g, bin, "-db", "-f", cfg)
 	return "127.0.0.1:" + strconv.Itoa(port)
 }
 
 // startDSOProxy runs `dso-init proxy` on the host, on 127.0.0.1 (its
 // listeners take all addresses), forwarding to port 8080 of backend.
-func startDSOProxy(b *testing.B, backend string) string {
+func startDSOProxy(b *testing.B, g *cpuGroups, backend string) string {
 	b.Helper()
 	port := strconv.Itoa(freePort(b))
-	startOnHost(b, testbed.GoBinary(b, "./cmd/dso-init"), "proxy", "--port", port+":8080",
+	startOnHost(b, g, testbed.GoBinary(b, "./cmd/dso-init"), "proxy", "--port", port+":8080",
 		"--backend", backend, "--control", filepath.Join(b.TempDir(), "proxy.sock"))
 	return "127.0.0.1:" + port
 }
@@ -216,8 +240,9 @@ func handOver(b *testing.B, id string, target int) string {
 	return ln.Addr().String()
 }
 
-// startOnHost runs bin on the host until the benchmark ends.
-func startOnHost(b *testing.B, bin string, args ...string) {
+// startOnHost runs bin on the host, in the proxies' CPU group, until the
+// benchmark ends.
+func startOnHost(b *testing.B, g *cpuGroups, bin string, args ...string) {
 	b.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
@@ -234,6 +259,7 @@ func startOnHost(b *testing.B, bin string, args ...string) {
 	if err := syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, 0); err != nil {
 		b.Logf("%s keeps the benchmark's priority: %v", bin, err)
 	}
+	g.move(b, "proxy", cmd.Process.Pid)
 }
 
 // bulk downloads bulkBytes on a new connection and returns MB/s.
@@ -283,8 +309,9 @@ func roundTrip(r *bufio.Reader, c net.Conn) error {
 }
 
 // requestsPerSecond runs rrConns keep-alive connections doing small
-// request/response pairs for rrDuration.
-func requestsPerSecond(b *testing.B, addr string) float64 {
+// request/response pairs for rrDuration; it returns the rate and the
+// number of requests.
+func requestsPerSecond(b *testing.B, addr string) (float64, int) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(b.Context(), rrDuration)
 	defer cancel()
@@ -317,7 +344,7 @@ func requestsPerSecond(b *testing.B, addr string) float64 {
 	for _, n := range counts {
 		total += n
 	}
-	return float64(total) / elapsed.Seconds()
+	return float64(total) / elapsed.Seconds(), total
 }
 
 // latency times latencyReqs sequential pairs on one connection.

@@ -1,0 +1,152 @@
+package bench
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/moby/moby/client"
+
+	"github.com/dso-project/dso/internal/testbed"
+)
+
+// cpuGroups put each party of BenchmarkProxy in a CPU control group of its
+// own, of equal weight, as a host that runs each service in its own unit
+// does: the client (the benchmark's process), the backend (the testapp
+// container) and the proxies (every path's, each measured alone). On two
+// CPUs the three compete for time, and without the groups where a proxy
+// lands is an accident of how it was started: the engine (its cgroupfs
+// driver) puts all containers in one group, where a proxy container
+// shares one share with the backend, while a proxy the benchmark starts
+// on the host competes with a share of its own. Measured here before the
+// groups: the same proxy container in the host's network namespace, which
+// crosses no bridge the host's processes do not, forwarded 0.51-0.55x a
+// direct connection's small requests where the same code as a process of
+// the host forwarded 0.60-0.63x in the same runs (three runs); with the
+// groups, each forwards what the other does.
+type cpuGroups struct {
+	root string // the cpu hierarchy: cgroup v1's cpu or the v2 root
+}
+
+// cpuGroupNames are the groups, each dsobench-NAME under root.
+var cpuGroupNames = []string{"client", "backend", "proxy"}
+
+// newCPUGroups makes the groups and moves the benchmark's process into
+// the client's; they are removed when the benchmark ends.
+func newCPUGroups(b *testing.B) *cpuGroups {
+	b.Helper()
+	g := &cpuGroups{root: "/sys/fs/cgroup/cpu"}
+	if ctl, err := os.ReadFile("/sys/fs/cgroup/cgroup.subtree_control"); err == nil {
+		if !slices.Contains(strings.Fields(string(ctl)), "cpu") {
+			b.Fatalf("cgroup v2 without the cpu controller enabled at the root (cgroup.subtree_control: %q): the benchmark cannot give its parties equal CPU shares", strings.TrimSpace(string(ctl)))
+		}
+		g.root = "/sys/fs/cgroup"
+	}
+	b.Cleanup(g.remove) // after every process the benchmark started ended
+	for _, n := range cpuGroupNames {
+		if err := os.Mkdir(g.dir(n), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
+			b.Fatalf("making the CPU group %s (the benchmark runs as root): %v", g.dir(n), err)
+		}
+	}
+	g.move(b, "client", os.Getpid())
+	return g
+}
+
+func (g *cpuGroups) dir(name string) string { return filepath.Join(g.root, "dsobench-"+name) }
+
+// move puts the processes pids (each with all its threads) in group name.
+func (g *cpuGroups) move(b *testing.B, name string, pids ...int) {
+	b.Helper()
+	for _, pid := range pids {
+		if err := os.WriteFile(filepath.Join(g.dir(name), "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			b.Fatalf("moving process %d to the CPU group %s: %v", pid, g.dir(name), err)
+		}
+	}
+}
+
+// container moves the process of container id to group name.
+func (g *cpuGroups) container(b *testing.B, name, id string) {
+	b.Helper()
+	ins, err := testbed.Docker(b).ContainerInspect(b.Context(), id, client.ContainerInspectOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	g.move(b, name, ins.Container.State.Pid)
+}
+
+// dockerProxies moves to the proxies' group the docker-proxy processes
+// that forward to ip (Docker's userland proxy, one per published port and
+// address family), and fails when there is none.
+func (g *cpuGroups) dockerProxies(b *testing.B, ip string) {
+	b.Helper()
+	cmdlines, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	found := 0
+	for _, f := range cmdlines {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			continue // ended meanwhile
+		}
+		args := strings.Split(string(bytes.TrimRight(raw, "\x00")), "\x00")
+		if filepath.Base(args[0]) != "docker-proxy" || !slices.Contains(args, ip) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(f)))
+		g.move(b, "proxy", pid)
+		found++
+	}
+	if found == 0 {
+		b.Fatalf("no docker-proxy process forwards to %s: the engine publishes ports otherwise (userland-proxy off?)", ip)
+	}
+}
+
+// remove moves every process left in the groups back to the root group
+// and removes the groups.
+func (g *cpuGroups) remove() {
+	for _, n := range cpuGroupNames {
+		procs, _ := os.ReadFile(filepath.Join(g.dir(n), "cgroup.procs"))
+		for _, pid := range strings.Fields(string(procs)) {
+			os.WriteFile(filepath.Join(g.root, "cgroup.procs"), []byte(pid), 0)
+		}
+		os.Remove(g.dir(n))
+	}
+}
+
+// userHZ is the unit of the CPU times in /proc/PID/stat (USER_HZ, 100 on
+// every Linux architecture Go supports).
+const userHZ = 100
+
+// proxyCPU is the CPU time the processes in the proxies' group have used
+// (user and system, each process's threads included), to a tick (10 ms):
+// the busy proxy's, since the others idle.
+func (g *cpuGroups) proxyCPU(b *testing.B) time.Duration {
+	b.Helper()
+	procs, err := os.ReadFile(filepath.Join(g.dir("proxy"), "cgroup.procs"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ticks int
+	for _, pid := range strings.Fields(string(procs)) {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			b.Fatalf("reading the CPU time of proxy process %s: %v", pid, err)
+		}
+		// After "PID (COMM) ", utime and stime are the 12th and 13th fields.
+		_, rest, _ := strings.Cut(string(stat), ") ") // COMM may hold spaces, not ") "
+		f := strings.Fields(rest)
+		for _, v := range f[11:13] {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				b.Fatalf("/proc/%s/stat: %q is not a CPU time", pid, v)
+			}
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * time.Second / userHZ
+}
