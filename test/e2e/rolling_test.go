@@ -112,7 +112,7 @@ type load struct {
 	addr, path string
 	ok         atomic.Int64
 	mu         sync.Mutex
-	failed     []string
+	failed     []failure
 	cut        []connLife // long-lived connections that the server side ended
 	stopc      chan struct{}
 	wg         sync.WaitGroup
@@ -182,6 +182,7 @@ func (l *load) worker(c *http.Client) {
 		default:
 		}
 		req, _ := http.NewRequest(http.MethodGet, "http://"+l.addr+l.path, nil)
+		start := time.Now()
 		resp, err := c.Do(req)
 		if err == nil {
 			_, err = io.Copy(io.Discard, resp.Body)
@@ -192,7 +193,7 @@ func (l *load) worker(c *http.Client) {
 		}
 		if err != nil {
 			l.mu.Lock()
-			l.failed = append(l.failed, time.Now().Format("15:04:05.000")+" "+err.Error())
+			l.failed = append(l.failed, failure{start: start, end: time.Now(), err: err})
 			l.mu.Unlock()
 		} else {
 			l.ok.Add(1)
@@ -215,7 +216,40 @@ func (l *load) stop() (ok int, failed []string) {
 	l.wg.Wait()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return int(l.ok.Load()), l.failed
+	for _, f := range l.failed {
+		failed = append(failed, f.String())
+	}
+	return int(l.ok.Load()), failed
+}
+
+// failure is a request that failed.
+type failure struct {
+	start, end time.Time
+	err        error
+}
+
+func (f failure) String() string { return f.end.Format("15:04:05.000") + " " + f.err.Error() }
+
+// excuseCut drops the failures of the requests that were under way at
+// `at`, when a proxy's process was killed, and that the kill cut (a reset
+// or an end of stream: a killed process's connections end with it, no
+// proxy can keep them), and returns them. A refusal, or any failure of a
+// request that started after at, stays a failure.
+func (l *load) excuseCut(at time.Time) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var excused []string
+	kept := l.failed[:0]
+	for _, f := range l.failed {
+		cut := errors.Is(f.err, syscall.ECONNRESET) || errors.Is(f.err, io.EOF) || errors.Is(f.err, io.ErrUnexpectedEOF)
+		if cut && f.start.Before(at) && !f.end.Before(at) {
+			excused = append(excused, f.String())
+			continue
+		}
+		kept = append(kept, f)
+	}
+	l.failed = kept
+	return excused
 }
 
 // finish stops the load and fails the test on any failed request.
@@ -973,7 +1007,9 @@ services:
 	u.must(dir, nil, "restart", proxyID)
 	served("docker restart")
 	before := inspect(t, proxyID).RestartCount
-	if err := syscall.Kill(inspect(t, proxyID).State.Pid, syscall.SIGKILL); err != nil {
+	pid := inspect(t, proxyID).State.Pid
+	killedAt := time.Now()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "Docker restarting the killed proxy", func() bool {
@@ -981,6 +1017,10 @@ services:
 		return c.RestartCount > before && c.State.Running
 	})
 	served("the proxy's process was killed")
+	// The requests the killed process was forwarding die with it.
+	if cut := l.excuseCut(killedAt); len(cut) > 0 {
+		t.Logf("requests under way when the proxy's process was killed, cut with it: %s", strings.Join(cut, "; "))
+	}
 	// An agent started after the hand-over takes copies from the proxy,
 	// so a restart of the proxy refuses no client either.
 	killLocalAgent(t, u)
