@@ -32,7 +32,8 @@ import (
 // the host forwarded 0.60-0.63x in the same runs (three runs); with the
 // groups, each forwards what the other does.
 type cpuGroups struct {
-	root string // the cpu hierarchy: cgroup v1's cpu or the v2 root
+	root   string // the cpu hierarchy: cgroup v1's cpu or the v2 root
+	origin string // the benchmark's group in it before, "" for root
 }
 
 // cpuGroupNames are the groups, each dsobench-NAME under root.
@@ -49,6 +50,7 @@ func newCPUGroups(b *testing.B) *cpuGroups {
 		}
 		g.root = "/sys/fs/cgroup"
 	}
+	g.origin = ownGroup(g.root != "/sys/fs/cgroup/cpu")
 	b.Cleanup(g.remove) // after every process the benchmark started ended
 	for _, n := range cpuGroupNames {
 		if err := os.Mkdir(g.dir(n), 0o755); err != nil && !errors.Is(err, fs.ErrExist) {
@@ -106,13 +108,33 @@ func (g *cpuGroups) dockerProxies(b *testing.B, ip string) {
 	}
 }
 
-// remove moves every process left in the groups back to the root group
-// and removes the groups.
+// ownGroup is the path of this process's group in the cpu hierarchy
+// (cgroup v2's when v2) from /proc/self/cgroup, "" when not found.
+func ownGroup(v2 bool) string {
+	data, _ := os.ReadFile("/proc/self/cgroup")
+	for _, line := range strings.Split(string(data), "\n") {
+		// ID:CONTROLLERS:PATH; v2's line is 0::PATH.
+		parts := strings.SplitN(line, ":", 3)
+		if len(parts) != 3 {
+			continue
+		}
+		if (v2 && parts[0] == "0" && parts[1] == "") || (!v2 && slices.Contains(strings.Split(parts[1], ","), "cpu")) {
+			return parts[2]
+		}
+	}
+	return ""
+}
+
+// remove moves every process left in the groups (the benchmark's own)
+// back to the benchmark's group, else to the root group, and removes the
+// groups.
 func (g *cpuGroups) remove() {
 	for _, n := range cpuGroupNames {
 		procs, _ := os.ReadFile(filepath.Join(g.dir(n), "cgroup.procs"))
 		for _, pid := range strings.Fields(string(procs)) {
-			os.WriteFile(filepath.Join(g.root, "cgroup.procs"), []byte(pid), 0)
+			if os.WriteFile(filepath.Join(g.root, g.origin, "cgroup.procs"), []byte(pid), 0) != nil {
+				os.WriteFile(filepath.Join(g.root, "cgroup.procs"), []byte(pid), 0)
+			}
 		}
 		os.Remove(g.dir(n))
 	}
