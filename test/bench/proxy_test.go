@@ -102,6 +102,7 @@ func BenchmarkProxy(b *testing.B) {
 	appIP := testbed.ContainerIP(b, app, net).String()
 	appAddr := appIP + ":8080"
 	proxy := testbed.RunProxy(b, image, net, "app", "80:8080")
+	proxyIP := testbed.ContainerIP(b, proxy, net).String()
 	hostNetPort := strconv.Itoa(freePort(b))
 	hostNet := testbed.RunProxy(b, image, "host", appIP, hostNetPort+":8080")
 	groups.container(b, "backend", app)
@@ -109,12 +110,12 @@ func BenchmarkProxy(b *testing.B) {
 		groups.container(b, "proxy", id)
 	}
 	groups.dockerProxies(b, appIP)
-	groups.dockerProxies(b, testbed.ContainerIP(b, proxy, net).String())
+	groups.dockerProxies(b, proxyIP)
 	paths := []*proxyPath{
 		{name: "direct", addr: appAddr},
 		{name: "docker-proxy", addr: testbed.HostAddr(b, app, "8080/tcp")},
 		{name: "haproxy", addr: startHAProxy(b, groups, appAddr)},
-		{name: "dso", addr: testbed.ContainerIP(b, proxy, net).String() + ":80"},
+		{name: "dso", addr: proxyIP + ":80"},
 		{name: "dso+docker-proxy", addr: testbed.HostAddr(b, proxy, "80/tcp")},
 		{name: "dso-bound", addr: handOver(b, proxy, 8080)},
 		{name: "dso-hostnet", addr: "127.0.0.1:" + hostNetPort},
