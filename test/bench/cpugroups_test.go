@@ -144,12 +144,13 @@ func (g *cpuGroups) remove() {
 // every Linux architecture Go supports).
 const userHZ = 100
 
-// proxyCPU is the CPU time the processes in the proxies' group have used
-// (user and system, each process's threads included), to a tick (10 ms):
-// the busy proxy's, since the others idle.
-func (g *cpuGroups) proxyCPU(b *testing.B) time.Duration {
+// usage is what the processes in group name have used so far: CPU time
+// (user and system, each process's threads included, to a tick of 10 ms)
+// and sleeps (voluntary context switches: a thread waited for work). In
+// the proxies' group it is the busy proxy's: the others idle.
+func (g *cpuGroups) usage(b *testing.B, name string) (cpu time.Duration, sleeps int) {
 	b.Helper()
-	procs, err := os.ReadFile(filepath.Join(g.dir("proxy"), "cgroup.procs"))
+	procs, err := os.ReadFile(filepath.Join(g.dir(name), "cgroup.procs"))
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func (g *cpuGroups) proxyCPU(b *testing.B) time.Duration {
 	for _, pid := range strings.Fields(string(procs)) {
 		stat, err := os.ReadFile("/proc/" + pid + "/stat")
 		if err != nil {
-			b.Fatalf("reading the CPU time of proxy process %s: %v", pid, err)
+			b.Fatalf("reading the CPU time of process %s of group %s: %v", pid, name, err)
 		}
 		// After "PID (COMM) ", utime and stime are the 12th and 13th fields.
 		_, rest, _ := strings.Cut(string(stat), ") ") // COMM may hold spaces, not ") "
@@ -169,6 +170,22 @@ func (g *cpuGroups) proxyCPU(b *testing.B) time.Duration {
 			}
 			ticks += n
 		}
+		tasks, err := filepath.Glob("/proc/" + pid + "/task/*/status")
+		if err != nil || len(tasks) == 0 {
+			b.Fatalf("process %s of group %s: no thread found (%v)", pid, name, err)
+		}
+		for _, t := range tasks {
+			status, err := os.ReadFile(t)
+			if err != nil {
+				continue // the thread ended
+			}
+			_, after, ok := strings.Cut(string(status), "\nvoluntary_ctxt_switches:")
+			n, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(after, "\n", 2)[0]))
+			if !ok || err != nil {
+				b.Fatalf("%s: no voluntary_ctxt_switches", t)
+			}
+			sleeps += n
+		}
 	}
-	return time.Duration(ticks) * time.Second / userHZ
+	return time.Duration(ticks) * time.Second / userHZ, sleeps
 }

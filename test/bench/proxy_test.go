@@ -13,6 +13,10 @@ package bench
 //     Docker's userland proxy serves here;
 //   - haproxy: HAProxy 2.6 (Debian's haproxy, scripts/tools/haproxy.sh) in
 //     mode tcp on the host, forwarding to the container's IP;
+//   - haproxy-net: the same HAProxy in a container on the backend's
+//     network, forwarding to the backend by its name, reached at its
+//     container's IP: HAProxy where our proxy container stands, to compare
+//     with dso;
 //   - dso: our proxy container's IP, as clients from other hosts reach it
 //     (the engine's DNAT leads them to the proxy container, with no
 //     userland hop);
@@ -33,8 +37,12 @@ package bench
 // Figures: one bulk stream of 1 GiB (GET /bytes, MB/s); 64 concurrent
 // keep-alive connections doing small request/response pairs (GET /healthz)
 // for 3 s (requests/s, and the proxy's CPU time per request in that run:
-// how much work the proxy costs, which the machine's noise moves least),
-// each the best of 3 runs per path, runs interleaved; and the latency of
+// how much work the proxy costs, which the machine's noise moves least;
+// and the backend's CPU time and sleeps per request, "app cpu" and
+// "app sleeps": the backend is the party whose share of the CPUs runs out
+// first, and what a request costs it depends on the proxy in front of it,
+// through how often it runs out of work and waits to be woken), each the
+// best of 3 runs per path, runs interleaved; and the latency of
 // one connection doing 2,000 sequential pairs (p50, p99), and of 1,000
 // sequential new connections doing one pair each (connect p50, p99: what
 // a client that connects per request sees). Each throughput is printed as
@@ -56,6 +64,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -85,8 +94,11 @@ type proxyPath struct {
 	bulk       float64 // MB/s, best run
 	rps        float64
 	cpuPerReq  time.Duration // the proxy's CPU time per request, in rps's run
-	p50, p99   time.Duration
-	c50, c99   time.Duration // a new connection per pair
+	// The backend's CPU time and sleeps per request, in rps's run.
+	appCPUPerReq    time.Duration
+	appSleepsPerReq float64
+	p50, p99        time.Duration
+	c50, c99        time.Duration // a new connection per pair
 }
 
 // BenchmarkProxy: see above.
@@ -115,6 +127,7 @@ func BenchmarkProxy(b *testing.B) {
 		{name: "direct", addr: appAddr},
 		{name: "docker-proxy", addr: testbed.HostAddr(b, app, "8080/tcp")},
 		{name: "haproxy", addr: startHAProxy(b, groups, appAddr)},
+		{name: "haproxy-net", addr: runHAProxy(b, groups, net, "app:8080")},
 		{name: "dso", addr: proxyIP + ":80"},
 		{name: "dso+docker-proxy", addr: testbed.HostAddr(b, proxy, "80/tcp")},
 		{name: "dso-bound", addr: handOver(b, proxy, 8080)},
@@ -135,10 +148,14 @@ func BenchmarkProxy(b *testing.B) {
 		for run := range runs {
 			for i := range paths {
 				p := paths[(i+run)%len(paths)]
-				before := groups.proxyCPU(b)
+				proxy0, _ := groups.usage(b, "proxy")
+				app0, sleeps0 := groups.usage(b, "backend")
 				rps, n := requestsPerSecond(b, p.addr)
 				if rps > p.rps {
-					p.rps, p.cpuPerReq = rps, (groups.proxyCPU(b)-before)/time.Duration(n)
+					proxy1, _ := groups.usage(b, "proxy")
+					app1, sleeps1 := groups.usage(b, "backend")
+					p.rps, p.cpuPerReq = rps, (proxy1-proxy0)/time.Duration(n)
+					p.appCPUPerReq, p.appSleepsPerReq = (app1-app0)/time.Duration(n), float64(sleeps1-sleeps0)/float64(n)
 				}
 			}
 		}
@@ -150,11 +167,12 @@ func BenchmarkProxy(b *testing.B) {
 
 	direct := paths[0]
 	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
-	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "cpu/req", "p50", "p99", "p50 added", "p99 added",
-		"connect p50", "c. p50 add")
+	perReq := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
+	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %10s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "cpu/req", "app cpu", "app sleeps",
+		"p50", "p99", "p50 added", "p99 added", "connect p50", "c. p50 add")
 	for _, p := range paths {
-		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %7.1fµs %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
-			float64(p.cpuPerReq)/float64(time.Microsecond),
+		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %7.1fµs %7.1fµs %10.2f %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
+			perReq(p.cpuPerReq), perReq(p.appCPUPerReq), p.appSleepsPerReq,
 			us(p.p50), us(p.p99), us(p.p50-direct.p50), us(p.p99-direct.p99), us(p.c50), us(p.c50-direct.c50))
 		if p == direct {
 			b.ReportMetric(p.bulk, "direct-bulk-MB/s")
@@ -163,7 +181,9 @@ func BenchmarkProxy(b *testing.B) {
 		}
 		b.ReportMetric(p.bulk/direct.bulk, p.name+"-bulk-x")
 		b.ReportMetric(p.rps/direct.rps, p.name+"-req-x")
-		b.ReportMetric(float64(p.cpuPerReq)/float64(time.Microsecond), p.name+"-cpu-per-req-us")
+		b.ReportMetric(perReq(p.cpuPerReq), p.name+"-cpu-per-req-us")
+		b.ReportMetric(perReq(p.appCPUPerReq), p.name+"-backend-cpu-per-req-us")
+		b.ReportMetric(p.appSleepsPerReq, p.name+"-backend-sleeps-per-req")
 		b.ReportMetric(float64((p.p50 - direct.p50).Microseconds()), p.name+"-p50-added-us")
 		b.ReportMetric(float64((p.p99 - direct.p99).Microseconds()), p.name+"-p99-added-us")
 		b.ReportMetric(float64((p.c50 - direct.c50).Microseconds()), p.name+"-connect-p50-added-us")
@@ -176,6 +196,15 @@ func BenchmarkProxy(b *testing.B) {
 // backend, until the benchmark ends, and returns its address.
 func startHAProxy(b *testing.B, g *cpuGroups, backend string) string {
 	b.Helper()
+	port := freePort(b)
+	cfg := haproxyConfig(b, "127.0.0.1:"+strconv.Itoa(port), backend)
+	startOnHost(b, g, haproxyBinary(b), "-db", "-f", cfg)
+	return "127.0.0.1:" + strconv.Itoa(port)
+}
+
+// haproxyBinary returns the path of Debian's HAProxy.
+func haproxyBinary(b *testing.B) string {
+	b.Helper()
 	bin := os.Getenv("DSO_HAPROXY_BIN")
 	if bin == "" {
 		bin = "/usr/sbin/haproxy"
@@ -183,7 +212,13 @@ func startHAProxy(b *testing.B, g *cpuGroups, backend string) string {
 	if _, err := os.Stat(bin); err != nil {
 		testbed.Unavailable(b, "HAProxy is missing (%v); scripts/test.sh installs it (scripts/tools/haproxy.sh)", err)
 	}
-	port := freePort(b)
+	return bin
+}
+
+// haproxyConfig writes a configuration of HAProxy in mode tcp listening
+// on bind and forwarding to backend, and returns its path.
+func haproxyConfig(b *testing.B, bind, backend string) string {
+	b.Helper()
 	cfg := filepath.Join(b.TempDir(), "haproxy.cfg")
 	conf := fmt.Sprintf(`global
 	maxconn 4096
@@ -193,16 +228,56 @@ defaults
 	timeout client 1m
 	timeout server 1m
 frontend bench
-	bind 127.0.0.1:%d
+	bind %s
 	default_backend app
 backend app
 	server app %s
-`, port, backend)
+`, bind, backend)
 	if err := os.WriteFile(cfg, []byte(conf), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	startOnHost(b, g, bin, "-db", "-f", cfg)
-	return "127.0.0.1:" + strconv.Itoa(port)
+	return cfg
+}
+
+// runHAProxy runs the host's HAProxy in a container on the network named
+// net, in the proxies' CPU group, listening on port 80 and forwarding to
+// backend (resolved by Docker's DNS when it starts); it returns the
+// container's address. The image holds the binary, the shared libraries
+// ldd lists for it and the configuration, FROM scratch.
+func runHAProxy(b *testing.B, g *cpuGroups, net, backend string) string {
+	b.Helper()
+	bin := haproxyBinary(b)
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		b.Fatalf("ldd %s: %v", bin, err)
+	}
+	files := map[string]string{"haproxy": bin, "haproxy.cfg": haproxyConfig(b, ":80", backend)}
+	dockerfile := "FROM scratch\nCOPY haproxy /haproxy\nCOPY haproxy.cfg /haproxy.cfg\n"
+	for _, line := range strings.Split(string(out), "\n") {
+		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+		// "/lib64/ld-linux-x86-64.so.2 (0x...)"; linux-vdso has no file.
+		f := strings.Fields(line)
+		lib := ""
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			lib = f[2]
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			lib = f[0]
+		default:
+			continue
+		}
+		name := fmt.Sprintf("lib%d", len(files))
+		files[name] = lib // the file a symlink names: BuildImage copies contents
+		dockerfile += "COPY " + name + " " + lib + "\n"
+	}
+	dockerfile += "ENTRYPOINT [\"/haproxy\", \"-db\", \"-f\", \"/haproxy.cfg\"]\n"
+	image := testbed.BuildImage(b, "haproxy", files, dockerfile)
+	id := testbed.RunContainer(b, client.ContainerCreateOptions{
+		Config:           &container.Config{Image: image},
+		NetworkingConfig: testbed.OnNetwork(net),
+	})
+	g.container(b, "proxy", id)
+	return testbed.ContainerIP(b, id, net).String() + ":80"
 }
 
 // startDSOProxy runs `dso-init proxy` on the host, on 127.0.0.1 (its
