@@ -196,10 +196,9 @@ func BenchmarkProxy(b *testing.B) {
 // backend, until the benchmark ends, and returns its address.
 func startHAProxy(b *testing.B, g *cpuGroups, backend string) string {
 	b.Helper()
-	port := freePort(b)
-	cfg := haproxyConfig(b, "127.0.0.1:"+strconv.Itoa(port), backend)
-	startOnHost(b, g, haproxyBinary(b), "-db", "-f", cfg)
-	return "127.0.0.1:" + strconv.Itoa(port)
+	addr := "127.0.0.1:" + strconv.Itoa(freePort(b))
+	startOnHost(b, g, haproxyBinary(b), "-db", "-f", haproxyConfig(b, addr, backend))
+	return addr
 }
 
 // haproxyBinary returns the path of Debian's HAProxy.
