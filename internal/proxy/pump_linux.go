@@ -15,13 +15,15 @@ import (
 )
 
 // On Linux the bytes of forwarded connections are moved by event loops of
-// the proxy's own, one per CPU the process may use, as HAProxy and nginx
-// do, rather than by two goroutines per connection: a small message then
-// costs one readiness event, one read and one write, where goroutines cost
-// a wake-up, a sleep and a read that finds nothing for every message
-// (BenchmarkProxy in test/bench measures it against HAProxy). The
-// goroutine that accepted a connection and dialed its backend hands the two
-// sockets to a loop and waits for their end.
+// the proxy's own, one per CPU Go may run code on at once (GOMAXPROCS:
+// `dso-init proxy` runs with one, cmd/dso-init/proxy.go says why), as
+// HAProxy and nginx have one per thread or process, rather than by two
+// goroutines per connection: a small message then costs one readiness
+// event, one read and one write, where goroutines cost a wake-up, a sleep
+// and a read that finds nothing for every message (BenchmarkProxy in
+// test/bench measures it against HAProxy). The goroutine that accepted a
+// connection and dialed its backend hands the two sockets to a loop and
+// waits for their end.
 //
 // A loop waits in Go's own poller, where its epoll set shows as readable,
 // then takes every ready event at once. The sockets are registered
