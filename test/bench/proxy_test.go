@@ -41,8 +41,10 @@ package bench
 // and the backend's CPU time and sleeps per request, "app cpu" and
 // "app sleeps": the backend is the party whose share of the CPUs runs out
 // first, and what a request costs it depends on the proxy in front of it,
-// through how often it runs out of work and waits to be woken), each the
-// best of 3 runs per path, runs interleaved; and the latency of
+// through how often it runs out of work and waits to be woken; and the
+// share of the machine's CPU time left idle, "idle": the parties need more
+// than the two CPUs, so idle time is work waiting on one of them), each
+// the best of 3 runs per path, runs interleaved; and the latency of
 // one connection doing 2,000 sequential pairs (p50, p99), and of 1,000
 // sequential new connections doing one pair each (connect p50, p99: what
 // a client that connects per request sees). Each throughput is printed as
@@ -97,6 +99,7 @@ type proxyPath struct {
 	// The backend's CPU time and sleeps per request, in rps's run.
 	appCPUPerReq    time.Duration
 	appSleepsPerReq float64
+	idle            float64 // the share of the machine's CPU time left idle, in rps's run
 	p50, p99        time.Duration
 	c50, c99        time.Duration // a new connection per pair
 }
@@ -150,8 +153,11 @@ func BenchmarkProxy(b *testing.B) {
 				p := paths[(i+run)%len(paths)]
 				proxy0, _ := groups.usage(b, "proxy")
 				app0, sleeps0 := groups.usage(b, "backend")
+				idle0, total0 := machineTicks(b)
 				rps, n := requestsPerSecond(b, p.addr)
 				if rps > p.rps {
+					idle1, total1 := machineTicks(b)
+					p.idle = float64(idle1-idle0) / float64(total1-total0)
 					proxy1, _ := groups.usage(b, "proxy")
 					app1, sleeps1 := groups.usage(b, "backend")
 					p.rps, p.cpuPerReq = rps, (proxy1-proxy0)/time.Duration(n)
@@ -168,11 +174,11 @@ func BenchmarkProxy(b *testing.B) {
 	direct := paths[0]
 	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
 	perReq := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %10s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "cpu/req", "app cpu", "app sleeps",
+	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %10s %5s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "cpu/req", "app cpu", "app sleeps", "idle",
 		"p50", "p99", "p50 added", "p99 added", "connect p50", "c. p50 add")
 	for _, p := range paths {
-		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %7.1fµs %7.1fµs %10.2f %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
-			perReq(p.cpuPerReq), perReq(p.appCPUPerReq), p.appSleepsPerReq,
+		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %7.1fµs %7.1fµs %10.2f %4.0f%% %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
+			perReq(p.cpuPerReq), perReq(p.appCPUPerReq), p.appSleepsPerReq, 100*p.idle,
 			us(p.p50), us(p.p99), us(p.p50-direct.p50), us(p.p99-direct.p99), us(p.c50), us(p.c50-direct.c50))
 		if p == direct {
 			b.ReportMetric(p.bulk, "direct-bulk-MB/s")
@@ -184,6 +190,7 @@ func BenchmarkProxy(b *testing.B) {
 		b.ReportMetric(perReq(p.cpuPerReq), p.name+"-cpu-per-req-us")
 		b.ReportMetric(perReq(p.appCPUPerReq), p.name+"-backend-cpu-per-req-us")
 		b.ReportMetric(p.appSleepsPerReq, p.name+"-backend-sleeps-per-req")
+		b.ReportMetric(100*p.idle, p.name+"-idle-pct")
 		b.ReportMetric(float64((p.p50 - direct.p50).Microseconds()), p.name+"-p50-added-us")
 		b.ReportMetric(float64((p.p99 - direct.p99).Microseconds()), p.name+"-p99-added-us")
 		b.ReportMetric(float64((p.c50 - direct.c50).Microseconds()), p.name+"-connect-p50-added-us")
