@@ -37,21 +37,15 @@ func (f *portsFlag) Set(v string) error {
 // runProxy is `dso-init proxy`: the proxy container's PID 1. SIGTERM and
 // SIGINT stop it gracefully (exit 0).
 //
-// The proxy runs Go code on one CPU at a time (GOMAXPROCS 1, unless the
-// environment sets GOMAXPROCS), so it has one event loop, each of whose
-// wake-ups serves all the service's connections where two loops each woke
-// for half of them: its threads sleep and wake less often, it costs less
-// CPU per message, and the backend behind it runs out of work less often.
-// One proxy serves one service, so the proxies of several services still
-// spread over the host's CPUs. BenchmarkProxy, two CPUs, 64 connections of
-// small requests: 0.52-0.55x a direct connection through agent-bound
-// ports, where one loop per CPU made 0.50-0.52x, the proxy's CPU 12.7-13.2
-// µs a request against 13.3-14.2 µs, the backend woken 0.28-0.39 times a
-// request against 0.44-0.60 (with the backend on the host's loopback: the
-// proxy's threads slept 0.08 times a request against 0.11).
+// The proxy asks Go for one processor more than the CPUs it may use
+// (GOMAXPROCS, unless the environment sets it): its event loops, one per
+// CPU, each keep a processor while they wait for traffic, and the one
+// left over runs the goroutines that accept, dial and take the agent's
+// orders (internal/proxy/pump_linux.go). With one loop on one CPU the
+// machine's other CPU idled behind it under many small requests.
 func runProxy(args []string) int {
 	if os.Getenv("GOMAXPROCS") == "" {
-		runtime.GOMAXPROCS(1)
+		runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + 1)
 	}
 	fs := flag.NewFlagSet("dso-init proxy", flag.ContinueOnError)
 	var ports portsFlag

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"net"
-	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -15,18 +14,19 @@ import (
 )
 
 // On Linux the bytes of forwarded connections are moved by event loops of
-// the proxy's own, one per CPU Go may run code on at once (GOMAXPROCS:
-// `dso-init proxy` runs with one, cmd/dso-init/proxy.go says why), as
-// HAProxy and nginx have one per thread or process, rather than by two
-// goroutines per connection: a small message then costs one readiness
-// event, one read and one write, where goroutines cost a wake-up, a sleep
-// and a read that finds nothing for every message (BenchmarkProxy in
-// test/bench measures it against HAProxy). The goroutine that accepted a
-// connection and dialed its backend hands the two sockets to a loop and
-// waits for their end.
+// the proxy's own, one per processor Go may run code on less one (the
+// processor left over runs the goroutines that accept, dial and steer:
+// `dso-init proxy` asks Go for one processor more than CPUs), as HAProxy
+// and nginx have one per thread or process, rather than by two goroutines
+// per connection: a small message then costs one readiness event, one read
+// and one write, where goroutines cost a wake-up, a sleep and a read that
+// finds nothing for every message (BenchmarkProxy in test/bench measures
+// it against HAProxy). The goroutine that accepted a connection and
+// dialed its backend hands the two sockets to a loop and waits for their
+// end.
 //
-// A loop waits in Go's own poller, where its epoll set shows as readable,
-// then takes every ready event at once. The sockets are registered
+// A loop waits in epoll_wait on its own thread (see waitEvents), then
+// takes every ready event at once. The sockets are registered
 // edge-triggered: a loop reads until the kernel has nothing more, or until
 // a read returns less than asked, which took all there was (the epoll set
 // reports data that comes later). What a destination cannot take yet waits
@@ -49,8 +49,9 @@ type loopSet struct {
 
 func startLoops() (*loopSet, error) {
 	s := &loopSet{}
-	for range runtime.GOMAXPROCS(0) {
-		l, err := newLoop()
+	procs := runtime.GOMAXPROCS(0)
+	for range max(1, procs-1) {
+		l, err := newLoop(procs > 1)
 		if err != nil {
 			return nil, fmt.Errorf("starting the proxy's event loops: %w", err)
 		}
@@ -71,7 +72,7 @@ func startPump() error {
 // that wakes it for work from other goroutines.
 type loop struct {
 	epfd, wake int
-	wait       syscall.RawConn // epfd in Go's poller: the loop waits there
+	holdP      bool // wait holding the loop's processor while it is busy
 
 	mu    sync.Mutex
 	queue []func() // run on the loop, in order
@@ -86,7 +87,7 @@ type loop struct {
 // wakeID is the epoll id of the loop's eventfd; pairs start at 1.
 const wakeID = 0
 
-func newLoop() (*loop, error) {
+func newLoop(holdP bool) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
@@ -97,22 +98,12 @@ func newLoop() (*loop, error) {
 		return nil, fmt.Errorf("eventfd: %w", err)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: wakeID}
-	err = unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev)
-	// The loop waits for events in Go's own poller, where the epoll set
-	// shows as readable: a goroutine parked there holds no thread.
-	if err == nil {
-		err = unix.SetNonblock(epfd, true)
-	}
-	var wait syscall.RawConn
-	if err == nil {
-		wait, err = os.NewFile(uintptr(epfd), "epoll").SyscallConn()
-	}
-	if err != nil {
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
 		unix.Close(epfd)
 		unix.Close(wake)
 		return nil, fmt.Errorf("epoll: %w", err)
 	}
-	return &loop{epfd: epfd, wake: wake, wait: wait, pairs: map[uint32]*pair{}, nextID: wakeID + 1}, nil
+	return &loop{epfd: epfd, wake: wake, holdP: holdP, pairs: map[uint32]*pair{}, nextID: wakeID + 1}, nil
 }
 
 // do runs f on the loop, after what was asked before it.
@@ -130,18 +121,7 @@ func (l *loop) do(f func()) {
 func (l *loop) run() {
 	events := make([]unix.EpollEvent, 256)
 	for {
-		var n int
-		var err error
-		werr := l.wait.Read(func(uintptr) bool {
-			n, err = pollNow(l.epfd, events)
-			return n > 0 || err != nil
-		})
-		if err == nil {
-			err = werr
-		}
-		if err != nil {
-			panic(fmt.Sprintf("proxy event loop: epoll_wait: %v", err))
-		}
+		n := l.waitEvents(events)
 		for _, ev := range events[:n] {
 			if ev.Fd == wakeID {
 				l.runQueue()
@@ -402,18 +382,54 @@ func (p *pair) end() {
 	close(p.done)
 }
 
-// The loop's system calls never block (every descriptor in it is
-// non-blocking, and it polls with a zero timeout), so they are made raw:
-// the Go scheduler then does not prepare to hand the loop's processor to
-// another thread around each one, which took a sixth of the proxy's CPU
-// under many small requests (measured with perf). Each conversion of a
-// pointer to uintptr is in the call to the assembly function, which keeps
-// the memory in place until the call returns.
+// The loop's system calls are made raw, but for its wait when idle: the Go
+// scheduler then does not prepare to hand the loop's processor to another
+// thread around each one, which took a sixth of the proxy's CPU under many
+// small requests (measured with perf). Only the waits block; every
+// descriptor is non-blocking. Each conversion of a pointer to uintptr is
+// in the call to the assembly function, which keeps the memory in place
+// until the call returns.
 
-// pollNow returns the events ready now, without waiting.
-func pollNow(epfd int, events []unix.EpollEvent) (int, error) {
-	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
-	return result(r, e)
+// busyWait is how long a loop waits for events holding its processor
+// (see waitEvents).
+const busyWait = 10 // milliseconds
+
+// waitEvents waits for the loop's next events. A busy loop waits as
+// HAProxy's threads do, blocked in epoll_wait on its own thread, keeping
+// its processor (Go's P) through the raw system call, so that an event
+// wakes this thread alone and the loops of a proxy run on all the CPUs at
+// once. With one loop the other CPU idled while it worked through a batch
+// (BenchmarkProxy's idle column: 11-15% of the CPU time where HAProxy left
+// 3-6%). Waiting in Go's poller woke the runtime's polling thread besides
+// the loop's; a wait in a system call the scheduler sees has it hand the
+// processor over and back: both forwarded fewer small requests. A loop
+// that saw no event for busyWait waits in a system call the scheduler
+// sees, so that an idle proxy lets Go's runtime rest; so does the only
+// loop of a proxy with one processor, which the other goroutines need. A
+// signal (the scheduler preempting the loop, or stopping the world for
+// the garbage collector) ends either wait: Gosched then lets the scheduler
+// have the processor it asked for.
+func (l *loop) waitEvents(events []unix.EpollEvent) int {
+	if l.holdP {
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), busyWait, 0, 0)
+		if n, err := result(r, e); n > 0 || err != nil {
+			return waited(n, err)
+		}
+	}
+	r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), ^uintptr(0), 0, 0)
+	return waited(result(r, e))
+}
+
+// waited returns the events of a wait, none after a signal.
+func waited(n int, err error) int {
+	if err == unix.EINTR {
+		runtime.Gosched()
+		return 0
+	}
+	if err != nil {
+		panic(fmt.Sprintf("proxy event loop: epoll_wait: %v", err))
+	}
+	return n
 }
 
 func rawRead(fd int, b []byte) (int, error) {
