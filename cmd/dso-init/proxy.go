@@ -39,9 +39,9 @@ func (f *portsFlag) Set(v string) error {
 //
 // The proxy asks Go for one processor more than the CPUs it may use
 // (GOMAXPROCS, unless the environment sets it): its event loops, one per
-// CPU, each keep a processor while they wait for traffic, and the one
-// left over runs the goroutines that accept, dial and take the agent's
-// orders (internal/proxy/pump_linux.go). With one loop on one CPU the
+// CPU, each keep a processor between the messages of busy traffic, and
+// the one left over runs the goroutines that accept, dial and take the
+// agent's orders (internal/proxy/pump_linux.go). With one loop on one CPU the
 // machine's other CPU idled behind it under many small requests.
 func runProxy(args []string) int {
 	if os.Getenv("GOMAXPROCS") == "" {
