@@ -191,8 +191,10 @@ func (g *cpuGroups) usage(b *testing.B, name string) (cpu time.Duration, sleeps 
 }
 
 // machineTicks returns the time all CPUs spent idle and in all, in ticks
-// since boot (/proc/stat's first line; steal counts as busy). Between two
-// readings it gives the share of the machine's CPU time left idle: when
+// since boot (/proc/stat's first line, user to steal: steal counts as
+// busy; guest time is already in user and nice and is not added again).
+// Between two readings it gives the share of the machine's CPU time left
+// idle: when
 // the parties of a path together need more CPU than the machine has, idle
 // time is work that waited on one party while a CPU had nothing to run.
 func machineTicks(b *testing.B) (idle, total uint64) {
@@ -203,10 +205,10 @@ func machineTicks(b *testing.B) (idle, total uint64) {
 	}
 	line, _, _ := strings.Cut(string(stat), "\n")
 	f := strings.Fields(line)
-	if len(f) < 5 || f[0] != "cpu" {
+	if len(f) < 9 || f[0] != "cpu" {
 		b.Fatalf("/proc/stat: first line %q is not the CPUs' total", line)
 	}
-	for i, v := range f[1:] {
+	for i, v := range f[1:9] { // user nice system idle iowait irq softirq steal
 		n, err := strconv.ParseUint(v, 10, 64)
 		if err != nil {
 			b.Fatalf("/proc/stat: %q is not a tick count", v)
