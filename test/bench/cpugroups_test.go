@@ -194,9 +194,9 @@ func (g *cpuGroups) usage(b *testing.B, name string) (cpu time.Duration, sleeps 
 // since boot (/proc/stat's first line, user to steal: steal counts as
 // busy; guest time is already in user and nice and is not added again).
 // Between two readings it gives the share of the machine's CPU time left
-// idle: when
-// the parties of a path together need more CPU than the machine has, idle
-// time is work that waited on one party while a CPU had nothing to run.
+// idle: when the parties of a path together need more CPU than the
+// machine has, idle time is work that waited on one party while a CPU had
+// nothing to run.
 func machineTicks(b *testing.B) (idle, total uint64) {
 	b.Helper()
 	stat, err := os.ReadFile("/proc/stat")
