@@ -53,8 +53,17 @@ func runProxy(args []string) int {
 	fs.Var(&ports, "port", "`LISTEN[:TARGET]` port to forward (repeat for more)")
 	fs.StringVar(&opts.Backend, "backend", "", "`HOST` new connections go to until the agent sets others (the compose service name)")
 	fs.DurationVar(&opts.HoldTimeout, "hold-timeout", proxy.DefaultHoldTimeout, "longest wait of connections held during a swap")
+	scheduling := fs.String("scheduling", "normal", "`POLICY` of the threads that move the bytes: normal, or batch (see proxy.Options.Batch)")
 	control := fs.String("control", proxy.ControlPath, "`PATH` of the control socket")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	switch *scheduling {
+	case "normal":
+	case "batch":
+		opts.Batch = true
+	default:
+		fmt.Fprintf(os.Stderr, "dso-init proxy: --scheduling %q: want normal or batch\n", *scheduling)
 		return 2
 	}
 	if fs.NArg() > 0 {

@@ -31,6 +31,7 @@ func TestProxyRefusesBadArguments(t *testing.T) {
 		{"--port", "80", "--backend", "app", "--hold-timeout", "0s"},
 		{"--port", "80", "--backend", "app", "--hold-timeout", "2h"},
 		{"--port", "80", "--backend", "app", "--colour", "red"},
+		{"--port", "80", "--backend", "app", "--scheduling", "fifo"},
 	} {
 		if code := runProxy(args); code != 2 {
 			t.Errorf("dso-init proxy %s: exit %d, want 2", strings.Join(args, " "), code)

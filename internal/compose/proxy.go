@@ -18,6 +18,10 @@ const (
 	// owns: "HOST:CONTAINER[,…]" (each as compose's short port syntax),
 	// the container ports being in the service's expose.
 	LabelHostPorts = "dso.host_ports"
+	// LabelProxyScheduling chooses the scheduling policy of the threads of
+	// a service's proxy that move the bytes: "normal" (the default) or
+	// "batch" (dso-init proxy --scheduling, proxy.Options.Batch).
+	LabelProxyScheduling = "dso.proxy.scheduling"
 	// LabelProxyFor marks a proxy container: the service whose host ports
 	// it owns.
 	LabelProxyFor = "dso.proxy.for"
@@ -39,6 +43,7 @@ type ProxyPlan struct {
 	Service  string                    // the proxy's compose service: NAME-dso-proxy
 	Ports    []types.ServicePortConfig // as the service declared them
 	Networks []string                  // the service's networks
+	Batch    bool                      // LabelProxyScheduling is batch
 }
 
 // ProxyService is the name of the proxy service of service.
@@ -50,6 +55,14 @@ func ProxyService(service string) string { return service + "-dso-proxy" }
 // proxy cannot own (UDP, a range, network_mode) keeps Docker's own
 // publishing instead, as compose would have it.
 func planProxy(p *types.Project, svc types.ServiceConfig, img Image, required bool) (*ProxyPlan, error) {
+	batch := false
+	switch sched, ok := svc.Labels[LabelProxyScheduling]; {
+	case !ok || sched == "normal":
+	case sched == "batch":
+		batch = true
+	default:
+		return nil, fmt.Errorf("service %q, label %s %q: want normal or batch", svc.Name, LabelProxyScheduling, sched)
+	}
 	ports := slices.Clone(svc.Ports)
 	label, hasLabel := svc.Labels[LabelHostPorts]
 	if hasLabel {
@@ -81,7 +94,7 @@ func planProxy(p *types.Project, svc types.ServiceConfig, img Image, required bo
 		nets = append(nets, n)
 	}
 	slices.Sort(nets)
-	return &ProxyPlan{Service: ProxyService(svc.Name), Ports: ports, Networks: nets}, nil
+	return &ProxyPlan{Service: ProxyService(svc.Name), Ports: ports, Networks: nets, Batch: batch}, nil
 }
 
 // proxyCanOwn says why DSO's proxy cannot own the host ports of svc, or
@@ -237,6 +250,9 @@ func (pl *Plan) proxyService(sp ServicePlan) map[string]any {
 	slices.Sort(targets)
 	for _, t := range targets {
 		entry = append(entry, "--port", strconv.Itoa(int(t)))
+	}
+	if pp.Batch {
+		entry = append(entry, "--scheduling", "batch")
 	}
 	escapeAll(entry)
 	labels := map[string]string{LabelProxyFor: sp.Name, LabelAgent: pl.Wiring.Agent}

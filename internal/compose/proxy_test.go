@@ -273,3 +273,30 @@ func FuzzParseBindings(f *testing.F) {
 		}
 	})
 }
+
+// TestProxySchedulingLabel: dso.proxy.scheduling: batch reaches the proxy's
+// command line; normal is the default; another value stops the plan,
+// naming the service, the label and the value.
+func TestProxySchedulingLabel(t *testing.T) {
+	for _, tt := range []struct{ label, want, err string }{
+		{"", "/.dso/init proxy --backend web --port 80", ""},
+		{"labels: {dso.proxy.scheduling: normal}", "/.dso/init proxy --backend web --port 80", ""},
+		{"labels: {dso.proxy.scheduling: batch}", "/.dso/init proxy --backend web --port 80 --scheduling batch", ""},
+		{"labels: {dso.proxy.scheduling: fifo}", "", `service "web", label dso.proxy.scheduling "fifo": want normal or batch`},
+	} {
+		plan, err := rollingPlan(t, "  web:\n    image: x\n    environment: {A: dso://x/y}\n    ports: [\"8080:80\"]\n    "+tt.label+"\n", Image{Cmd: []string{"serve"}})
+		if tt.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("%q: got %v, want an error with %q", tt.label, err, tt.err)
+			}
+			continue
+		}
+		var doc struct {
+			Services map[string]struct{ Entrypoint []string }
+		}
+		decodeOverride(t, plan, err, &doc)
+		if got := strings.Join(doc.Services["web-dso-proxy"].Entrypoint, " "); got != tt.want {
+			t.Errorf("%q: proxy entrypoint %q, want %q", tt.label, got, tt.want)
+		}
+	}
+}

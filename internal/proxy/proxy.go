@@ -60,6 +60,14 @@ type Options struct {
 	// Grace is how long live connections may go on after Serve's context
 	// ends, before they are closed.
 	Grace time.Duration
+	// Batch runs the event loops that move the bytes under the SCHED_BATCH
+	// scheduling policy (see scheduleBatch in pump_linux.go): more small
+	// requests a second where the proxy shares the CPUs with its clients
+	// and backends; where other work keeps every CPU busy, a message may
+	// wait for the scheduler's tick (BenchmarkProxy in test/bench measures
+	// both). The first proxy of the process decides (the proxy container
+	// runs one).
+	Batch bool
 	// ListenHost is the address listeners bind ("" for all addresses).
 	ListenHost string
 	Log        *slog.Logger
@@ -139,7 +147,7 @@ func Listen(opts Options) (*Proxy, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := startPump(); err != nil {
+	if err := startPump(opts.Batch, opts.Log); err != nil {
 		return nil, err
 	}
 	p := &Proxy{

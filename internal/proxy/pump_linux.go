@@ -3,6 +3,7 @@ package proxy
 import (
 	"cmp"
 	"fmt"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -39,15 +40,27 @@ import (
 // (the user's pipe limits); the default 64 KiB pipe then serves.
 const pipeSize = 1 << 20
 
-// loops are the event loops, started with the first proxy.
-var loops = sync.OnceValues(startLoops)
+// pump is the proxy's event loops, started with the first proxy.
+var (
+	pumpOnce sync.Once
+	pump     *loopSet
+	pumpErr  error
+)
 
 type loopSet struct {
 	loops []*loop
 	next  atomic.Uint32
 }
 
-func startLoops() (*loopSet, error) {
+// startPump makes sure the event loops run; Listen calls it so that a
+// proxy that cannot forward fails at its start. The first proxy's batch
+// (Options.Batch) chooses the loops' scheduling policy.
+func startPump(batch bool, log *slog.Logger) error {
+	pumpOnce.Do(func() { pump, pumpErr = startLoops(batch, log) })
+	return pumpErr
+}
+
+func startLoops(batch bool, log *slog.Logger) (*loopSet, error) {
 	s := &loopSet{}
 	procs := runtime.GOMAXPROCS(0)
 	for range max(1, procs-1) {
@@ -56,16 +69,13 @@ func startLoops() (*loopSet, error) {
 			return nil, fmt.Errorf("starting the proxy's event loops: %w", err)
 		}
 		s.loops = append(s.loops, l)
-		go l.run()
+		started := make(chan error)
+		go l.run(batch, started)
+		if err := <-started; err != nil {
+			log.Warn("a proxy event loop keeps the normal scheduling policy", "error", err)
+		}
 	}
 	return s, nil
-}
-
-// startPump makes sure the event loops run; Listen calls it so that a
-// proxy that cannot forward fails at its start.
-func startPump() error {
-	_, err := loops()
-	return err
 }
 
 // loop is one event loop: an epoll set, the pairs it moves and an eventfd
@@ -118,7 +128,14 @@ func (l *loop) do(f func()) {
 	}
 }
 
-func (l *loop) run() {
+// run is the loop, on a goroutine of its own; started gets the error of
+// its move to SCHED_BATCH when batch, else nil.
+func (l *loop) run(batch bool, started chan<- error) {
+	var err error
+	if batch {
+		err = scheduleBatch()
+	}
+	started <- err
 	events := make([]unix.EpollEvent, 256)
 	for {
 		n := l.waitEvents(events)
@@ -212,7 +229,7 @@ type flow struct {
 // forward moves the bytes of c between its client and backend sockets in
 // an event loop, and returns when both directions ended or c was closed.
 func (p *Proxy) forward(c *conn, pp *port) {
-	set, _ := loops() // Listen made sure they run
+	set := pump // Listen made sure it runs
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -380,6 +397,22 @@ func (p *pair) end() {
 		}
 	}
 	close(p.done)
+}
+
+// scheduleBatch locks the calling goroutine to its thread, for good, and
+// moves the thread to the SCHED_BATCH policy (Options.Batch): a loop then
+// never preempts the task that woke it, most often the client or the
+// backend writing a message, which can go on with the next ones first.
+// Threads the runtime starts from it keep the normal policy
+// (SCHED_RESET_ON_FORK). Any process may choose it for its own threads.
+func scheduleBatch() error {
+	runtime.LockOSThread()
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_BATCH, Flags: unix.SCHED_FLAG_RESET_ON_FORK}
+	if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("sched_setattr(SCHED_BATCH): %w", err)
+	}
+	return nil
 }
 
 // The loop's system calls are made raw, but for its wait when idle: the Go

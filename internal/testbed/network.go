@@ -67,10 +67,10 @@ const ProxyUser = "65534:65534"
 // it runs in the host's network namespace instead and listens on the
 // host's LISTEN ports itself (above 1024: nothing is published, and the
 // sysctl is the host's). New connections go to backend until the proxy is
-// told otherwise. It returns the ID.
-func RunProxy(t testing.TB, image, net, backend string, ports ...string) string {
+// told otherwise; flags are more of `dso-init proxy`'s. It returns the ID.
+func RunProxy(t testing.TB, image, net, backend string, ports []string, flags ...string) string {
 	t.Helper()
-	args := []string{"/.dso/init", "proxy", "--backend", backend}
+	args := append([]string{"/.dso/init", "proxy", "--backend", backend}, flags...)
 	exposed := network.PortSet{}
 	published := network.PortMap{}
 	for _, p := range ports {

@@ -20,7 +20,8 @@ import (
 // cpuGroups put each party of BenchmarkProxy in a CPU control group of its
 // own, of equal weight, as a host that runs each service in its own unit
 // does: the client (the benchmark's process), the backend (the testapp
-// container) and the proxies (every path's, each measured alone). On two
+// container), the proxies (every path's, each measured alone) and other
+// work that keeps the CPUs busy (DSO_BENCH_PROXY_BUSY). On two
 // CPUs the three compete for time, and without the groups where a proxy
 // lands is an accident of how it was started: the engine (its cgroupfs
 // driver) puts all containers in one group, where a proxy container
@@ -37,7 +38,7 @@ type cpuGroups struct {
 }
 
 // cpuGroupNames are the groups, each dsobench-NAME under root.
-var cpuGroupNames = []string{"client", "backend", "proxy"}
+var cpuGroupNames = []string{"client", "backend", "proxy", "busy"}
 
 // newCPUGroups makes the groups and moves the benchmark's process into
 // the client's; they are removed when the benchmark ends.
@@ -63,12 +64,19 @@ func newCPUGroups(b *testing.B) *cpuGroups {
 
 func (g *cpuGroups) dir(name string) string { return filepath.Join(g.root, "dsobench-"+name) }
 
+// originGroup names, for move, the group the benchmark started in.
+const originGroup = "origin"
+
 // move puts the processes pids (each with all its threads) in group name.
 func (g *cpuGroups) move(b *testing.B, name string, pids ...int) {
 	b.Helper()
+	dir := g.dir(name)
+	if name == originGroup {
+		dir = filepath.Join(g.root, g.origin)
+	}
 	for _, pid := range pids {
-		if err := os.WriteFile(filepath.Join(g.dir(name), "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
-			b.Fatalf("moving process %d to the CPU group %s: %v", pid, g.dir(name), err)
+		if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil {
+			b.Fatalf("moving process %d to the CPU group %s: %v", pid, dir, err)
 		}
 	}
 }

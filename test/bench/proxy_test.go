@@ -7,6 +7,14 @@ package bench
 //
 //	go test -run '^$' -bench BenchmarkProxy -benchtime 1x -timeout 20m ./test/bench/
 //
+// DSO_BENCH_PROXY_PATHS (a comma-separated list of the paths below, such
+// as dso-bound,haproxy) measures those paths only, besides direct, for
+// quicker comparisons. DSO_BENCH_PROXY_BUSY=N runs N processes that never
+// sleep (a shell's endless loop) meanwhile, as on a host whose CPUs other
+// work keeps busy: in a CPU group of their own, as a host that gives each
+// service its own (systemd, the engine) does, or with N,origin in the
+// group the benchmark started in (the root on a host without systemd).
+//
 // Paths, each measured from the host:
 //   - direct: the container's IP, no proxy (the baseline of every ratio);
 //   - docker-proxy: the container's port published on 127.0.0.1, which
@@ -26,6 +34,9 @@ package bench
 //     the host and handed to it, as the agent does (socket activation,
 //     internal/agent/hostports.go): how clients reach a proxy whose host
 //     ports the agent binds, from the host or from other hosts;
+//   - dso-bound-batch: dso-bound with the label dso.proxy.scheduling:
+//     batch (`dso-init proxy --scheduling batch`): the proxy's event loops
+//     under SCHED_BATCH;
 //   - dso-hostnet: our proxy container in the host's network namespace
 //     (network_mode host), forwarding to the container's IP: the container
 //     without the extra hop over the bridge that dso-bound's leg to the
@@ -56,6 +67,7 @@ package bench
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -104,6 +116,12 @@ type proxyPath struct {
 	c50, c99        time.Duration // a new connection per pair
 }
 
+// pathStart starts a path and returns its address.
+type pathStart struct {
+	name  string
+	start func() string
+}
+
 // BenchmarkProxy: see above.
 func BenchmarkProxy(b *testing.B) {
 	groups := newCPUGroups(b)
@@ -116,26 +134,59 @@ func BenchmarkProxy(b *testing.B) {
 	})
 	appIP := testbed.ContainerIP(b, app, net).String()
 	appAddr := appIP + ":8080"
-	proxy := testbed.RunProxy(b, image, net, "app", "80:8080")
-	proxyIP := testbed.ContainerIP(b, proxy, net).String()
-	hostNetPort := strconv.Itoa(freePort(b))
-	hostNet := testbed.RunProxy(b, image, "host", appIP, hostNetPort+":8080")
-	groups.container(b, "backend", app)
-	for _, id := range []string{proxy, hostNet} {
-		groups.container(b, "proxy", id)
+	var proxy, proxyIP string // our proxy container on the network, started by the first path that needs it
+	onNet := func() string {
+		if proxy == "" {
+			proxy = testbed.RunProxy(b, image, net, "app", []string{"80:8080"})
+			proxyIP = testbed.ContainerIP(b, proxy, net).String()
+			groups.container(b, "proxy", proxy)
+			groups.dockerProxies(b, proxyIP)
+		}
+		return proxy
 	}
+	groups.container(b, "backend", app)
 	groups.dockerProxies(b, appIP)
-	groups.dockerProxies(b, proxyIP)
-	paths := []*proxyPath{
-		{name: "direct", addr: appAddr},
-		{name: "docker-proxy", addr: testbed.HostAddr(b, app, "8080/tcp")},
-		{name: "haproxy", addr: startHAProxy(b, groups, appAddr)},
-		{name: "haproxy-net", addr: runHAProxy(b, groups, net, "app:8080")},
-		{name: "dso", addr: proxyIP + ":80"},
-		{name: "dso+docker-proxy", addr: testbed.HostAddr(b, proxy, "80/tcp")},
-		{name: "dso-bound", addr: handOver(b, proxy, 8080)},
-		{name: "dso-hostnet", addr: "127.0.0.1:" + hostNetPort},
-		{name: "dso-host", addr: startDSOProxy(b, groups, appIP)},
+	if v := os.Getenv("DSO_BENCH_PROXY_BUSY"); v != "" {
+		count, where, _ := strings.Cut(v, ",")
+		n, err := strconv.Atoi(count)
+		if err != nil || n < 0 || (where != "" && where != originGroup) {
+			b.Fatalf("DSO_BENCH_PROXY_BUSY=%q: want a number of processes, then optionally \",origin\"", v)
+		}
+		for range n {
+			startOnHost(b, groups, cmp.Or(where, "busy"), "/bin/sh", "-c", "while :; do :; done")
+		}
+	}
+	starts := []pathStart{
+		{"direct", func() string { return appAddr }},
+		{"docker-proxy", func() string { return testbed.HostAddr(b, app, "8080/tcp") }},
+		{"haproxy", func() string { return startHAProxy(b, groups, appAddr) }},
+		{"haproxy-net", func() string { return runHAProxy(b, groups, net, "app:8080") }},
+		{"dso", func() string { onNet(); return proxyIP + ":80" }},
+		{"dso+docker-proxy", func() string { return testbed.HostAddr(b, onNet(), "80/tcp") }},
+		{"dso-bound", func() string { return handOver(b, onNet(), 8080) }},
+		{"dso-bound-batch", func() string {
+			id := testbed.RunProxy(b, image, net, "app", []string{"80:8080"}, "--scheduling", "batch")
+			groups.container(b, "proxy", id)
+			return handOver(b, id, 8080)
+		}},
+		{"dso-hostnet", func() string {
+			port := strconv.Itoa(freePort(b))
+			groups.container(b, "proxy", testbed.RunProxy(b, image, "host", appIP, []string{port + ":8080"}))
+			return "127.0.0.1:" + port
+		}},
+		{"dso-host", func() string { return startDSOProxy(b, groups, appIP) }},
+	}
+	only := strings.FieldsFunc(os.Getenv("DSO_BENCH_PROXY_PATHS"), func(r rune) bool { return r == ',' || r == ' ' })
+	for _, name := range only {
+		if !slices.ContainsFunc(starts, func(s pathStart) bool { return s.name == name }) {
+			b.Fatalf("DSO_BENCH_PROXY_PATHS: %q is not a path of the benchmark", name)
+		}
+	}
+	var paths []*proxyPath
+	for _, s := range starts {
+		if s.name == "direct" || len(only) == 0 || slices.Contains(only, s.name) {
+			paths = append(paths, &proxyPath{name: s.name, addr: s.start()})
+		}
 	}
 	for _, p := range paths {
 		testbed.HTTPGet(b, "http://"+p.addr+"/healthz") // waits until it answers
@@ -204,7 +255,7 @@ func BenchmarkProxy(b *testing.B) {
 func startHAProxy(b *testing.B, g *cpuGroups, backend string) string {
 	b.Helper()
 	addr := "127.0.0.1:" + strconv.Itoa(freePort(b))
-	startOnHost(b, g, haproxyBinary(b), "-db", "-f", haproxyConfig(b, addr, backend))
+	startOnHost(b, g, "proxy", haproxyBinary(b), "-db", "-f", haproxyConfig(b, addr, backend))
 	return addr
 }
 
@@ -291,7 +342,7 @@ func runHAProxy(b *testing.B, g *cpuGroups, net, backend string) string {
 func startDSOProxy(b *testing.B, g *cpuGroups, backend string) string {
 	b.Helper()
 	port := strconv.Itoa(freePort(b))
-	startOnHost(b, g, testbed.GoBinary(b, "./cmd/dso-init"), "proxy", "--port", port+":8080",
+	startOnHost(b, g, "proxy", testbed.GoBinary(b, "./cmd/dso-init"), "proxy", "--port", port+":8080",
 		"--backend", backend, "--control", filepath.Join(b.TempDir(), "proxy.sock"))
 	return "127.0.0.1:" + port
 }
@@ -322,9 +373,9 @@ func handOver(b *testing.B, id string, target int) string {
 	return ln.Addr().String()
 }
 
-// startOnHost runs bin on the host, in the proxies' CPU group, until the
-// benchmark ends.
-func startOnHost(b *testing.B, g *cpuGroups, bin string, args ...string) {
+// startOnHost runs bin on the host, in the CPU group named group, until
+// the benchmark ends.
+func startOnHost(b *testing.B, g *cpuGroups, group, bin string, args ...string) {
 	b.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
@@ -341,7 +392,7 @@ func startOnHost(b *testing.B, g *cpuGroups, bin string, args ...string) {
 	if err := syscall.Setpriority(syscall.PRIO_PROCESS, cmd.Process.Pid, 0); err != nil {
 		b.Logf("%s keeps the benchmark's priority: %v", bin, err)
 	}
-	g.move(b, "proxy", cmd.Process.Pid)
+	g.move(b, group, cmd.Process.Pid)
 }
 
 // bulk downloads bulkBytes on a new connection and returns MB/s.

@@ -37,7 +37,7 @@ func TestProxySwitchesBackendsUnderLoad(t *testing.T) {
 	// "app" stands for the compose service name: the proxy's first backend.
 	blue := backend("blue", "app")
 	green := backend("green")
-	proxyID := testbed.RunProxy(t, image, net, "app", "80:8080")
+	proxyID := testbed.RunProxy(t, image, net, "app", []string{"80:8080"})
 	addr := testbed.HostAddr(t, proxyID, "80/tcp")
 	eventually(t, addr, "/env/COLOR", "blue")
 

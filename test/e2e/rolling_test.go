@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -903,7 +904,10 @@ services:
 // in the socket's backlog and is served once the project starts, instead
 // of being refused; `docker dso ps` lists the port, and /metrics counts
 // its connections, in one series though the port is also the one the proxy
-// listens on in its container (the application listens on it too).
+// listens on in its container (the application listens on it too). The
+// label dso.proxy.scheduling: batch puts the proxy's event loops under
+// SCHED_BATCH in its container (no capability, the engine's seccomp
+// profile), and a rotation behind it goes as any.
 func TestAgentBoundPortQueuesEarlyClients(t *testing.T) {
 	u := newUser(t)
 	port := freePort(t)
@@ -913,6 +917,7 @@ services:
   api:
     image: ` + testbed.TestappImage(t) + `
     ports: ["127.0.0.1:` + port + `:` + port + `"]
+    labels: {dso.proxy.scheduling: batch}
     environment:
       TESTAPP_ADDR: ":` + port + `"
       TOKEN: dso://app/token
@@ -943,6 +948,9 @@ services:
 	}
 	if ps := u.must(dir, nil, "dso", "ps", "-p", project); !strings.Contains(ps.stdout, addr+"->"+port+"/tcp") {
 		t.Errorf("docker dso ps does not list %s:\n%s", addr, ps.stdout)
+	}
+	if n := batchThreads(t, inspect(t, serviceContainer(t, project, "api-dso-proxy")).State.Pid); n != runtime.NumCPU() {
+		t.Errorf("the proxy runs %d threads under SCHED_BATCH, want one event loop per CPU (%d)", n, runtime.NumCPU())
 	}
 	code, metrics := ag.get(t, "/metrics")
 	series := `dso_proxy_connections_accepted_total{port="` + port + `",project="` + project + `",service="api"} 1`
@@ -996,6 +1004,9 @@ services:
 		t.Fatalf("Docker publishes the proxy's port: the agent was to bind it")
 	}
 	logsOnFailure(t, u, proxyID)
+	if n := batchThreads(t, inspect(t, proxyID).State.Pid); n != 0 {
+		t.Errorf("the proxy runs %d threads under SCHED_BATCH, want none without the label dso.proxy.scheduling", n)
+	}
 
 	l := startLoad(t, addr, "/env/TOKEN", 4, false)
 	served := func(what string) {
@@ -1041,4 +1052,30 @@ services:
 		}
 		return errors.Is(err, syscall.ECONNREFUSED)
 	})
+}
+
+// batchThreads counts the threads of process pid that run under the
+// SCHED_BATCH policy (/proc/PID/task/TID/stat, field 41: 3).
+func batchThreads(t *testing.T, pid int) int {
+	t.Helper()
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	if err != nil || len(stats) == 0 {
+		t.Fatalf("listing the threads of process %d: %v (%d found)", pid, err, len(stats))
+	}
+	n := 0
+	for _, f := range stats {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(data)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // from field 3
+		if len(fields) < 39 {
+			t.Fatalf("%s: %d fields after the command", f, len(fields))
+		}
+		if fields[41-3] == "3" {
+			n++
+		}
+	}
+	return n
 }

@@ -21,7 +21,7 @@ import (
 func TestEachWayReachesTheProxy(t *testing.T) {
 	testbed.NeedRoot(t, "the direct way opens the container's root through /proc")
 	docker := testbed.Docker(t)
-	id := testbed.RunProxy(t, testbed.BusyboxImage(t), testbed.Network(t), "app", "80:8080")
+	id := testbed.RunProxy(t, testbed.BusyboxImage(t), testbed.Network(t), "app", []string{"80:8080"})
 	inspect := func() client.ContainerInspectResult {
 		t.Helper()
 		ins, err := docker.ContainerInspect(t.Context(), id, client.ContainerInspectOptions{})
