@@ -629,9 +629,9 @@ func upBehindProxy(t *testing.T, u *user, dir, first string) (project, addr stri
 }
 
 // TestUpRefusesBadHostPorts: a host port already in use or claimed twice,
-// a malformed dso.host_ports, a container port not exposed or a UDP port
-// stops up before any container is created, with the file, the service and
-// the value named.
+// a malformed dso.host_ports, a container port not exposed, a UDP port or
+// an unknown dso.proxy.scheduling stops up before any container is
+// created, with the file, the service and the value named.
 func TestUpRefusesBadHostPorts(t *testing.T) {
 	u := newUser(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
@@ -647,6 +647,7 @@ func TestUpRefusesBadHostPorts(t *testing.T) {
 		{`labels: {dso.host_ports: "127.0.0.1:1:9999"}`, "container port 9999 is not exposed"},
 		{`ports: ["127.0.0.1::53/udp"]`, "DSO's proxy forwards TCP only"},
 		{`ports: ["127.0.0.1:1:8080", "1:8081"]`, "host port 1/tcp is claimed twice"},
+		{"ports: [\"127.0.0.1:1:8080\"]\n    labels: {dso.proxy.scheduling: fast}", `label dso.proxy.scheduling "fast": want normal or batch`},
 	} {
 		dir := writeProject(t, map[string]string{"compose.yaml": "services:\n  api:\n    image: " + testbed.TestappImage(t) + "\n    " + tt.ports + "\n    environment:\n      TOKEN: dso://app/token\n"})
 		project := testbed.Project(t, dir)
