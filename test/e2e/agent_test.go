@@ -59,6 +59,12 @@ func startAgent(t *testing.T, u *user, cfg string, env ...string) *agentProc {
 	exited := make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(exited) }()
 	t.Cleanup(func() {
+		if t.Failed() {
+			// The agent logs no value (the leak tests check it): its log
+			// says what it was doing when the test gave up.
+			b, _ := os.ReadFile(a.log)
+			t.Logf("the agent's log:\n%s", b)
+		}
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
