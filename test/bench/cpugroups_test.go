@@ -22,7 +22,7 @@ import (
 // does: the client (the benchmark's process), the backend (the testapp
 // container), the proxies (every path's, each measured alone) and other
 // work that keeps the CPUs busy (DSO_BENCH_PROXY_BUSY). On two
-// CPUs the three compete for time, and without the groups where a proxy
+// CPUs the parties compete for time, and without the groups where a proxy
 // lands is an accident of how it was started: the engine (its cgroupfs
 // driver) puts all containers in one group, where a proxy container
 // shares one share with the backend, while a proxy the benchmark starts
