@@ -58,12 +58,9 @@ func runProxy(args []string) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	switch *scheduling {
-	case "normal":
-	case "batch":
-		opts.Batch = true
-	default:
-		fmt.Fprintf(os.Stderr, "dso-init proxy: --scheduling %q: want normal or batch\n", *scheduling)
+	var err error
+	if opts.Batch, err = proxy.ParseScheduling(*scheduling); err != nil {
+		fmt.Fprintf(os.Stderr, "dso-init proxy: --scheduling %v\n", err)
 		return 2
 	}
 	if fs.NArg() > 0 {

@@ -10,6 +10,7 @@ import (
 	"github.com/compose-spec/compose-go/v2/types"
 
 	"github.com/dso-project/dso/internal/initproc"
+	"github.com/dso-project/dso/internal/proxy"
 )
 
 // Labels of rolling services and their proxies.
@@ -56,12 +57,11 @@ func ProxyService(service string) string { return service + "-dso-proxy" }
 // publishing instead, as compose would have it.
 func planProxy(p *types.Project, svc types.ServiceConfig, img Image, required bool) (*ProxyPlan, error) {
 	batch := false
-	switch sched, ok := svc.Labels[LabelProxyScheduling]; {
-	case !ok || sched == "normal":
-	case sched == "batch":
-		batch = true
-	default:
-		return nil, fmt.Errorf("service %q, label %s %q: want normal or batch", svc.Name, LabelProxyScheduling, sched)
+	if sched, ok := svc.Labels[LabelProxyScheduling]; ok {
+		var err error
+		if batch, err = proxy.ParseScheduling(sched); err != nil {
+			return nil, fmt.Errorf("service %q, label %s %w", svc.Name, LabelProxyScheduling, err)
+		}
 	}
 	ports := slices.Clone(svc.Ports)
 	label, hasLabel := svc.Labels[LabelHostPorts]

@@ -73,6 +73,18 @@ type Options struct {
 	Log        *slog.Logger
 }
 
+// ParseScheduling reads the name of a scheduling policy for
+// Options.Batch: "normal" or "batch".
+func ParseScheduling(name string) (batch bool, err error) {
+	switch name {
+	case "normal":
+		return false, nil
+	case "batch":
+		return true, nil
+	}
+	return false, fmt.Errorf("%q: want normal or batch", name)
+}
+
 // Proxy forwards the ports of one service to its current backends.
 type Proxy struct {
 	opts Options

@@ -63,6 +63,7 @@ func startPump(batch bool, log *slog.Logger) error {
 func startLoops(batch bool, log *slog.Logger) (*loopSet, error) {
 	s := &loopSet{}
 	procs := runtime.GOMAXPROCS(0)
+	var refused error
 	for range max(1, procs-1) {
 		l, err := newLoop(procs > 1)
 		if err != nil {
@@ -71,9 +72,10 @@ func startLoops(batch bool, log *slog.Logger) (*loopSet, error) {
 		s.loops = append(s.loops, l)
 		started := make(chan error)
 		go l.run(batch, started)
-		if err := <-started; err != nil {
-			log.Warn("a proxy event loop keeps the normal scheduling policy", "error", err)
-		}
+		refused = cmp.Or(refused, <-started)
+	}
+	if refused != nil {
+		log.Warn("the proxy's event loops keep the normal scheduling policy", "error", refused)
 	}
 	return s, nil
 }

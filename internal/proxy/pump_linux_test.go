@@ -1,30 +1,15 @@
-package proxy
+package proxy_test
 
 import (
-	"fmt"
-	"os"
-	"strings"
 	"testing"
-)
 
-// threadPolicy returns the scheduling policy of the calling thread
-// (/proc/thread-self/stat, field 41), or why it could not be read.
-func threadPolicy() string {
-	data, err := os.ReadFile("/proc/thread-self/stat")
-	if err != nil {
-		return err.Error()
-	}
-	s := string(data)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // from field 3
-	if len(fields) < 39 {
-		return fmt.Sprintf("/proc/thread-self/stat has %d fields after the command", len(fields))
-	}
-	return fields[41-3]
-}
+	"github.com/dso-project/dso/internal/proxy"
+	"github.com/dso-project/dso/internal/testbed"
+)
 
 func TestScheduleBatchMovesTheLoopsThread(t *testing.T) {
 	type result struct {
-		before, after string
+		before, after int
 		err           error
 	}
 	done := make(chan result)
@@ -32,16 +17,21 @@ func TestScheduleBatchMovesTheLoopsThread(t *testing.T) {
 		// The goroutine ends locked to its thread, which then ends too: no
 		// thread of the test binary keeps the policy.
 		var r result
-		r.before = threadPolicy()
-		r.err = scheduleBatch()
-		r.after = threadPolicy()
+		var err error
+		r.before, err = testbed.SchedPolicy("/proc/thread-self/stat")
+		if r.err = proxy.ScheduleBatch(); r.err == nil {
+			r.after, r.err = testbed.SchedPolicy("/proc/thread-self/stat")
+		}
+		if err != nil {
+			r.err = err
+		}
 		done <- r
 	}()
 	r := <-done
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	if r.before != "0" || r.after != "3" {
-		t.Fatalf("the thread's policy went from %s to %s, want from 0 (SCHED_OTHER) to 3 (SCHED_BATCH)", r.before, r.after)
+	if r.before != 0 || r.after != testbed.SchedBatch {
+		t.Fatalf("the thread's policy went from %d to %d, want from 0 (SCHED_OTHER) to %d (SCHED_BATCH)", r.before, r.after, testbed.SchedBatch)
 	}
 }

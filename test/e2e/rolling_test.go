@@ -950,7 +950,7 @@ services:
 	if ps := u.must(dir, nil, "dso", "ps", "-p", project); !strings.Contains(ps.stdout, addr+"->"+port+"/tcp") {
 		t.Errorf("docker dso ps does not list %s:\n%s", addr, ps.stdout)
 	}
-	if n := batchThreads(t, inspect(t, serviceContainer(t, project, "api-dso-proxy")).State.Pid); n != runtime.NumCPU() {
+	if n := testbed.SchedPolicies(t, inspect(t, serviceContainer(t, project, "api-dso-proxy")).State.Pid)[testbed.SchedBatch]; n != runtime.NumCPU() {
 		t.Errorf("the proxy runs %d threads under SCHED_BATCH, want one event loop per CPU (%d)", n, runtime.NumCPU())
 	}
 	code, metrics := ag.get(t, "/metrics")
@@ -1005,7 +1005,7 @@ services:
 		t.Fatalf("Docker publishes the proxy's port: the agent was to bind it")
 	}
 	logsOnFailure(t, u, proxyID)
-	if n := batchThreads(t, inspect(t, proxyID).State.Pid); n != 0 {
+	if n := testbed.SchedPolicies(t, inspect(t, proxyID).State.Pid)[testbed.SchedBatch]; n != 0 {
 		t.Errorf("the proxy runs %d threads under SCHED_BATCH, want none without the label dso.proxy.scheduling", n)
 	}
 
@@ -1053,30 +1053,4 @@ services:
 		}
 		return errors.Is(err, syscall.ECONNREFUSED)
 	})
-}
-
-// batchThreads counts the threads of process pid that run under the
-// SCHED_BATCH policy (/proc/PID/task/TID/stat, field 41: 3).
-func batchThreads(t *testing.T, pid int) int {
-	t.Helper()
-	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
-	if err != nil || len(stats) == 0 {
-		t.Fatalf("listing the threads of process %d: %v (%d found)", pid, err, len(stats))
-	}
-	n := 0
-	for _, f := range stats {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := string(data)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]) // from field 3
-		if len(fields) < 39 {
-			t.Fatalf("%s: %d fields after the command", f, len(fields))
-		}
-		if fields[41-3] == "3" {
-			n++
-		}
-	}
-	return n
 }

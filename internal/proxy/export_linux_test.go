@@ -1,0 +1,4 @@
+package proxy
+
+// ScheduleBatch is scheduleBatch, for the tests of package proxy_test.
+var ScheduleBatch = scheduleBatch
