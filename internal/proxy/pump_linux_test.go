@@ -17,13 +17,10 @@ func TestScheduleBatchMovesTheLoopsThread(t *testing.T) {
 		// The goroutine ends locked to its thread, which then ends too: no
 		// thread of the test binary keeps the policy.
 		var r result
-		var err error
-		r.before, err = testbed.SchedPolicy("/proc/thread-self/stat")
-		if r.err = proxy.ScheduleBatch(); r.err == nil {
-			r.after, r.err = testbed.SchedPolicy("/proc/thread-self/stat")
-		}
-		if err != nil {
-			r.err = err
+		if r.before, r.err = testbed.SchedPolicy("/proc/thread-self/stat"); r.err == nil {
+			if r.err = proxy.ScheduleBatch(); r.err == nil {
+				r.after, r.err = testbed.SchedPolicy("/proc/thread-self/stat")
+			}
 		}
 		done <- r
 	}()
