@@ -96,6 +96,10 @@ type Options struct {
 	DrainTimeout time.Duration
 	// Proxy drives the proxies that own the host ports of rolling services.
 	Proxy rotate.Proxy
+	// HostPorts says whether this agent can bind the proxies' host ports
+	// and hand them over, or why not (hostPortsHere); Status tells `up`.
+	// Nil: it cannot.
+	HostPorts func(context.Context) error
 	// StopGrace is how long a stopping agent lets rotations in flight
 	// finish before it leaves them to the next start (20s).
 	StopGrace time.Duration

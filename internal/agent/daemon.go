@@ -143,6 +143,14 @@ func Serve(ctx context.Context, o DaemonOptions) error {
 	px := &Proxies{Docker: docker, Metrics: m, Agent: where.ID}
 	m.Registry.MustRegister(px)
 	ao.Proxy = px
+	if nl, ok := docker.(networkLister); ok {
+		ao.HostPorts = func(ctx context.Context) error { return hostPortsHere(ctx, nl) }
+		if err := ao.HostPorts(ctx); err != nil {
+			log.Info("Docker publishes the proxies' host ports", "reason", err.Error())
+		} else {
+			log.Info("the agent binds the proxies' host ports")
+		}
+	}
 	// A test-only crash point (see Options.CrashAt).
 	ao.CrashAt = os.Getenv("DSO_TEST_CRASH_AT")
 	var notifiers notify.Set

@@ -61,7 +61,7 @@ func (a *Agent) Health(ctx context.Context) api.AgentStatus {
 // their versions, managed containers with what they hold, recent rotations.
 // It holds names and versions, never a value.
 func (a *Agent) Status(ctx context.Context) (api.Status, error) {
-	s := api.Status{Agent: a.Health(ctx)}
+	s := api.Status{Agent: a.Health(ctx), BindsHostPorts: a.opts.HostPorts != nil && a.opts.HostPorts(ctx) == nil}
 	snap, err := a.watcher.Snapshot(ctx)
 	if err != nil {
 		return s, err

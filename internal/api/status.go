@@ -28,6 +28,10 @@ type Status struct {
 	// Swarm are the services of Swarm stacks that mount DSO secrets, on a
 	// manager.
 	Swarm []SwarmService `json:"swarm,omitempty"`
+	// BindsHostPorts says that the agent binds the host ports of the
+	// proxies it serves and hands them over, rather than Docker publishing
+	// them: `up` asks the system agent.
+	BindsHostPorts bool `json:"binds_host_ports,omitempty"`
 }
 
 // SwarmService is a Swarm service that mounts DSO secrets.

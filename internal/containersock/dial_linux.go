@@ -80,14 +80,32 @@ func dial(ctx context.Context, c container.InspectResponse, path string, wait ti
 	}
 }
 
-// dialIn connects to the unix socket at rel inside root.
+// dialIn connects to the unix socket at rel inside root. The path is
+// walked one name at a time with O_NOFOLLOW: a symlink on the way (one the
+// workload planted, an absolute one included) ends the walk instead of
+// leading out of the container, and so does "..". (openat2's
+// RESOLVE_IN_ROOT would follow symlinks within the root, but systemd
+// answers it ENOSYS under RestrictSUIDSGID=, which the agent's unit sets,
+// as kernels before 5.6 do.)
 func dialIn(root int, rel string) (*net.UnixConn, error) {
-	fd, err := unix.Openat2(root, rel, &unix.OpenHow{
-		Flags:   unix.O_PATH | unix.O_CLOEXEC,
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	})
-	if err != nil {
-		return nil, err
+	names := strings.Split(rel, "/")
+	fd := root
+	for i, name := range names {
+		if name == "" || name == "." || name == ".." {
+			return nil, fmt.Errorf("%s: not a plain path", rel)
+		}
+		flags := unix.O_PATH | unix.O_NOFOLLOW | unix.O_CLOEXEC
+		if i < len(names)-1 {
+			flags |= unix.O_DIRECTORY
+		}
+		next, err := unix.Openat(fd, name, flags, 0)
+		if fd != root {
+			unix.Close(fd)
+		}
+		if err != nil {
+			return nil, err
+		}
+		fd = next
 	}
 	defer unix.Close(fd)
 	var st unix.Stat_t

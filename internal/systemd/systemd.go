@@ -124,8 +124,12 @@ SystemCallFilter=@system-service
 SystemCallFilter=~@resources
 SystemCallErrorNumber=EPERM
 # CAP_CHOWN gives the socket to group dso; CAP_DAC_OVERRIDE reads a
-# project's dso.yaml and files that only their owner may read.
-CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE
+# project's dso.yaml and files that only their owner may read;
+# CAP_SYS_PTRACE opens the control socket of a proxy (which runs as nobody)
+# and a container's init through /proc/PID, and CAP_NET_BIND_SERVICE binds
+# host ports under 1024, so that the agent binds the proxies' host ports
+# and hands them over (without them, Docker publishes the ports).
+CapabilityBoundingSet=CAP_CHOWN CAP_DAC_OVERRIDE CAP_SYS_PTRACE CAP_NET_BIND_SERVICE
 
 [Install]
 WantedBy=multi-user.target

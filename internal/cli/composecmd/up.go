@@ -141,7 +141,7 @@ func upRun(cmd *cobra.Command, opts *UpOptions) error {
 	if err != nil {
 		return cmdutil.WithExitCode(cmdutil.ExitConfig, inFiles(p, err))
 	}
-	wiring := compose.Wiring{InitBinary: initBin, Agent: serving.ID, BindHostPorts: bindsHostPorts(serving, docker)}
+	wiring := compose.Wiring{InitBinary: initBin, Agent: serving.ID, BindHostPorts: bindsHostPorts(ctx, cfg, serving, docker)}
 	if opts.Sub != "run" {
 		// A one-off container (run) is not rotated: it keeps its ports
 		// (--service-ports) and gets no proxy.
@@ -426,11 +426,22 @@ func printPlan(out io.Writer, p *types.Project, plan *compose.Plan, versions map
 }
 
 // bindsHostPorts says whether the agent that serves the project binds the
-// proxies' host ports itself and hands them over (compose.Wiring): only an
-// agent with every power of root on the engine's host can (it binds any
-// port and reaches a proxy's control socket, whose process runs as nobody,
-// through /proc), which is the local agent of root with a local engine. The
-// system agent runs with a few capabilities only: Docker publishes for it.
-func bindsHostPorts(serving agentctl.Where, docker client.APIClient) bool {
-	return serving.Kind == agentctl.Local && os.Geteuid() == 0 && strings.HasPrefix(docker.DaemonHost(), "unix://")
+// proxies' host ports itself and hands them over (compose.Wiring), rather
+// than Docker publishing them. It needs the powers of root on the engine's
+// host: to bind any port, and to reach a proxy's control socket, whose
+// process runs as nobody, through /proc. Root's local agent with a local
+// engine has them (it may not run yet: it starts after the plan). The
+// system agent is asked: under dso-agent.service it has them when it
+// stands in the engine's network namespace (agent.hostPortsHere); when it
+// cannot be asked, Docker publishes, which works everywhere.
+func bindsHostPorts(ctx context.Context, cfg *config.Config, serving agentctl.Where, docker client.APIClient) bool {
+	if serving.Kind == agentctl.Local {
+		return os.Geteuid() == 0 && strings.HasPrefix(docker.DaemonHost(), "unix://")
+	}
+	c, err := agentctl.Dial(cfg)
+	if err != nil {
+		return false
+	}
+	st, err := c.Status(ctx)
+	return err == nil && st.BindsHostPorts
 }
