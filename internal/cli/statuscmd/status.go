@@ -140,6 +140,11 @@ func printStatus(out io.Writer, st api.Status) {
 	for _, p := range a.Problems {
 		fmt.Fprintf(out, "  problem: %s\n", p)
 	}
+	ports := "published by Docker"
+	if st.BindsHostPorts {
+		ports = "bound by the agent"
+	}
+	fmt.Fprintf(out, "Proxies' host ports: %s\n", ports)
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(out, "\nWatched secrets (%d):\n", len(st.Secrets))
 	fmt.Fprintln(tw, "  SECRET\tVERSION\tLAST CHECK\tNEXT CHECK\tSTATE")

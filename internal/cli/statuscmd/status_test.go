@@ -28,9 +28,15 @@ func TestPrintStatusShowsWaitingAndCached(t *testing.T) {
 		`shop-api-1  shop/api  4         in `,
 		`provider "vault": secret "app/api": backend unreachable`,
 		"vault:app/db@3 (from the cache, confirmed 3m0s ago)",
+		"Proxies' host ports: published by Docker\n",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("status lacks %q:\n%s", want, text)
 		}
+	}
+	out.Reset()
+	st.BindsHostPorts = true
+	if printStatus(&out, st); !strings.Contains(out.String(), "Proxies' host ports: bound by the agent\n") {
+		t.Errorf("status of an agent that binds host ports:\n%s", out.String())
 	}
 }
