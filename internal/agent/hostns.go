@@ -18,15 +18,15 @@ type networkLister interface {
 // hostPortsHere tells whether this agent can bind the host ports of proxies
 // and hand them over (hostports.go), and when it cannot, why. It must hold
 // the capabilities that bind a port under 1024 and reach the control socket
-// of a proxy, whose process runs as nobody, through /proc (capsHeld); and
-// it must stand in the engine's network namespace, where Docker would have
-// published the ports: one of its addresses is the gateway of a bridge
-// network, which the engine gives to that network's bridge (the subnet's
-// first address when the network names none, as the default bridge). An agent in a
-// container of its own (systemd in a container) does not, and `up` then
-// lets Docker publish.
+// of a proxy, whose process runs as nobody, through /proc, in the host's
+// PID namespace (handOverHere); and it must stand in the engine's network
+// namespace, where Docker would have published the ports: one of its
+// addresses is the gateway of a bridge network, which the engine gives to
+// that network's bridge (the subnet's first address when the network names
+// none, as the default bridge does). An agent in a container of its own
+// (systemd in a container) does not, and `up` then lets Docker publish.
 func hostPortsHere(ctx context.Context, docker networkLister) error {
-	if err := capsHeld(); err != nil {
+	if err := handOverHere(); err != nil {
 		return err
 	}
 	nets, err := docker.NetworkList(ctx, client.NetworkListOptions{Filters: client.Filters{}.Add("driver", "bridge")})

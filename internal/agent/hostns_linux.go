@@ -8,11 +8,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// capsHeld says whether the agent holds, in its effective set, the
-// capabilities it needs to bind proxies' host ports and hand them over:
-// CAP_NET_BIND_SERVICE for ports under 1024, CAP_SYS_PTRACE to open a
-// proxy's /proc/PID, whose process runs as another user.
-func capsHeld() error {
+// initialPIDNamespace is the inode of the host's PID namespace
+// (PROC_PID_INIT_INO), where the engine runs and the PIDs it reports are.
+const initialPIDNamespace = 0xEFFFFFFC
+
+// handOverHere says whether the agent can bind proxies' host ports and
+// hand them over through /proc: it holds CAP_NET_BIND_SERVICE (ports under
+// 1024) and CAP_SYS_PTRACE (a proxy's /proc/PID, whose process runs as
+// another user) in its effective set, and stands in the host's PID
+// namespace, where the engine's PIDs name the proxies' processes.
+func handOverHere() error {
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
@@ -29,6 +34,13 @@ func capsHeld() error {
 	}
 	if len(missing) > 0 {
 		return errors.New("the agent lacks " + strings.Join(missing, " and "))
+	}
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return fmt.Errorf("reading the agent's PID namespace: %w", err)
+	}
+	if st.Ino != initialPIDNamespace {
+		return errors.New("the agent is not in the host's PID namespace, where the engine's PIDs are")
 	}
 	return nil
 }

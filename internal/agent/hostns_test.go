@@ -25,9 +25,10 @@ func (b bridges) NetworkList(ctx context.Context, opts client.NetworkListOptions
 // when one of its addresses is a bridge's gateway, named or, as on the
 // default bridge, the subnet's first address; not when the gateways are
 // elsewhere (the agent in a container of its own). Without the
-// capabilities (a test run not as root) it never does, and says why.
+// capabilities (a test run not as root) or outside the host's PID
+// namespace it never does, and says why.
 func TestHostPortsHereNeedsABridgeGatewayOfItsOwn(t *testing.T) {
-	caps := capsHeld()
+	here := handOverHere()
 	for _, tc := range []struct {
 		name  string
 		nets  bridges
@@ -40,9 +41,9 @@ func TestHostPortsHereNeedsABridgeGatewayOfItsOwn(t *testing.T) {
 	} {
 		err := hostPortsHere(t.Context(), tc.nets)
 		switch {
-		case caps != nil:
-			if err == nil || err.Error() != caps.Error() {
-				t.Errorf("%s: without the capabilities (%v) got %v", tc.name, caps, err)
+		case here != nil:
+			if err == nil || err.Error() != here.Error() {
+				t.Errorf("%s: where it cannot hand ports over (%v) got %v", tc.name, here, err)
 			}
 		case tc.binds && err != nil:
 			t.Errorf("%s: %v, want the agent to bind", tc.name, err)

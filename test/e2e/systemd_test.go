@@ -187,8 +187,8 @@ docker dso init --vault-file /etc/dso/vault.enc --key-file /etc/dso/master.key`)
 	up := sh("cd " + proj + " && DSO_INIT=" + shared + "/dso-init docker dso up -p " + project + " -d --wait")
 	app := serviceContainer(t, project, "api")
 	eventually(t, serviceAddr(t, project, "api"), "/env/TOKEN", string(v1))
-	// In the container's own network namespace the agent cannot bind the
-	// host's ports: it says so, and Docker publishes them.
+	// In the container's own namespaces the agent cannot bind the host's
+	// ports: it says so, and Docker publishes them.
 	var st api.Status
 	if out := sh("docker dso status --json"); json.Unmarshal([]byte(out), &st) != nil || st.BindsHostPorts {
 		t.Errorf("the agent in a container says it binds the host's ports:\n%s", out)
@@ -212,7 +212,7 @@ docker dso init --vault-file /etc/dso/vault.enc --key-file /etc/dso/master.key`)
 	waitFor(t, "the rotated value", func() bool { _, b, ok := answer(t, project, "api", "/env/TOKEN"); return ok && b == string(v2) })
 
 	logs := sh("docker dso system logs")
-	for _, want := range []string{"dso agent starting", "delivered secrets", "it is not in the engine's network namespace"} {
+	for _, want := range []string{"dso agent starting", "delivered secrets", "Docker publishes the proxies' host ports"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("system logs lack %q:\n%s", want, logs)
 		}
