@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -202,7 +203,9 @@ secrets: []
 		t.Errorf("the agent's /proc is not the unit's (ProtectProc=invisible, ProcSubset=pid): %v\n%s", err, grepLines(string(mounts), " /proc "))
 	}
 
-	port := freePort(t)
+	// A port under 1024 (ip_unprivileged_port_start is 1024 here): the
+	// agent binds it with the unit's CAP_NET_BIND_SERVICE.
+	port := lowFreePort(t)
 	proj := writeProject(t, map[string]string{"compose.yaml": `
 services:
   api:
@@ -281,4 +284,18 @@ func projectEvents(t *testing.T, project string, since time.Time) (starts, execs
 			return starts, execs
 		}
 	}
+}
+
+// lowFreePort returns a free port of 127.0.0.1 under 1024.
+func lowFreePort(t *testing.T) string {
+	t.Helper()
+	for p := 1023; p >= 900; p-- {
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err == nil {
+			l.Close()
+			return strconv.Itoa(p)
+		}
+	}
+	t.Fatal("no free port of 127.0.0.1 in 900-1023")
+	return ""
 }
