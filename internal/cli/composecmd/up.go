@@ -432,8 +432,8 @@ func printPlan(out io.Writer, p *types.Project, plan *compose.Plan, versions map
 // process runs as nobody, through /proc. Root's local agent with a local
 // engine has them (it may not run yet: it starts after the plan). The
 // system agent is asked: under dso-agent.service it has them when it
-// stands in the engine's network namespace (agent.hostPortsHere); when it
-// cannot be asked, Docker publishes, which works everywhere.
+// stands in the engine's network and PID namespaces (agent.hostPortsHere);
+// when it cannot be asked, Docker publishes, which works everywhere.
 func bindsHostPorts(ctx context.Context, cfg *config.Config, serving agentctl.Where, docker client.APIClient) bool {
 	if serving.Kind == agentctl.Local {
 		return os.Geteuid() == 0 && strings.HasPrefix(docker.DaemonHost(), "unix://")
