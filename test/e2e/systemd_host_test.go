@@ -155,18 +155,9 @@ func TestSystemAgentBindsHostPorts(t *testing.T) {
 	unit := u.must("", nil, "dso", "system", "unit", "--binary", "/var/lib/dso-test/docker-dso").stdout
 	agentLog := filepath.Join(t.TempDir(), "agent.log")
 	conf := filepath.Join(t.TempDir(), "dso.yaml")
-	writeFiles(t, filepath.Dir(conf), map[string]string{"dso.yaml": `version: v1
-mode: agent
-providers:
-  local:
-    type: local
-    vault_file: /etc/dso/vault.enc
-    master_key_file: /etc/dso/master.key
-agent:
-  api:
-    address: 127.0.0.1:` + freePort(t) + `
-secrets: []
-`})
+	// The REST API on a port of its own: the agent runs in the host's
+	// network namespace, beside the tests' other agents.
+	writeFiles(t, filepath.Dir(conf), map[string]string{"dso.yaml": systemAgentConfig + "agent:\n  api:\n    address: 127.0.0.1:" + freePort(t) + "\n"})
 	m := startHostManager(t, u, map[string]string{
 		"dso-agent.service":            unit,
 		"dso-agent.service.d/log.conf": "[Service]\nStandardOutput=append:" + agentLog + "\nStandardError=append:" + agentLog + "\n",

@@ -21,6 +21,18 @@ import (
 // does not need: masked on systemd's command line, so they do not start.
 var systemdMasked = []string{"postgresql.service", "nginx.service", "redis-server.service", "haproxy.service"}
 
+// systemAgentConfig is the system agent's dso.yaml in the systemd tests: a
+// local vault in /etc/dso.
+const systemAgentConfig = `version: v1
+mode: agent
+providers:
+  local:
+    type: local
+    vault_file: /etc/dso/vault.enc
+    master_key_file: /etc/dso/master.key
+secrets: []
+`
+
 // runSystemd starts a container running systemd as PID 1 from the Debian
 // image (the engine refuses --privileged: SYS_ADMIN, no seccomp or AppArmor
 // profile, the host's cgroups read-only), with the host's Docker socket and
@@ -156,15 +168,7 @@ dpkg -i ` + shared + `/dso.deb`)
 	// The agent's own configuration: a local vault beside it.
 	sh(`set -e
 cat >/etc/dso/dso.yaml <<'EOF'
-version: v1
-mode: agent
-providers:
-  local:
-    type: local
-    vault_file: /etc/dso/vault.enc
-    master_key_file: /etc/dso/master.key
-secrets: []
-EOF
+` + systemAgentConfig + `EOF
 docker dso config validate -c /etc/dso/dso.yaml
 docker dso init --vault-file /etc/dso/vault.enc --key-file /etc/dso/master.key`)
 	setSecret := func(value []byte) result {
