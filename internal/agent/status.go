@@ -61,7 +61,7 @@ func (a *Agent) Health(ctx context.Context) api.AgentStatus {
 // their versions, managed containers with what they hold, recent rotations.
 // It holds names and versions, never a value.
 func (a *Agent) Status(ctx context.Context) (api.Status, error) {
-	s := api.Status{Agent: a.Health(ctx), BindsHostPorts: a.opts.HostPorts != nil && a.opts.HostPorts(ctx) == nil}
+	s := api.Status{Agent: a.Health(ctx), BindsHostPorts: a.bindsHostPorts(ctx)}
 	snap, err := a.watcher.Snapshot(ctx)
 	if err != nil {
 		return s, err
@@ -131,3 +131,16 @@ func (a *Agent) Trigger(names []string) error {
 	a.watcher.Trigger(keys...)
 	return nil
 }
+
+// bindsHostPorts asks Options.HostPorts, for at most hostPortsWait: an
+// engine that does not answer makes it no, not a status that hangs.
+func (a *Agent) bindsHostPorts(ctx context.Context) bool {
+	if a.opts.HostPorts == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(ctx, hostPortsWait)
+	defer cancel()
+	return a.opts.HostPorts(ctx) == nil
+}
+
+const hostPortsWait = 2 * time.Second
