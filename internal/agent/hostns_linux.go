@@ -13,11 +13,19 @@ import (
 const initialPIDNamespace = 0xEFFFFFFC
 
 // handOverHere says whether the agent can bind proxies' host ports and
-// hand them over through /proc: it holds CAP_NET_BIND_SERVICE (ports under
-// 1024) and CAP_SYS_PTRACE (a proxy's /proc/PID, whose process runs as
-// another user) in its effective set, and stands in the host's PID
-// namespace, where the engine's PIDs name the proxies' processes.
+// hand them over through /proc: it stands in the host's PID namespace,
+// where the engine's PIDs name the proxies' processes (checked first: an
+// agent in a container lacks more than capabilities), and holds
+// CAP_NET_BIND_SERVICE (ports under 1024) and CAP_SYS_PTRACE (a proxy's
+// /proc/PID, whose process runs as another user) in its effective set.
 func handOverHere() error {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return fmt.Errorf("reading the agent's PID namespace: %w", err)
+	}
+	if st.Ino != initialPIDNamespace {
+		return errors.New("the agent is not in the host's PID namespace, where the engine's PIDs are")
+	}
 	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
 	var data [2]unix.CapUserData
 	if err := unix.Capget(&hdr, &data[0]); err != nil {
@@ -34,13 +42,6 @@ func handOverHere() error {
 	}
 	if len(missing) > 0 {
 		return errors.New("the agent lacks " + strings.Join(missing, " and "))
-	}
-	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
-		return fmt.Errorf("reading the agent's PID namespace: %w", err)
-	}
-	if st.Ino != initialPIDNamespace {
-		return errors.New("the agent is not in the host's PID namespace, where the engine's PIDs are")
 	}
 	return nil
 }

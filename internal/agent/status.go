@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -61,7 +62,12 @@ func (a *Agent) Health(ctx context.Context) api.AgentStatus {
 // their versions, managed containers with what they hold, recent rotations.
 // It holds names and versions, never a value.
 func (a *Agent) Status(ctx context.Context) (api.Status, error) {
-	s := api.Status{Agent: a.Health(ctx), BindsHostPorts: a.bindsHostPorts(ctx)}
+	s := api.Status{Agent: a.Health(ctx)}
+	if err := a.hostPorts(ctx); err != nil {
+		s.HostPortsNote = err.Error()
+	} else {
+		s.BindsHostPorts = true
+	}
 	snap, err := a.watcher.Snapshot(ctx)
 	if err != nil {
 		return s, err
@@ -132,15 +138,15 @@ func (a *Agent) Trigger(names []string) error {
 	return nil
 }
 
-// bindsHostPorts asks Options.HostPorts, for at most hostPortsWait: an
-// engine that does not answer makes it no, not a status that hangs.
-func (a *Agent) bindsHostPorts(ctx context.Context) bool {
+// hostPorts asks Options.HostPorts, for at most hostPortsWait: an engine
+// that does not answer makes it no, not a status that hangs.
+func (a *Agent) hostPorts(ctx context.Context) error {
 	if a.opts.HostPorts == nil {
-		return false
+		return errors.New("this agent does not bind host ports")
 	}
 	ctx, cancel := context.WithTimeout(ctx, hostPortsWait)
 	defer cancel()
-	return a.opts.HostPorts(ctx) == nil
+	return a.opts.HostPorts(ctx)
 }
 
 const hostPortsWait = 2 * time.Second

@@ -30,8 +30,9 @@ type Status struct {
 	Swarm []SwarmService `json:"swarm,omitempty"`
 	// BindsHostPorts says that the agent binds the host ports of the
 	// proxies it serves and hands them over, rather than Docker publishing
-	// them: `up` asks the system agent.
-	BindsHostPorts bool `json:"binds_host_ports,omitempty"`
+	// them: `up` asks the system agent. HostPortsNote says why not.
+	BindsHostPorts bool   `json:"binds_host_ports,omitempty"`
+	HostPortsNote  string `json:"host_ports_note,omitempty"`
 }
 
 // SwarmService is a Swarm service that mounts DSO secrets.

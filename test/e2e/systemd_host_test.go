@@ -19,6 +19,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/api"
+	"github.com/dso-project/dso/internal/cli/doctorcmd"
 	"github.com/dso-project/dso/internal/testbed"
 )
 
@@ -220,6 +221,10 @@ services:
 		}
 	}
 	published()
+	doctor, _ := m.run("", nil, "sh", "-c", m.bin+" dso doctor --level full --json 2>/dev/null")
+	if f := doctorFinding(t, doctor, "proxies' host ports"); f.Status != doctorcmd.StatusOK {
+		t.Errorf("doctor on the host: %+v", f)
+	}
 	addr := "127.0.0.1:" + port
 	eventually(t, addr, "/env/TOKEN", string(v1))
 
@@ -275,6 +280,23 @@ func projectEvents(t *testing.T, project string, since time.Time) (starts, execs
 			return starts, execs
 		}
 	}
+}
+
+// doctorFinding is the finding of `docker dso doctor --json` (its output)
+// on check.
+func doctorFinding(t *testing.T, out, check string) doctorcmd.Finding {
+	t.Helper()
+	var rep doctorcmd.Report
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("docker dso doctor --json: %v\n%s", err, out)
+	}
+	for _, f := range rep.Findings {
+		if f.Check == check {
+			return f
+		}
+	}
+	t.Fatalf("docker dso doctor has no finding %q:\n%s", check, out)
+	return doctorcmd.Finding{}
 }
 
 // lowFreePort returns a free port of 127.0.0.1 under 1024.

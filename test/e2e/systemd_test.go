@@ -14,6 +14,7 @@ import (
 	"github.com/moby/moby/client"
 
 	"github.com/dso-project/dso/internal/api"
+	"github.com/dso-project/dso/internal/cli/doctorcmd"
 	"github.com/dso-project/dso/internal/testbed"
 )
 
@@ -196,6 +197,10 @@ docker dso init --vault-file /etc/dso/vault.enc --key-file /etc/dso/master.key`)
 	var st api.Status
 	if out := sh("docker dso status --json"); json.Unmarshal([]byte(out), &st) != nil || st.BindsHostPorts {
 		t.Errorf("the agent in a container says it binds the host's ports:\n%s", out)
+	}
+	doctor, _ := testbed.Exec(t, sd, testbed.ExecOptions{}, "sh", "-c", "docker dso doctor --level full --json 2>/dev/null")
+	if f := doctorFinding(t, doctor, "proxies' host ports"); f.Status != doctorcmd.StatusWarn || !strings.Contains(f.Detail, "Docker publishes them") || !strings.Contains(f.Fix, "outside any container") {
+		t.Errorf("doctor in the container: %+v", f)
 	}
 
 	// kill -9: systemd restarts the agent (Restart=on-failure).

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/user"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -56,6 +57,31 @@ func (d *doctor) checkAgent(ctx context.Context) {
 		d.add(Finding{Check: what, Status: StatusOK, Detail: fmt.Sprintf("the %s agent (pid %d, version %s, up since %s) answers on %s", kind, h.PID, h.Version, h.StartedAt.Format(time.RFC3339), sock)})
 	}
 	d.checkSocket(kind, sock)
+	if kind == agentctl.System && err == nil {
+		d.checkHostPorts(ctx, sock)
+	}
+}
+
+// checkHostPorts asks the system agent whether it binds the proxies' host
+// ports (`up` asks the same): when it cannot, Docker publishes them, which
+// works but puts docker-proxy in front of the proxy for the host's own
+// clients. A unit from before the agent needed CAP_SYS_PTRACE and
+// CAP_NET_BIND_SERVICE is the usual cause.
+func (d *doctor) checkHostPorts(ctx context.Context, sock string) {
+	const what = "proxies' host ports"
+	st, err := api.NewClient(sock).Status(ctx)
+	switch {
+	case err != nil:
+		d.add(Finding{Check: what, Status: StatusWarn, Detail: "the system agent's status: " + err.Error(), Fix: restartFix(agentctl.System)})
+	case st.BindsHostPorts:
+		d.add(Finding{Check: what, Status: StatusOK, Detail: "the system agent binds them and hands them to the proxies"})
+	case strings.Contains(st.HostPortsNote, "lacks"):
+		d.add(Finding{Check: what, Status: StatusWarn, Detail: "Docker publishes them: " + st.HostPortsNote,
+			Fix: "sudo docker dso bootstrap agent writes dso-agent.service anew with the capabilities it needs (or upgrade the package), then sudo systemctl restart dso-agent"})
+	default:
+		d.add(Finding{Check: what, Status: StatusWarn, Detail: "Docker publishes them: " + st.HostPortsNote,
+			Fix: "run the system agent on the engine's host, outside any container, for the agent to bind them"})
+	}
 }
 
 func restartFix(kind string) string {

@@ -141,8 +141,11 @@ func printStatus(out io.Writer, st api.Status) {
 		fmt.Fprintf(out, "  problem: %s\n", p)
 	}
 	ports := "published by Docker"
-	if st.BindsHostPorts {
+	switch {
+	case st.BindsHostPorts:
 		ports = "bound by the agent"
+	case st.HostPortsNote != "":
+		ports += " (" + st.HostPortsNote + ")"
 	}
 	fmt.Fprintf(out, "Proxies' host ports: %s\n", ports)
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
