@@ -63,24 +63,29 @@ func (d *doctor) checkAgent(ctx context.Context) {
 }
 
 // checkHostPorts asks the system agent whether it binds the proxies' host
-// ports (`up` asks the same): when it cannot, Docker publishes them, which
-// works but puts docker-proxy in front of the proxy for the host's own
-// clients. A unit from before the agent needed CAP_SYS_PTRACE and
-// CAP_NET_BIND_SERVICE is the usual cause.
+// ports (`up` asks the same).
 func (d *doctor) checkHostPorts(ctx context.Context, sock string) {
+	d.add(hostPortsFinding(api.NewClient(sock).Status(ctx)))
+}
+
+// hostPortsFinding judges the system agent's status: when it cannot bind
+// the proxies' host ports, Docker publishes them, which works but puts
+// docker-proxy in front of the proxy for the host's own clients. A unit
+// from before the agent needed CAP_SYS_PTRACE and CAP_NET_BIND_SERVICE is
+// the usual cause (the agent's note then says what it lacks).
+func hostPortsFinding(st api.Status, err error) Finding {
 	const what = "proxies' host ports"
-	st, err := api.NewClient(sock).Status(ctx)
 	switch {
 	case err != nil:
-		d.add(Finding{Check: what, Status: StatusWarn, Detail: "the system agent's status: " + err.Error(), Fix: restartFix(agentctl.System)})
+		return Finding{Check: what, Status: StatusWarn, Detail: "the system agent's status: " + err.Error(), Fix: restartFix(agentctl.System)}
 	case st.BindsHostPorts:
-		d.add(Finding{Check: what, Status: StatusOK, Detail: "the system agent binds them and hands them to the proxies"})
+		return Finding{Check: what, Status: StatusOK, Detail: "the system agent binds them and hands them to the proxies"}
 	case strings.Contains(st.HostPortsNote, "lacks"):
-		d.add(Finding{Check: what, Status: StatusWarn, Detail: "Docker publishes them: " + st.HostPortsNote,
-			Fix: "sudo docker dso bootstrap agent writes dso-agent.service anew with the capabilities it needs (or upgrade the package), then sudo systemctl restart dso-agent"})
+		return Finding{Check: what, Status: StatusWarn, Detail: "Docker publishes them: " + st.HostPortsNote,
+			Fix: "sudo docker dso bootstrap agent writes dso-agent.service anew with the capabilities it needs (or upgrade the package), then sudo systemctl restart dso-agent"}
 	default:
-		d.add(Finding{Check: what, Status: StatusWarn, Detail: "Docker publishes them: " + st.HostPortsNote,
-			Fix: "run the system agent on the engine's host, outside any container, for the agent to bind them"})
+		return Finding{Check: what, Status: StatusWarn, Detail: "Docker publishes them: " + st.HostPortsNote,
+			Fix: "run the system agent on the engine's host, outside any container, for the agent to bind them"}
 	}
 }
 
