@@ -82,7 +82,7 @@ func hostPortsFinding(st api.Status, err error) Finding {
 		return Finding{Check: what, Status: StatusOK, Detail: "the system agent binds them and hands them to the proxies"}
 	case strings.Contains(st.HostPortsNote, "lacks"):
 		return Finding{Check: what, Status: StatusWarn, Detail: "Docker publishes them: " + st.HostPortsNote,
-			Fix: "sudo docker dso bootstrap agent writes dso-agent.service anew with the capabilities it needs (or upgrade the package), then sudo systemctl restart dso-agent"}
+			Fix: "sudo docker dso bootstrap agent writes dso-agent.service anew with the capabilities it needs, then sudo systemctl restart dso-agent"}
 	default:
 		return Finding{Check: what, Status: StatusWarn, Detail: "Docker publishes them: " + st.HostPortsNote,
 			Fix: "run the system agent on the engine's host, outside any container, for the agent to bind them"}
