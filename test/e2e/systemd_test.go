@@ -203,14 +203,25 @@ docker dso init --vault-file /etc/dso/vault.enc --key-file /etc/dso/master.key`)
 		t.Errorf("doctor in the container: %+v", f)
 	}
 
+	// restarted waits until systemd runs the agent again, in another
+	// process than pid, and it answers.
+	restarted := func(what, pid string) {
+		t.Helper()
+		waitFor(t, what, func() bool {
+			out, _ := testbed.Exec(t, sd, testbed.ExecOptions{}, "systemctl", "show", "-p", "MainPID", "-p", "ActiveState", "--value", "dso-agent.service")
+			f := strings.Fields(out)
+			return len(f) == 2 && f[0] != "0" && f[0] != pid && f[1] == "active"
+		})
+		waitFor(t, "the agent to answer after "+what, func() bool {
+			_, code := testbed.Exec(t, sd, testbed.ExecOptions{}, "docker", "dso", "status")
+			return code == 0
+		})
+	}
+
 	// kill -9: systemd restarts the agent (Restart=on-failure).
 	pid := sh("systemctl show -p MainPID --value dso-agent.service")
 	sh("kill -9 " + pid)
-	waitFor(t, "systemd to restart the agent", func() bool {
-		out, _ := testbed.Exec(t, sd, testbed.ExecOptions{}, "systemctl", "show", "-p", "MainPID", "-p", "ActiveState", "--value", "dso-agent.service")
-		f := strings.Fields(out)
-		return len(f) == 2 && f[0] != "0" && f[0] != pid && f[1] == "active"
-	})
+	restarted("systemd to restart the agent", pid)
 	if n := sh("systemctl show -p NRestarts --value dso-agent.service"); n == "0" {
 		t.Errorf("NRestarts = %s after kill -9", n)
 	}
@@ -219,6 +230,13 @@ docker dso init --vault-file /etc/dso/vault.enc --key-file /etc/dso/master.key`)
 	waitFor(t, "the restarted container to serve its secret", func() bool { _, b, ok := answer(t, project, "api", "/env/TOKEN"); return ok && b == string(v1) })
 	set2 := setSecret(v2)
 	waitFor(t, "the rotated value", func() bool { _, b, ok := answer(t, project, "api", "/env/TOKEN"); return ok && b == string(v2) })
+
+	// An upgrade (here the same package again): the package's script
+	// reloads systemd and restarts the running agent on the new binary,
+	// which serves on.
+	pid = sh("systemctl show -p MainPID --value dso-agent.service")
+	sh("dpkg -i " + shared + "/dso.deb")
+	restarted("the package's script to restart the agent", pid)
 
 	logs := sh("docker dso system logs")
 	for _, want := range []string{"dso agent starting", "delivered secrets", "Docker publishes the proxies' host ports"} {

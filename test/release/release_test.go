@@ -128,6 +128,10 @@ func checkDeb(t *testing.T, deb, version, arch string) {
 		}
 	}
 
+	if got := run(t, "", "dpkg-deb", "--info", deb, "postinst"); got != postinstall(t) {
+		t.Errorf("the .deb's postinst is not scripts/postinstall.sh:\n%s", got)
+	}
+
 	dir := t.TempDir()
 	run(t, "", "dpkg", "-x", deb, dir)
 	if target, err := os.Readlink(filepath.Join(dir, "usr/bin/dso")); err != nil || target != pkgPlugin {
@@ -197,6 +201,21 @@ func checkRPM(t *testing.T, rpm, version, arch string) {
 			t.Errorf("rpm -qlpv: %s has mode %q, want %q", p[0], modes[p[0]], p[1])
 		}
 	}
+	if got := run(t, "", bin, "-qp", "--queryformat", "%{POSTIN}", rpm); got != postinstall(t) {
+		t.Errorf("the .rpm's %%post is not scripts/postinstall.sh:\n%s", got)
+	}
+}
+
+// postinstall is scripts/postinstall.sh, the packages' post-install script
+// (it reloads systemd and restarts a running agent on the new binary), as
+// run trims it.
+func postinstall(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(testbed.RepoRoot(), "scripts", "postinstall.sh"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // checkArchive reads a release archive: one folder holding the plugin for
