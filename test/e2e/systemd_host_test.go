@@ -238,8 +238,7 @@ services:
 	}
 	waitFor(t, "systemd to restart the agent", func() bool {
 		out, _ := m.run("", nil, "systemctl", "--user", "show", "-p", "MainPID", "-p", "ActiveState", "--value", "dso-agent.service")
-		f := strings.Fields(out)
-		return len(f) == 2 && f[0] != "0" && f[0] != pid && f[1] == "active"
+		return runsAgain(out, pid)
 	})
 	set2 := setSecret(v2)
 	waitFor(t, "the rotated value at "+addr, func() bool { return tryGet(addr, "/env/TOKEN") == string(v2) })

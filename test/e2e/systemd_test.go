@@ -34,6 +34,13 @@ providers:
 secrets: []
 `
 
+// runsAgain reads `systemctl show -p MainPID -p ActiveState --value` of
+// the agent's unit: it is active again, in another process than pid.
+func runsAgain(show, pid string) bool {
+	f := strings.Fields(show)
+	return len(f) == 2 && f[0] != "0" && f[0] != pid && f[1] == "active"
+}
+
 // runSystemd starts a container running systemd as PID 1 from the Debian
 // image (the engine refuses --privileged: SYS_ADMIN, no seccomp or AppArmor
 // profile, the host's cgroups read-only), with the host's Docker socket and
@@ -209,8 +216,7 @@ docker dso init --vault-file /etc/dso/vault.enc --key-file /etc/dso/master.key`)
 		t.Helper()
 		waitFor(t, what, func() bool {
 			out, _ := testbed.Exec(t, sd, testbed.ExecOptions{}, "systemctl", "show", "-p", "MainPID", "-p", "ActiveState", "--value", "dso-agent.service")
-			f := strings.Fields(out)
-			return len(f) == 2 && f[0] != "0" && f[0] != pid && f[1] == "active"
+			return runsAgain(out, pid)
 		})
 		waitFor(t, "the agent to answer after "+what, func() bool {
 			_, code := testbed.Exec(t, sd, testbed.ExecOptions{}, "docker", "dso", "status")
