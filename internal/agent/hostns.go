@@ -33,15 +33,9 @@ func hostPortsHere(ctx context.Context, docker networkLister) error {
 	if err != nil {
 		return fmt.Errorf("listing the engine's bridge networks: %w", err)
 	}
-	addrs, err := net.InterfaceAddrs()
+	local, err := localAddrs()
 	if err != nil {
-		return fmt.Errorf("listing this host's addresses: %w", err)
-	}
-	local := map[netip.Addr]bool{}
-	for _, a := range addrs {
-		if p, err := netip.ParsePrefix(a.String()); err == nil {
-			local[p.Addr()] = true
-		}
+		return err
 	}
 	for _, n := range nets.Items {
 		for _, c := range n.IPAM.Config {
@@ -55,4 +49,19 @@ func hostPortsHere(ctx context.Context, docker networkLister) error {
 		}
 	}
 	return errors.New("no bridge network's gateway is an address of this agent: it is not in the engine's network namespace")
+}
+
+// localAddrs returns the addresses of this network namespace.
+func localAddrs() (map[netip.Addr]bool, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return nil, fmt.Errorf("listing this host's addresses: %w", err)
+	}
+	local := map[netip.Addr]bool{}
+	for _, a := range addrs {
+		if p, err := netip.ParsePrefix(a.String()); err == nil {
+			local[p.Addr()] = true
+		}
+	}
+	return local, nil
 }

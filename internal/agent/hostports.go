@@ -53,6 +53,8 @@ type boundPorts struct {
 	// and the agent's connection may ask for the same proxy at once, and
 	// the second must see what the first handed over.
 	handing sync.Mutex
+	// feeding holds the Feed running for each proxy (hostsockets.go).
+	feeding map[string]*feeder
 }
 
 type bound struct {
@@ -260,12 +262,14 @@ func (a *Agent) activate(ctx context.Context, id string, labels map[string]strin
 		}
 		if len(files) == 0 {
 			kept = true // it listens on them all: the agent keeps its copies
+			a.feed(ctx, id)
 			return nil
 		}
 		if err := hp.Listen(ctx, id, targets, files); err != nil {
 			return err
 		}
 		kept = true
+		a.feed(ctx, id)
 		a.opts.Log.Info("host ports handed to the proxy", "proxy", shortID(id), "project", project, "service", service, "ports", len(files))
 		return nil
 	}()

@@ -45,6 +45,12 @@ const (
 	// reply lists them (Ports) and carries them (SCM_RIGHTS) in that
 	// order, for an agent that started after it handed them over.
 	OpListeners = "listeners"
+	// OpSockets comes with unconnected TCP sockets made in the host's
+	// network namespace (SCM_RIGHTS, at most MaxListeners), for new
+	// connections to backends within Prefixes (see hostSockets); the reply
+	// says how many more the proxy would take (Want), at once or, with a
+	// Timeout, once its supply fell under half or the timeout passed.
+	OpSockets = "sockets"
 )
 
 // Request is one order to the proxy, sent as one JSON object per control
@@ -55,7 +61,8 @@ type Request struct {
 	Backend  string   `json:"backend,omitempty"`
 	Timeout  Duration `json:"timeout,omitempty"`
 	Targets  []int    `json:"targets,omitempty"`
-	// Files are the sockets that came with the request (listen).
+	Prefixes []string `json:"prefixes,omitempty"`
+	// Files are the sockets that came with the request (listen, sockets).
 	Files []*os.File `json:"-"`
 }
 
@@ -66,6 +73,7 @@ type Reply struct {
 	Drain      *DrainResult `json:"drain,omitempty"`      // drain
 	Stats      *Stats       `json:"stats,omitempty"`      // stats
 	Ports      []Port       `json:"ports,omitempty"`      // listeners
+	Want       int          `json:"want,omitempty"`       // sockets
 	// Files are the sockets that came with the reply (listeners).
 	Files []*os.File `json:"-"`
 }
@@ -99,7 +107,8 @@ func (r Request) Validate() error {
 	}
 	none := func(fields ...string) error {
 		for _, f := range fields {
-			if (f == "backends" && r.Backends != nil) || (f == "backend" && r.Backend != "") || (f == "timeout" && r.Timeout != 0) || (f == "targets" && r.Targets != nil) {
+			if (f == "backends" && r.Backends != nil) || (f == "backend" && r.Backend != "") || (f == "timeout" && r.Timeout != 0) ||
+				(f == "targets" && r.Targets != nil) || (f == "prefixes" && r.Prefixes != nil) {
 				return fmt.Errorf("%s: takes no %s", r.Op, f)
 			}
 		}
@@ -107,17 +116,17 @@ func (r Request) Validate() error {
 	}
 	switch r.Op {
 	case OpSet:
-		if err := none("backend", "timeout", "targets"); err != nil {
+		if err := none("backend", "timeout", "targets", "prefixes"); err != nil {
 			return err
 		}
 		return validBackends(r.Backends)
 	case OpHold:
-		if err := none("backends", "backend", "targets"); err != nil {
+		if err := none("backends", "backend", "targets", "prefixes"); err != nil {
 			return err
 		}
 		return timeout(true)
 	case OpDrain, OpProbe:
-		if err := none("backends", "targets"); err != nil {
+		if err := none("backends", "targets", "prefixes"); err != nil {
 			return err
 		}
 		if err := ValidHost(r.Backend); err != nil {
@@ -125,9 +134,9 @@ func (r Request) Validate() error {
 		}
 		return timeout(false)
 	case OpStats, OpListeners:
-		return none("backends", "backend", "timeout", "targets")
+		return none("backends", "backend", "timeout", "targets", "prefixes")
 	case OpListen:
-		if err := none("backends", "backend", "timeout"); err != nil {
+		if err := none("backends", "backend", "timeout", "prefixes"); err != nil {
 			return err
 		}
 		if len(r.Targets) == 0 || len(r.Targets) > MaxListeners {
@@ -139,10 +148,37 @@ func (r Request) Validate() error {
 			}
 		}
 		return nil
+	case OpSockets:
+		if err := none("backends", "backend", "targets"); err != nil {
+			return err
+		}
+		if _, err := r.prefixes(); err != nil {
+			return err
+		}
+		return timeout(true)
 	case "":
-		return errors.New("no op (one of set, hold, drain, probe, stats, listen, listeners)")
+		return errors.New("no op (one of set, hold, drain, probe, stats, listen, listeners, sockets)")
 	}
-	return fmt.Errorf("unknown op %q (one of set, hold, drain, probe, stats, listen, listeners)", r.Op)
+	return fmt.Errorf("unknown op %q (one of set, hold, drain, probe, stats, listen, listeners, sockets)", r.Op)
+}
+
+// prefixes reads the IPv4 prefixes of a sockets request.
+func (r Request) prefixes() ([]netip.Prefix, error) {
+	if len(r.Prefixes) == 0 || len(r.Prefixes) > MaxPrefixes {
+		return nil, fmt.Errorf("sockets: prefixes must list 1 to %d IPv4 prefixes, not %d", MaxPrefixes, len(r.Prefixes))
+	}
+	out := make([]netip.Prefix, len(r.Prefixes))
+	for i, s := range r.Prefixes {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || !p.Addr().Is4() || p != p.Masked() {
+			if len(s) > 64 {
+				s = s[:64] + "..."
+			}
+			return nil, fmt.Errorf("sockets: prefixes[%d]: %q is not an IPv4 prefix such as 172.18.0.0/16", i, s)
+		}
+		out[i] = p
+	}
+	return out, nil
 }
 
 func validBackends(hosts []string) error {
@@ -214,6 +250,13 @@ func (p *Proxy) Handle(ctx context.Context, r Request) Reply {
 			return Reply{Error: err.Error()}
 		}
 		return Reply{}
+	case OpSockets:
+		prefixes, _ := r.prefixes() // Validate read them
+		want, err := p.Supply(ctx, prefixes, r.Files, time.Duration(r.Timeout))
+		if err != nil {
+			return Reply{Error: err.Error()}
+		}
+		return Reply{Want: want}
 	case OpListeners:
 		ports, files, err := p.Adopted()
 		if err != nil {
@@ -325,7 +368,7 @@ func (p *Proxy) serveControlConn(ctx context.Context, c *net.UnixConn) {
 	defer c.Close()
 	c.SetReadDeadline(time.Now().Add(requestTimeout))
 	data, files, err := readMessage(c, "request", MaxRequest)
-	defer CloseFiles(files)
+	defer func() { CloseFiles(files) }() // but those the proxy keeps
 	var reply Reply
 	defer func() { CloseFiles(reply.Files) }()
 	if err != nil {
@@ -333,12 +376,15 @@ func (p *Proxy) serveControlConn(ctx context.Context, c *net.UnixConn) {
 	} else if r, err := ParseRequest(data); err != nil {
 		reply.Error = err.Error()
 		p.log.Warn("control request refused", "error", reply.Error)
-	} else if len(files) > 0 && r.Op != OpListen {
+	} else if len(files) > 0 && r.Op != OpListen && r.Op != OpSockets {
 		reply.Error = r.Op + ": takes no sockets"
 	} else {
 		// Errors of a valid request (a probe of a backend still starting)
 		// go back to the agent, which logs what matters.
 		r.Files = files
+		if r.Op == OpSockets {
+			files = nil // the proxy keeps them
+		}
 		reply = p.Handle(ctx, r)
 	}
 	out, _ := json.Marshal(reply)

@@ -236,11 +236,16 @@ type Stats struct {
 	Held     int64    `json:"held"`
 	// SwitchedAt is when the current backends took effect.
 	SwitchedAt time.Time `json:"switched_at"`
+	// HostSockets is how many host sockets the proxy holds, and
+	// HostConnections how many connections to backends it made from them
+	// (see hostSockets).
+	HostSockets     int    `json:"host_sockets"`
+	HostConnections uint64 `json:"host_connections"`
 }
 
 // Stats returns the current state and counters.
 func (p *Proxy) Stats() Stats {
-	s := Stats{Connections: map[string]int{}}
+	s := Stats{Connections: map[string]int{}, HostSockets: p.host.count(), HostConnections: p.host.dialed.Load()}
 	for _, pp := range p.listeners() {
 		s.Ports = append(s.Ports, PortStats{
 			Port:           pp.Port,

@@ -20,10 +20,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -102,6 +105,7 @@ type Proxy struct {
 	next       int
 	hold       *hold
 	names      *names
+	host       *hostSockets
 	switchedAt time.Time
 	conns      map[*conn]struct{}
 	draining   map[string]int // hosts being drained, by drains in progress
@@ -167,6 +171,7 @@ func Listen(opts Options) (*Proxy, error) {
 		log:        opts.Log,
 		backends:   []string{opts.Backend},
 		names:      newNames(),
+		host:       newHostSockets(),
 		switchedAt: time.Now(),
 		conns:      map[*conn]struct{}{},
 		draining:   map[string]int{},
@@ -219,6 +224,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	p.lnMu.Unlock()
 	p.closeListeners()
 	p.accepters.Wait()
+	p.host.close()
 
 	p.mu.Lock()
 	if h := p.hold; h != nil {
@@ -427,11 +433,10 @@ func (p *Proxy) dialHost(ctx context.Context, host string, port int) (net.Conn, 
 	if err != nil {
 		return nil, err
 	}
-	var d net.Dialer
 	for i, ip := range addrs {
 		actx, cancel := context.WithTimeout(ctx, dialAttempt)
 		var c net.Conn
-		c, err = d.DialContext(actx, "tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+		c, err = p.dialAddr(actx, ip, port)
 		cancel()
 		if err == nil {
 			if i > 0 {
@@ -446,6 +451,50 @@ func (p *Proxy) dialHost(ctx context.Context, host string, port int) (net.Conn, 
 	p.names.forget(host)
 	return nil, err
 }
+
+// dialAddr connects to port on the address ip: from a host socket when
+// there is one for it (see hostSockets), else from the proxy's own network
+// namespace. A host's connection that neither completes within hostAttempt
+// nor is refused (the backend answered) gives way to the proxy's own; when
+// that one succeeds, the host does not reach what the proxy does (a
+// firewall between the host and the bridge), and host sockets rest for
+// hostPause.
+func (p *Proxy) dialAddr(ctx context.Context, ip string, port int) (net.Conn, error) {
+	var d net.Dialer
+	a, err := netip.ParseAddr(ip)
+	f := (*os.File)(nil)
+	if err == nil {
+		a = a.Unmap()
+		f = p.host.take(a)
+	}
+	if f == nil {
+		return d.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	}
+	hctx, cancel := context.WithTimeout(ctx, hostAttempt)
+	c, herr := dialFrom(hctx, f, netip.AddrPortFrom(a, uint16(port)))
+	cancel()
+	if herr == nil {
+		p.host.dialed.Add(1)
+		return c, nil
+	}
+	if errors.Is(herr, syscall.ECONNREFUSED) || ctx.Err() != nil {
+		return nil, herr
+	}
+	own, err := d.DialContext(ctx, "tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
+	if err == nil && p.host.pause(hostPause) {
+		p.log.Warn("a connection from the host failed where the proxy's own succeeded; connecting from the proxy's network for a while",
+			"backend", ip, "port", port, "error", dialReason(herr), "for", hostPause)
+	}
+	return own, err
+}
+
+// hostAttempt bounds a connection from a host socket before the proxy's own
+// is tried, and hostPause how long host sockets rest after the proxy's own
+// connection succeeded where the host's failed.
+const (
+	hostAttempt = 100 * time.Millisecond
+	hostPause   = time.Minute
+)
 
 // dialReason is the cause of a failed dial without the addresses, which the
 // log line names apart.

@@ -32,8 +32,13 @@ package bench
 //     as a client on the host's loopback reaches it (docker-proxy, then ours);
 //   - dso-bound: our proxy container serving a socket bound on 127.0.0.1 of
 //     the host and handed to it, as the agent does (socket activation,
-//     internal/agent/hostports.go): how clients reach a proxy whose host
+//     internal/agent/hostports.go), and supplied with host sockets for its
+//     connections to the backend, as the agent does too
+//     (internal/agent/hostsockets.go): how clients reach a proxy whose host
 //     ports the agent binds, from the host or from other hosts;
+//   - dso-bound-own: dso-bound without the host sockets: the proxy connects
+//     from its container, across the bridge (how dso-bound ran before, and
+//     runs while no agent supplies it);
 //   - dso-bound-batch: dso-bound with the label dso.proxy.scheduling:
 //     batch (`dso-init proxy --scheduling batch`): the proxy's event loops
 //     under SCHED_BATCH;
@@ -88,6 +93,7 @@ import (
 	"github.com/moby/moby/api/types/network"
 	"github.com/moby/moby/client"
 
+	"github.com/dso-project/dso/internal/agent"
 	"github.com/dso-project/dso/internal/proxy"
 	"github.com/dso-project/dso/internal/proxy/control"
 	"github.com/dso-project/dso/internal/testbed"
@@ -163,11 +169,16 @@ func BenchmarkProxy(b *testing.B) {
 		{"haproxy-net", func() string { return runHAProxy(b, groups, net, "app:8080") }},
 		{"dso", func() string { onNet(); return proxyIP + ":80" }},
 		{"dso+docker-proxy", func() string { return testbed.HostAddr(b, onNet(), "80/tcp") }},
-		{"dso-bound", func() string { return handOver(b, onNet(), 8080) }},
+		{"dso-bound", func() string { return handOver(b, onNet(), 8080, true) }},
+		{"dso-bound-own", func() string {
+			id := testbed.RunProxy(b, image, net, "app", []string{"80:8080"})
+			groups.container(b, "proxy", id)
+			return handOver(b, id, 8080, false)
+		}},
 		{"dso-bound-batch", func() string {
 			id := testbed.RunProxy(b, image, net, "app", []string{"80:8080"}, "--scheduling", "batch")
 			groups.container(b, "proxy", id)
-			return handOver(b, id, 8080)
+			return handOver(b, id, 8080, true)
 		}},
 		{"dso-hostnet", func() string {
 			port := strconv.Itoa(freePort(b))
@@ -348,9 +359,11 @@ func startDSOProxy(b *testing.B, g *cpuGroups, backend string) string {
 }
 
 // handOver binds a port on 127.0.0.1 of the host and hands it to the proxy
-// in container id, forwarding to target, as the agent does; it returns the
+// in container id, forwarding to target, as the agent does; with feed, it
+// also keeps the proxy supplied with host sockets for its connections to
+// the backend, as the agent does too (agent.Proxies.Feed). It returns the
 // address.
-func handOver(b *testing.B, id string, target int) string {
+func handOver(b *testing.B, id string, target int, feed bool) string {
 	b.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -369,6 +382,17 @@ func handOver(b *testing.B, id string, target int) string {
 	_, ok, err := control.Direct(b.Context(), ins.Container, proxy.Request{Op: proxy.OpListen, Targets: []int{target}, Files: []*os.File{f}})
 	if !ok || err != nil {
 		b.Fatalf("handing a socket to the proxy (the benchmark runs as root on the engine's host): handled %v, %v", ok, err)
+	}
+	if feed {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- (&agent.Proxies{Docker: testbed.Docker(b)}).Feed(ctx, id) }()
+		b.Cleanup(func() {
+			cancel()
+			if err := <-done; err != nil {
+				b.Errorf("supplying the proxy with host sockets: %v", err)
+			}
+		})
 	}
 	return ln.Addr().String()
 }

@@ -976,12 +976,31 @@ services:
 	}
 }
 
+// peer asks the testapp at addr, on a new connection, where the
+// connection came from; "" when it does not answer.
+func peer(addr string) string {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get("http://" + addr + "/peer")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
 // TestProxyRestartRefusesNoClient: the agent keeps the host port it handed
 // to a proxy, so that a restart of the proxy (docker restart, or its
 // process killed and Docker restarting it) refuses no client: those that
 // connect meanwhile wait in the socket's backlog and the restarted proxy
 // serves them. An agent restarted since takes a copy from the proxy. A
 // proxy stopped for good frees its port once the agent's hold ends.
+//
+// The agent also supplies the proxy with host sockets: the application
+// sees its connections come from the project network's gateway, the host,
+// as behind Docker's own published ports. Without the agent the supply
+// runs out and the proxy connects from its own address, serving everyone;
+// a new agent supplies it again.
 func TestProxyRestartRefusesNoClient(t *testing.T) {
 	u := newUser(t)
 	port := freePort(t)
@@ -1008,6 +1027,11 @@ services:
 	if n := testbed.SchedPolicies(t, inspect(t, proxyID).State.Pid)[testbed.SchedBatch]; n != 0 {
 		t.Errorf("the proxy runs %d threads under SCHED_BATCH, want none without the label dso.proxy.scheduling", n)
 	}
+	var gateway, own string
+	for _, ep := range inspect(t, proxyID).NetworkSettings.Networks {
+		gateway, own = ep.Gateway.String(), ep.IPAddress.String()
+	}
+	waitFor(t, "the app seeing connections from the host ("+gateway+")", func() bool { return peer(addr) == gateway })
 
 	l := startLoad(t, addr, "/env/TOKEN", 4, false)
 	served := func(what string) {
@@ -1036,12 +1060,18 @@ services:
 	// An agent started after the hand-over takes copies from the proxy,
 	// so a restart of the proxy refuses no client either.
 	killLocalAgent(t, u)
+	waitFor(t, "the app seeing connections from the proxy's own address ("+own+") once the host sockets ran out", func() bool {
+		return peer(addr) == own
+	})
+	served("the host sockets ran out")
 	startLocalAgent(t, u, filepath.Join(dir, "dso.yaml"))
 	waitFor(t, "the new agent keeping a copy of the port", func() bool {
 		return strings.Contains(agentLog(t, u), `"msg":"kept copies of the host ports the proxy listens on","proxy":"`+proxyID[:12])
 	})
+	waitFor(t, "the app seeing connections from the host again", func() bool { return peer(addr) == gateway })
 	u.must(dir, nil, "restart", proxyID)
 	served("docker restart after the agent's restart")
+	waitFor(t, "the restarted proxy's connections coming from the host", func() bool { return peer(addr) == gateway })
 	l.finish(t)
 
 	// Stopped for good: after the hold, the port refuses.

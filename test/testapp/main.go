@@ -9,6 +9,7 @@
 //	GET /file?path=P    content of P read now (404 if missing)
 //	GET /stat?path=P    "uid gid mode" of P, mode in octal (404 if missing)
 //	GET /id             "uid gid" of the process
+//	GET /peer           the address the connection came from (a proxy's)
 //	GET /args           os.Args as JSON
 //	GET /hup            number of SIGHUPs received so far
 //	GET /exit?code=N    answers, then exits with status N
@@ -150,6 +151,10 @@ func newHandler(env map[string]string, hups *atomic.Int64, exitCode chan<- int) 
 			return
 		}
 		fmt.Fprintf(w, "%d %d %o", st.Uid, st.Gid, fi.Mode().Perm())
+	})
+	mux.HandleFunc("GET /peer", func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		fmt.Fprint(w, host)
 	})
 	mux.HandleFunc("GET /id", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "%d %d", os.Getuid(), os.Getgid())
