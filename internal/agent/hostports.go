@@ -25,7 +25,8 @@ import (
 // hands the listening sockets to the proxy over its control socket. Clients
 // then reach the proxy in the host's network stack, without Docker's
 // userland proxy or NAT to the container in between, while the proxy still
-// reaches the backends on the project network. The sockets are bound when
+// reaches the backends by name on the project network (the agent supplies
+// it with host sockets for those connections too: hostsockets.go). The sockets are bound when
 // `up` registers the project, before any container starts, so that a port
 // in use stops `up` and a client that connects before the proxy runs waits
 // in the socket's backlog instead of being refused; they are handed over

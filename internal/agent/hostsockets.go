@@ -36,8 +36,8 @@ var errNoHostNetwork = errors.New("the proxy is on no network whose gateway is a
 
 // Feed keeps proxy id supplied with host sockets for its networks whose
 // gateway is one of this host's addresses, until ctx ends or the proxy
-// stops answering: it stopped (a restarted one is fed anew), or it is an
-// older proxy that takes none.
+// stops answering: it stopped (nil: a restarted one is fed anew), or it
+// refused them (an older proxy that takes none).
 func (p *Proxies) Feed(ctx context.Context, id string) error {
 	ins, err := p.Docker.ContainerInspect(ctx, id, client.ContainerInspectOptions{})
 	if err != nil {
@@ -67,7 +67,7 @@ func (p *Proxies) Feed(ctx context.Context, id string) error {
 		cancel()
 		proxy.CloseFiles(files)
 		switch {
-		case ctx.Err() != nil:
+		case ctx.Err() != nil, (!ok || err != nil) && !p.runsStill(ctx, ins.Container):
 			return nil
 		case !ok:
 			return errors.New("the proxy's control socket cannot be reached from the host")
@@ -76,6 +76,12 @@ func (p *Proxies) Feed(ctx context.Context, id string) error {
 		}
 		want = r.Want
 	}
+}
+
+// runsStill tells whether the proxy c runs still, in the same process.
+func (p *Proxies) runsStill(ctx context.Context, c container.InspectResponse) bool {
+	now, err := p.Docker.ContainerInspect(ctx, c.ID, client.ContainerInspectOptions{})
+	return err == nil && now.Container.State != nil && now.Container.State.Running && c.State != nil && now.Container.State.Pid == c.State.Pid
 }
 
 // hostReached returns the IPv4 prefixes of c's networks whose gateway is

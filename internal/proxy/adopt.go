@@ -18,7 +18,8 @@ const MaxListeners = 32
 // host and passed over the control socket (socket activation): clients of
 // a host port then reach the proxy without Docker's publishing (its
 // userland proxy or NAT to the container's address), while the proxy still
-// reaches the backends on the project network. targets[i] is the port
+// reaches the backends by name on the project network (from host sockets
+// the agent supplies, when it does: hostsockets.go). targets[i] is the port
 // files[i] forwards to, one the proxy forwards already. The caller keeps
 // (and closes) files: the proxy takes copies.
 func (p *Proxy) Adopt(targets []int, files []*os.File) error {

@@ -5,7 +5,9 @@
 // container. The agent steers it over a unix socket in the container's tmpfs
 // (see control.go), reached from the host or with `docker exec dso-init
 // proxy-ctl` (internal/proxy/control); between two orders the proxy keeps
-// its backends on its own.
+// its backends on its own. An agent on the host may instead bind the host
+// ports and hand them over (adopt.go), and supply host sockets for the
+// connections to the backends (hostsockets.go).
 //
 // Each port has its own listener and forwards only to its own target port,
 // so a port's traffic never reaches another port. On Linux the bytes are

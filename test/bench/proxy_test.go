@@ -388,6 +388,16 @@ func handOver(b *testing.B, id string, target int, feed bool) string {
 		done := make(chan error, 1)
 		go func() { done <- (&agent.Proxies{Docker: testbed.Docker(b)}).Feed(ctx, id) }()
 		b.Cleanup(func() {
+			r, _, err := control.Direct(context.Background(), ins.Container, proxy.Request{Op: proxy.OpStats})
+			if err != nil || r.Stats == nil {
+				b.Errorf("the proxy's stats: %v", err)
+			} else {
+				var accepted uint64
+				for _, ps := range r.Stats.Ports {
+					accepted += ps.Accepted
+				}
+				b.Logf("proxy %.12s: %d of %d connections reached the backend from host sockets", id, r.Stats.HostConnections, accepted)
+			}
 			cancel()
 			if err := <-done; err != nil {
 				b.Errorf("supplying the proxy with host sockets: %v", err)
