@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -211,6 +212,30 @@ func TestClientHalfCloseStillGetsTheAnswer(t *testing.T) {
 		s := p.Stats().Ports[0]
 		return s.BytesToBackend == uint64(len("question\n")) && s.BytesToClient == uint64(len(want)) && s.Active == 0
 	})
+}
+
+// TestWhatTheClientSentBeforeTheDialArrivesWhole: a client that sends at
+// once, more than the first move before the hand-over to a loop takes,
+// then half-closes, has every byte reach the backend in order.
+func TestWhatTheClientSentBeforeTheDialArrivesWhole(t *testing.T) {
+	b := startBackendFunc(t, "127.0.0.1:0", "sum", func(c *net.TCPConn) {
+		h := sha256.New()
+		n, _ := io.Copy(h, c)
+		fmt.Fprintf(c, "%d %x\n", n, h.Sum(nil))
+	})
+	p := startProxy(t, Options{Ports: []Port{{Target: b.port()}}, Backend: "127.0.0.1"})
+	for _, size := range []int{100, 2 << 10, 300 << 10} {
+		data := bytes.Repeat([]byte("0123456789abcdefg"), size/17+1)[:size]
+		c := dial(t, listenAddr(p, 0))
+		if _, err := c.c.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		c.c.CloseWrite()
+		sum := sha256.Sum256(data)
+		if got, want := c.line(), fmt.Sprintf("%d %x", size, sum); got != want {
+			t.Fatalf("the backend got %q, want %q", got, want)
+		}
+	}
 }
 
 func TestBackendHalfCloseStillGetsTheRequest(t *testing.T) {
