@@ -32,7 +32,7 @@ type hostSocketProxy interface {
 const feedWait = 30 * time.Second
 
 // errNoHostNetwork ends a feed for a proxy on no network the host reaches.
-var errNoHostNetwork = errors.New("the proxy is on no network whose gateway is an address of the host")
+var errNoHostNetwork = errors.New("the proxy is on no network whose gateway is an address of the host and whose containers may talk to each other")
 
 // Feed keeps proxy id supplied with host sockets for its networks whose
 // gateway is one of this host's addresses, until ctx ends or the proxy
@@ -43,7 +43,7 @@ func (p *Proxies) Feed(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	prefixes, err := hostReached(ins.Container)
+	prefixes, gateways, err := p.hostReached(ctx, ins.Container)
 	if err != nil {
 		return err
 	}
@@ -58,7 +58,7 @@ func (p *Proxies) Feed(ctx context.Context, id string) error {
 		if n == want {
 			wait = feedWait // the proxy's supply is full with these: wait until it is used
 		}
-		files, err := proxy.NewHostSockets(prefixes, n)
+		files, err := proxy.NewHostSockets(prefixes, gateways, n)
 		if err != nil {
 			return err
 		}
@@ -84,26 +84,53 @@ func (p *Proxies) runsStill(ctx context.Context, c container.InspectResponse) bo
 	return err == nil && now.Container.State != nil && now.Container.State.Running && c.State != nil && now.Container.State.Pid == c.State.Pid
 }
 
+// networkInspector is the part of the engine client hostReached uses
+// besides ProxyDocker.
+type networkInspector interface {
+	NetworkInspect(ctx context.Context, id string, opts client.NetworkInspectOptions) (client.NetworkInspectResult, error)
+}
+
+// iccOption is the option of a bridge network that, "false", keeps its
+// containers from talking to each other.
+const iccOption = "com.docker.network.bridge.enable_icc"
+
 // hostReached returns the IPv4 prefixes of c's networks whose gateway is
-// one of this host's addresses: the host reaches them on their bridge.
-func hostReached(c container.InspectResponse) ([]netip.Prefix, error) {
+// one of this host's addresses (the host reaches them on their bridge),
+// and those gateways, which the host sockets must not reach: a host's own
+// address reached from the host would pass by the rules of its firewall
+// for the bridge. A network whose containers may not talk to each other is
+// left out: the proxy's own connections there are the engine's to allow.
+func (p *Proxies) hostReached(ctx context.Context, c container.InspectResponse) ([]netip.Prefix, []netip.Addr, error) {
 	local, err := localAddrs()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []netip.Prefix
+	var prefixes []netip.Prefix
+	var gateways []netip.Addr
 	if c.NetworkSettings != nil {
 		for _, ep := range c.NetworkSettings.Networks {
-			if ep == nil || !ep.IPAddress.Is4() || !local[ep.Gateway] || len(out) == proxy.MaxPrefixes {
+			if ep == nil || !ep.IPAddress.Is4() || !local[ep.Gateway] || len(prefixes) == proxy.MaxPrefixes {
 				continue
 			}
-			out = append(out, netip.PrefixFrom(ep.IPAddress, ep.IPPrefixLen).Masked())
+			ni, ok := p.Docker.(networkInspector)
+			if !ok {
+				return nil, nil, errors.New("the engine client inspects no network")
+			}
+			n, err := ni.NetworkInspect(ctx, ep.NetworkID, client.NetworkInspectOptions{})
+			if err != nil {
+				return nil, nil, err
+			}
+			if n.Network.Options[iccOption] == "false" {
+				continue
+			}
+			prefixes = append(prefixes, netip.PrefixFrom(ep.IPAddress, ep.IPPrefixLen).Masked())
+			gateways = append(gateways, ep.Gateway)
 		}
 	}
-	if len(out) == 0 {
-		return nil, errNoHostNetwork
+	if len(prefixes) == 0 {
+		return nil, nil, errNoHostNetwork
 	}
-	return out, nil
+	return prefixes, gateways, nil
 }
 
 // feed runs a Feed for proxy id in the background, once its host ports

@@ -9,6 +9,6 @@ import (
 )
 
 // NewHostSockets makes host sockets on Linux only, where proxies run.
-func NewHostSockets([]netip.Prefix, int) ([]*os.File, error) {
+func NewHostSockets([]netip.Prefix, []netip.Addr, int) ([]*os.File, error) {
 	return nil, errors.New("host sockets are made on Linux only")
 }

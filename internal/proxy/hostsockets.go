@@ -27,8 +27,9 @@ import (
 // client's address, as it does behind Docker's own published ports.
 //
 // Each socket carries a socket filter the agent locked on it, which drops
-// every packet from outside the prefixes: the proxy cannot reach the host's
-// own services or listen on the host with them. When none is left, or the
+// every packet from outside the prefixes or from the host's own addresses
+// on those networks (NewHostSockets): the proxy cannot reach the host's own
+// services or listen on the host with them. When none is left, or the
 // agent is gone, the proxy connects from its own network namespace, as
 // before: a connection never waits for the agent. Where the host cannot
 // reach a backend the proxy reaches (a firewall between them), host

@@ -38,7 +38,7 @@ func socketsReq(t *testing.T, sock string, req Request, files ...*os.File) Reply
 // hostSockets makes n host sockets for prefixes; the test closes its copies.
 func hostSocketsFor(t *testing.T, prefixes []netip.Prefix, n int) []*os.File {
 	t.Helper()
-	files, err := NewHostSockets(prefixes, n)
+	files, err := NewHostSockets(prefixes, nil, n)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,8 +49,8 @@ func hostSocketsFor(t *testing.T, prefixes []netip.Prefix, n int) []*os.File {
 // TestHostSocketReachesOnlyItsPrefixes: a host socket connects to an
 // address within its prefixes; to one outside them (here the host's own
 // loopback, where the host's services listen) the connection never
-// completes, since the answer is dropped; and the filter cannot be taken
-// off.
+// completes, since the answer is dropped, nor to an address excluded
+// within them; and the filter cannot be taken off.
 func TestHostSocketReachesOnlyItsPrefixes(t *testing.T) {
 	b := startBackend(t, "127.0.0.1:0", "host")
 	to := netip.MustParseAddrPort(b.ln.Addr().String())
@@ -70,6 +70,28 @@ func TestHostSocketReachesOnlyItsPrefixes(t *testing.T) {
 	if c, err := dialFrom(ctx, other[0], to); err == nil {
 		c.Close()
 		t.Fatalf("a host socket for 10.250.0.0/16 and 192.0.2.0/24 connected to %s", to)
+	}
+
+	// Within the prefixes, an excluded address (the host's own on the
+	// network, its gateway) is not reached either.
+	gateway, err := NewHostSockets(loopback, []netip.Addr{netip.MustParseAddr("127.0.0.1")}, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer CloseFiles(gateway)
+	ctx, cancel = context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if c, err := dialFrom(ctx, gateway[0], to); err == nil {
+		c.Close()
+		t.Fatalf("a host socket for 127.0.0.0/8 but 127.0.0.1 connected to %s", to)
+	}
+	b2 := startBackend(t, "127.0.0.2:0", "other")
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if c, err := dialFrom(ctx, gateway[1], netip.MustParseAddrPort(b2.ln.Addr().String())); err != nil {
+		t.Fatalf("a host socket for 127.0.0.0/8 but 127.0.0.1 did not connect to %s: %v", b2.ln.Addr(), err)
+	} else {
+		c.Close()
 	}
 
 	fd := int(other[1].Fd())
@@ -110,13 +132,26 @@ func TestProxyDialsFromHostSockets(t *testing.T) {
 	if s := p.Stats(); s.HostSockets != 3 {
 		t.Fatalf("the proxy holds %d host sockets, want 3", s.HostSockets)
 	}
-	for range 5 {
+	clientsReachB1(t, p, 5)
+	wantHostSockets(t, p, 0, 3)
+}
+
+// clientsReachB1 has n clients in turn reach the backend b1 through p.
+func clientsReachB1(t *testing.T, p *Proxy, n int) {
+	t.Helper()
+	for range n {
 		if got := greeting(t, listenAddr(p, 0)); got != "b1" {
 			t.Fatalf("a client reached %q", got)
 		}
 	}
-	if s := p.Stats(); s.HostSockets != 0 || s.HostConnections != 3 {
-		t.Fatalf("after 5 clients: %d host sockets left, %d connections from them; want 0 and 3", s.HostSockets, s.HostConnections)
+}
+
+// wantHostSockets checks how many host sockets p holds, and how many
+// connections it made from them.
+func wantHostSockets(t *testing.T, p *Proxy, left int, dialed uint64) {
+	t.Helper()
+	if s := p.Stats(); s.HostSockets != left || s.HostConnections != dialed {
+		t.Fatalf("%d host sockets left, %d connections from them; want %d and %d", s.HostSockets, s.HostConnections, left, dialed)
 	}
 }
 
@@ -129,12 +164,8 @@ func TestProxyKeepsHostSocketsForOtherPrefixes(t *testing.T) {
 	if _, err := p.Supply(context.Background(), other, hostSocketsFor(t, other, 2), 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := greeting(t, listenAddr(p, 0)); got != "b1" {
-		t.Fatalf("a client reached %q", got)
-	}
-	if s := p.Stats(); s.HostSockets != 2 || s.HostConnections != 0 {
-		t.Fatalf("%d host sockets left, %d connections from them; want 2 and 0", s.HostSockets, s.HostConnections)
-	}
+	clientsReachB1(t, p, 1)
+	wantHostSockets(t, p, 2, 0)
 }
 
 // TestSupplyWaitsUntilHalfIsUsed: with a timeout, the reply comes once the
@@ -219,14 +250,8 @@ func TestHostSocketsRestWhereTheHostCannotReach(t *testing.T) {
 	if _, err := p.Supply(context.Background(), loopback, blocked, 0); err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
-		if got := greeting(t, listenAddr(p, 0)); got != "b1" {
-			t.Fatalf("a client reached %q", got)
-		}
-	}
-	if s := p.Stats(); s.HostSockets != 2 || s.HostConnections != 0 {
-		t.Fatalf("%d host sockets left, %d connections from them; want 2 (one tried, then a rest) and 0", s.HostSockets, s.HostConnections)
-	}
+	clientsReachB1(t, p, 3)
+	wantHostSockets(t, p, 2, 0) // one tried, then a rest
 	if !strings.Contains(logs.String(), "a connection from the host failed where the proxy's own succeeded") {
 		t.Fatalf("the proxy did not say why host sockets rest:\n%s", logs.String())
 	}

@@ -8,18 +8,22 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/moby/moby/client"
+	"golang.org/x/sys/unix"
 
 	"github.com/dso-project/dso/internal/api"
 	"github.com/dso-project/dso/internal/cli/doctorcmd"
+	"github.com/dso-project/dso/internal/proxy"
 	"github.com/dso-project/dso/internal/testbed"
 )
 
@@ -227,6 +231,26 @@ services:
 	}
 	addr := "127.0.0.1:" + port
 	eventually(t, addr, "/env/TOKEN", string(v1))
+	// Under the unit's sandbox too the agent supplies the proxy with host
+	// sockets, the application seeing its connections come from the host;
+	// unless this kernel lets no process without CAP_NET_ADMIN, which the
+	// unit does not give, attach the sockets' filter: the agent then says
+	// so, and the proxy connects from its own address.
+	for _, ep := range inspect(t, serviceContainer(t, project, "api-dso-proxy")).NetworkSettings.Networks {
+		if unprivilegedSocketFilters(t) {
+			waitFor(t, "the app seeing connections from the host ("+ep.Gateway.String()+")", func() bool { return peer(addr) == ep.Gateway.String() })
+			continue
+		}
+		t.Logf("this kernel lets no process without CAP_NET_ADMIN attach a socket filter")
+		waitFor(t, "the agent saying why the proxy has no host sockets", func() bool {
+			b, _ := os.ReadFile(agentLog)
+			return strings.Contains(string(b), `"msg":"the proxy connects to its backends from its own network","proxy":"`) &&
+				strings.Contains(string(b), `"reason":"attaching the socket filter: operation not permitted"`)
+		})
+		if got := peer(addr); got != ep.IPAddress.String() {
+			t.Errorf("the app sees connections from %q, want the proxy's own address %s", got, ep.IPAddress)
+		}
+	}
 
 	// kill -9: the proxy keeps the port and serves; systemd restarts the
 	// agent, which rotates through the same port; a steady load meanwhile
@@ -310,4 +334,34 @@ func lowFreePort(t *testing.T) string {
 	}
 	t.Fatal("no free port of 127.0.0.1 in 900-1023")
 	return ""
+}
+
+// unprivilegedSocketFilters tells whether this kernel lets a process
+// without CAP_NET_ADMIN attach a socket filter, as mainline Linux does
+// (some hardened kernels do not): a thread of the test drops the
+// capability, tries, and ends with the goroutine that locked it.
+func unprivilegedSocketFilters(t *testing.T) bool {
+	t.Helper()
+	ok := make(chan bool, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with its dropped capability
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var caps [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &caps[0]); err != nil {
+			t.Errorf("capget: %v", err)
+			ok <- false
+			return
+		}
+		caps[0].Effective &^= 1 << unix.CAP_NET_ADMIN
+		caps[0].Permitted &^= 1 << unix.CAP_NET_ADMIN
+		if err := unix.Capset(&hdr, &caps[0]); err != nil {
+			t.Errorf("capset: %v", err)
+			ok <- false
+			return
+		}
+		files, err := proxy.NewHostSockets([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, nil, 1)
+		proxy.CloseFiles(files)
+		ok <- err == nil
+	}()
+	return <-ok
 }
