@@ -337,8 +337,8 @@ func lowFreePort(t *testing.T) string {
 }
 
 // unprivilegedSocketFilters tells whether this kernel lets a process
-// without CAP_NET_ADMIN attach a socket filter, as mainline Linux does
-// (some hardened kernels do not): a thread of the test drops the
+// without CAP_NET_ADMIN attach a socket filter, as Linux's own code does
+// (this machine kind's kernel does not): a thread of the test drops the
 // capability, tries, and ends with the goroutine that locked it.
 func unprivilegedSocketFilters(t *testing.T) bool {
 	t.Helper()
