@@ -57,7 +57,10 @@ package bench
 // and the backend's CPU time and sleeps per request, "app cpu" and
 // "app sleeps": the backend is the party whose share of the CPUs runs out
 // first, and what a request costs it depends on the proxy in front of it,
-// through how often it runs out of work and waits to be woken; and the
+// through how often it runs out of work and waits to be woken; the same
+// of the client, "client cpu" and "c. sleeps", whose work too is the same
+// on every path; the proxy's sleeps per request, "p. sleeps": each one is
+// a wake-up its client or backend pays for when it next writes; and the
 // share of the machine's CPU time left idle, "idle": the parties need more
 // than the two CPUs, so idle time is work waiting on one of them), each
 // the best of 3 runs per path, runs interleaved; and the latency of
@@ -115,11 +118,15 @@ type proxyPath struct {
 	rps        float64
 	cpuPerReq  time.Duration // the proxy's CPU time per request, in rps's run
 	// The backend's CPU time and sleeps per request, in rps's run.
-	appCPUPerReq    time.Duration
-	appSleepsPerReq float64
-	idle            float64 // the share of the machine's CPU time left idle, in rps's run
-	p50, p99        time.Duration
-	c50, c99        time.Duration // a new connection per pair
+	appCPUPerReq time.Duration
+	// The client's (the benchmark's process) CPU time per request, and the
+	// proxy's and the client's sleeps per request, in rps's run.
+	clientCPUPerReq                       time.Duration
+	proxySleepsPerReq, clientSleepsPerReq float64
+	appSleepsPerReq                       float64
+	idle                                  float64 // the share of the machine's CPU time left idle, in rps's run
+	p50, p99                              time.Duration
+	c50, c99                              time.Duration // a new connection per pair
 }
 
 // pathStart starts a path and returns its address.
@@ -213,15 +220,19 @@ func BenchmarkProxy(b *testing.B) {
 		for run := range runs {
 			for i := range paths {
 				p := paths[(i+run)%len(paths)]
-				proxy0, _ := groups.usage(b, "proxy")
+				proxy0, psleeps0 := groups.usage(b, "proxy")
 				app0, sleeps0 := groups.usage(b, "backend")
+				client0, csleeps0 := groups.usage(b, "client")
 				idle0, total0 := machineTicks(b)
 				rps, n := requestsPerSecond(b, p.addr)
 				if rps > p.rps {
 					idle1, total1 := machineTicks(b)
 					p.idle = float64(idle1-idle0) / float64(total1-total0)
-					proxy1, _ := groups.usage(b, "proxy")
+					proxy1, psleeps1 := groups.usage(b, "proxy")
 					app1, sleeps1 := groups.usage(b, "backend")
+					client1, csleeps1 := groups.usage(b, "client")
+					p.proxySleepsPerReq, p.clientSleepsPerReq = float64(psleeps1-psleeps0)/float64(n), float64(csleeps1-csleeps0)/float64(n)
+					p.clientCPUPerReq = (client1 - client0) / time.Duration(n)
 					p.rps, p.cpuPerReq = rps, (proxy1-proxy0)/time.Duration(n)
 					p.appCPUPerReq, p.appSleepsPerReq = (app1-app0)/time.Duration(n), float64(sleeps1-sleeps0)/float64(n)
 				}
@@ -236,11 +247,11 @@ func BenchmarkProxy(b *testing.B) {
 	direct := paths[0]
 	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
 	perReq := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
-	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %10s %5s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "cpu/req", "app cpu", "app sleeps", "idle",
+	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %10s %10s %9s %9s %5s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "cpu/req", "app cpu", "app sleeps", "client cpu", "c. sleeps", "p. sleeps", "idle",
 		"p50", "p99", "p50 added", "p99 added", "connect p50", "c. p50 add")
 	for _, p := range paths {
-		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %7.1fµs %7.1fµs %10.2f %4.0f%% %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
-			perReq(p.cpuPerReq), perReq(p.appCPUPerReq), p.appSleepsPerReq, 100*p.idle,
+		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %7.1fµs %7.1fµs %10.2f %8.1fµs %9.2f %9.2f %4.0f%% %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
+			perReq(p.cpuPerReq), perReq(p.appCPUPerReq), p.appSleepsPerReq, perReq(p.clientCPUPerReq), p.clientSleepsPerReq, p.proxySleepsPerReq, 100*p.idle,
 			us(p.p50), us(p.p99), us(p.p50-direct.p50), us(p.p99-direct.p99), us(p.c50), us(p.c50-direct.c50))
 		if p == direct {
 			b.ReportMetric(p.bulk, "direct-bulk-MB/s")
@@ -252,6 +263,9 @@ func BenchmarkProxy(b *testing.B) {
 		b.ReportMetric(perReq(p.cpuPerReq), p.name+"-cpu-per-req-us")
 		b.ReportMetric(perReq(p.appCPUPerReq), p.name+"-backend-cpu-per-req-us")
 		b.ReportMetric(p.appSleepsPerReq, p.name+"-backend-sleeps-per-req")
+		b.ReportMetric(perReq(p.clientCPUPerReq), p.name+"-client-cpu-per-req-us")
+		b.ReportMetric(p.clientSleepsPerReq, p.name+"-client-sleeps-per-req")
+		b.ReportMetric(p.proxySleepsPerReq, p.name+"-proxy-sleeps-per-req")
 		b.ReportMetric(100*p.idle, p.name+"-idle-pct")
 		b.ReportMetric(float64((p.p50 - direct.p50).Microseconds()), p.name+"-p50-added-us")
 		b.ReportMetric(float64((p.p99 - direct.p99).Microseconds()), p.name+"-p99-added-us")
