@@ -472,6 +472,9 @@ const busyWait = 10 // milliseconds
 // have the processor it asked for.
 func (l *loop) waitEvents(events []unix.EpollEvent) int {
 	if l.holdP {
+		if n, err := l.yieldFirst(events); n > 0 || err != nil {
+			return waited(n, err)
+		}
 		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), busyWait, 0, 0)
 		if n, err := result(r, e); n > 0 || err != nil {
 			return waited(n, err)
@@ -479,6 +482,23 @@ func (l *loop) waitEvents(events []unix.EpollEvent) int {
 	}
 	r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), ^uintptr(0), 0, 0)
 	return waited(result(r, e))
+}
+
+// yieldFirst gives the loop's CPU to a task that waits for it, if any,
+// then takes the events that are ready without waiting. A loop woken by a
+// message most often preempted its writer, the client or the backend,
+// which has more to write: the writer goes on at once, while the loop
+// stays runnable rather than asleep, and takes what it wrote in one batch
+// when it runs again, instead of being woken (which the writer pays for)
+// and preempting it for each message. Where no task waits, the yield
+// returns at once. BenchmarkProxy measured 7% more small requests with it
+// (two runs), and no longer tail with processes that never sleep beside
+// the loops (DSO_BENCH_PROXY_BUSY), as SCHED_BATCH has (Options.Batch):
+// a yield gives up the CPU once, where batch gives up preempting at all.
+func (l *loop) yieldFirst(events []unix.EpollEvent) (int, error) {
+	unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return result(r, e)
 }
 
 // waited returns the events of a wait, none after a signal.
