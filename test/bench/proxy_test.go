@@ -117,16 +117,13 @@ type proxyPath struct {
 	bulk       float64 // MB/s, best run
 	rps        float64
 	cpuPerReq  time.Duration // the proxy's CPU time per request, in rps's run
-	// The backend's CPU time and sleeps per request, in rps's run.
-	appCPUPerReq time.Duration
-	// The client's (the benchmark's process) CPU time per request, and the
-	// proxy's and the client's sleeps per request, in rps's run.
-	clientCPUPerReq                       time.Duration
-	proxySleepsPerReq, clientSleepsPerReq float64
-	appSleepsPerReq                       float64
-	idle                                  float64 // the share of the machine's CPU time left idle, in rps's run
-	p50, p99                              time.Duration
-	c50, c99                              time.Duration // a new connection per pair
+	// The backend's and the client's (the benchmark's process) CPU time
+	// and sleeps per request, and the proxy's sleeps, in rps's run.
+	appCPUPerReq, clientCPUPerReq                          time.Duration
+	appSleepsPerReq, clientSleepsPerReq, proxySleepsPerReq float64
+	idle                                                   float64 // the share of the machine's CPU time left idle, in rps's run
+	p50, p99                                               time.Duration
+	c50, c99                                               time.Duration // a new connection per pair
 }
 
 // pathStart starts a path and returns its address.
