@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -83,7 +84,10 @@ type DrainResult struct {
 
 // Drain waits until no connection to host remains, for up to timeout, then
 // closes the rest. host must no longer take new connections (Set others
-// first, or Hold).
+// first, or Hold). It drains the connections open when it starts only: one
+// accepted later went where the proxy was set then, which may be host
+// again (an agent's recovery that undid the rotation a drain was part of,
+// while the drain went on).
 func (p *Proxy) Drain(ctx context.Context, host string, timeout time.Duration) (DrainResult, error) {
 	if err := ValidHost(host); err != nil {
 		return DrainResult{}, fmt.Errorf("backend: %w", err)
@@ -94,8 +98,17 @@ func (p *Proxy) Drain(ctx context.Context, host string, timeout time.Duration) (
 		return DrainResult{}, fmt.Errorf("backend %q still takes new connections: set other backends (or hold) before draining it", host)
 	}
 	p.draining[host]++
-	pending := p.connsToLocked(host)
+	open := maps.Clone(p.conns)
+	connsTo := func() []*conn {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return slices.DeleteFunc(p.connsToLocked(host), func(c *conn) bool {
+			_, ok := open[c]
+			return !ok
+		})
+	}
 	p.mu.Unlock()
+	pending := connsTo()
 	defer func() {
 		p.mu.Lock()
 		if p.draining[host]--; p.draining[host] == 0 {
@@ -122,9 +135,9 @@ wait:
 				break wait
 			}
 		}
-		pending = p.connsTo(host)
+		pending = connsTo()
 	}
-	for _, c := range p.connsTo(host) {
+	for _, c := range connsTo() {
 		seen[c] = true
 		c.close()
 		<-c.done
@@ -133,13 +146,6 @@ wait:
 	res.Drained = len(seen) - res.Closed
 	p.log.Info("backend drained", "backend", host, "drained", res.Drained, "closed", res.Closed)
 	return res, nil
-}
-
-// connsTo lists the live connections forwarded to host.
-func (p *Proxy) connsTo(host string) []*conn {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.connsToLocked(host)
 }
 
 // connsToLocked matches host against the backend each connection was

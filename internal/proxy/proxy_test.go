@@ -6,10 +6,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -507,6 +509,44 @@ func TestDrain(t *testing.T) {
 	}
 	if s := p.Stats(); s.Connections["127.0.0.1"] != 0 || len(s.Draining) != 0 {
 		t.Fatalf("after the drain: %+v", s)
+	}
+}
+
+// TestDrainLeavesLaterConnections: a drain closes at its bound only the
+// connections open when it started; one made after the drained backend was
+// set again (an agent's recovery undoing the rotation while the drain, which
+// outlives the agent that asked for it, goes on) stays open.
+func TestDrainLeavesLaterConnections(t *testing.T) {
+	port := twoBackends(t)
+	p := startProxy(t, Options{Ports: []Port{{Target: port}}, Backend: "127.0.0.1"})
+	before := dial(t, listenAddr(p, 0))
+	before.line()
+	p.Hold(time.Minute)
+	done := make(chan DrainResult, 1)
+	go func() {
+		r, err := p.Drain(t.Context(), "127.0.0.1", time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- r
+	}()
+	eventually(t, "the drain to start", func() bool { return len(p.Stats().Draining) == 1 })
+	if _, err := p.Set([]string{"127.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	after := dial(t, listenAddr(p, 0))
+	if got := after.line(); got != "old" {
+		t.Fatalf("the connection after the recovery reached %q", got)
+	}
+	if r := <-done; r != (DrainResult{Closed: 1}) {
+		t.Fatalf("drain = %+v; want the earlier connection closed, no other", r)
+	}
+	if _, err := io.ReadAll(before.r); err != nil {
+		t.Fatalf("the earlier connection after the drain: %v; want it closed", err)
+	}
+	after.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := after.r.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the later connection after the drain: read %d, %v; want it open", n, err)
 	}
 }
 
