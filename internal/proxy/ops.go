@@ -84,10 +84,10 @@ type DrainResult struct {
 
 // Drain waits until no connection to host remains, for up to timeout, then
 // closes the rest. host must no longer take new connections (Set others
-// first, or Hold). It drains the connections open when it starts only: one
-// accepted later went where the proxy was set then, which may be host
-// again (an agent's recovery that undid the rotation a drain was part of,
-// while the drain went on).
+// first, or Hold). It drains only the connections that had picked a
+// backend when it started: one held then, or accepted later, went where
+// the proxy was set after, which may be host again (an agent's recovery
+// that undid the rotation a drain was part of, while the drain went on).
 func (p *Proxy) Drain(ctx context.Context, host string, timeout time.Duration) (DrainResult, error) {
 	if err := ValidHost(host); err != nil {
 		return DrainResult{}, fmt.Errorf("backend: %w", err)
@@ -99,6 +99,7 @@ func (p *Proxy) Drain(ctx context.Context, host string, timeout time.Duration) (
 	}
 	p.draining[host]++
 	open := maps.Clone(p.conns)
+	maps.DeleteFunc(open, func(c *conn, _ struct{}) bool { return c.host == "" && c.addr == "" }) // held: no backend picked yet
 	connsTo := func() []*conn {
 		p.mu.Lock()
 		defer p.mu.Unlock()
