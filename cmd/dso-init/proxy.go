@@ -53,13 +53,13 @@ func runProxy(args []string) int {
 	fs.Var(&ports, "port", "`LISTEN[:TARGET]` port to forward (repeat for more)")
 	fs.StringVar(&opts.Backend, "backend", "", "`HOST` new connections go to until the agent sets others (the compose service name)")
 	fs.DurationVar(&opts.HoldTimeout, "hold-timeout", proxy.DefaultHoldTimeout, "longest wait of connections held during a swap")
-	scheduling := fs.String("scheduling", "normal", "`POLICY` of the threads that move the bytes: normal, or batch (see proxy.Options.Batch)")
+	scheduling := fs.String("scheduling", "auto", "`POLICY` of the threads that move the bytes: auto, normal or batch (see proxy.Scheduling)")
 	control := fs.String("control", proxy.ControlPath, "`PATH` of the control socket")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	var err error
-	if opts.Batch, err = proxy.ParseScheduling(*scheduling); err != nil {
+	if opts.Scheduling, err = proxy.ParseScheduling(*scheduling); err != nil {
 		fmt.Fprintf(os.Stderr, "dso-init proxy: --scheduling %v\n", err)
 		return 2
 	}

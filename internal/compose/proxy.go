@@ -20,8 +20,8 @@ const (
 	// the container ports being in the service's expose.
 	LabelHostPorts = "dso.host_ports"
 	// LabelProxyScheduling chooses the scheduling policy of the threads of
-	// a service's proxy that move the bytes: "normal" (the default) or
-	// "batch" (dso-init proxy --scheduling, proxy.Options.Batch).
+	// a service's proxy that move the bytes: "auto" (the default), "normal"
+	// or "batch" (dso-init proxy --scheduling, proxy.Scheduling).
 	LabelProxyScheduling = "dso.proxy.scheduling"
 	// LabelProxyFor marks a proxy container: the service whose host ports
 	// it owns.
@@ -41,10 +41,10 @@ const proxyUID = 65534
 // ProxyPlan is the proxy container that owns a rolling service's host
 // ports.
 type ProxyPlan struct {
-	Service  string                    // the proxy's compose service: NAME-dso-proxy
-	Ports    []types.ServicePortConfig // as the service declared them
-	Networks []string                  // the service's networks
-	Batch    bool                      // LabelProxyScheduling is batch
+	Service    string                    // the proxy's compose service: NAME-dso-proxy
+	Ports      []types.ServicePortConfig // as the service declared them
+	Networks   []string                  // the service's networks
+	Scheduling proxy.Scheduling          // LabelProxyScheduling
 }
 
 // ProxyService is the name of the proxy service of service.
@@ -56,10 +56,10 @@ func ProxyService(service string) string { return service + "-dso-proxy" }
 // proxy cannot own (UDP, a range, network_mode) keeps Docker's own
 // publishing instead, as compose would have it.
 func planProxy(p *types.Project, svc types.ServiceConfig, img Image, required bool) (*ProxyPlan, error) {
-	batch := false
-	if sched, ok := svc.Labels[LabelProxyScheduling]; ok {
+	var sched proxy.Scheduling
+	if name, ok := svc.Labels[LabelProxyScheduling]; ok {
 		var err error
-		if batch, err = proxy.ParseScheduling(sched); err != nil {
+		if sched, err = proxy.ParseScheduling(name); err != nil {
 			return nil, fmt.Errorf("service %q, label %s %w", svc.Name, LabelProxyScheduling, err)
 		}
 	}
@@ -94,7 +94,7 @@ func planProxy(p *types.Project, svc types.ServiceConfig, img Image, required bo
 		nets = append(nets, n)
 	}
 	slices.Sort(nets)
-	return &ProxyPlan{Service: ProxyService(svc.Name), Ports: ports, Networks: nets, Batch: batch}, nil
+	return &ProxyPlan{Service: ProxyService(svc.Name), Ports: ports, Networks: nets, Scheduling: sched}, nil
 }
 
 // proxyCanOwn says why DSO's proxy cannot own the host ports of svc, or
@@ -251,8 +251,8 @@ func (pl *Plan) proxyService(sp ServicePlan) map[string]any {
 	for _, t := range targets {
 		entry = append(entry, "--port", strconv.Itoa(int(t)))
 	}
-	if pp.Batch {
-		entry = append(entry, "--scheduling", "batch")
+	if pp.Scheduling != proxy.SchedulingAuto {
+		entry = append(entry, "--scheduling", pp.Scheduling.String())
 	}
 	escapeAll(entry)
 	labels := map[string]string{LabelProxyFor: sp.Name, LabelAgent: pl.Wiring.Agent}

@@ -274,15 +274,16 @@ func FuzzParseBindings(f *testing.F) {
 	})
 }
 
-// TestProxySchedulingLabel: dso.proxy.scheduling: batch reaches the proxy's
-// command line; normal is the default; another value stops the plan,
-// naming the service, the label and the value.
+// TestProxySchedulingLabel: dso.proxy.scheduling: normal or batch reaches
+// the proxy's command line; auto is the default; another value stops the
+// plan, naming the service, the label and the value.
 func TestProxySchedulingLabel(t *testing.T) {
 	for _, tt := range []struct{ label, want, err string }{
 		{"", "/.dso/init proxy --backend web --port 80", ""},
-		{"labels: {dso.proxy.scheduling: normal}", "/.dso/init proxy --backend web --port 80", ""},
+		{"labels: {dso.proxy.scheduling: auto}", "/.dso/init proxy --backend web --port 80", ""},
+		{"labels: {dso.proxy.scheduling: normal}", "/.dso/init proxy --backend web --port 80 --scheduling normal", ""},
 		{"labels: {dso.proxy.scheduling: batch}", "/.dso/init proxy --backend web --port 80 --scheduling batch", ""},
-		{"labels: {dso.proxy.scheduling: fifo}", "", `service "web", label dso.proxy.scheduling "fifo": want normal or batch`},
+		{"labels: {dso.proxy.scheduling: fifo}", "", `service "web", label dso.proxy.scheduling "fifo": want auto, normal or batch`},
 	} {
 		plan, err := rollingPlan(t, "  web:\n    image: x\n    environment: {A: dso://x/y}\n    ports: [\"8080:80\"]\n    "+tt.label+"\n", Image{Cmd: []string{"serve"}})
 		if tt.err != "" {

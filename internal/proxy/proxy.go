@@ -65,29 +65,48 @@ type Options struct {
 	// Grace is how long live connections may go on after Serve's context
 	// ends, before they are closed.
 	Grace time.Duration
-	// Batch runs the event loops that move the bytes under the SCHED_BATCH
-	// scheduling policy (see scheduleBatch in pump_linux.go): more small
-	// requests a second where the proxy shares the CPUs with its clients
-	// and backends; where other work keeps every CPU busy, a message may
-	// wait for the scheduler's tick (BenchmarkProxy in test/bench measures
-	// both). The first proxy of the process decides (the proxy container
-	// runs one).
-	Batch bool
+	// Scheduling is the scheduling policy of the event loops that move the
+	// bytes (see sched_linux.go): by default (SchedulingAuto) each loop
+	// runs under SCHED_BATCH while it is busy, under the normal policy
+	// otherwise. The first proxy of the process decides (the proxy
+	// container runs one).
+	Scheduling Scheduling
 	// ListenHost is the address listeners bind ("" for all addresses).
 	ListenHost string
 	Log        *slog.Logger
 }
 
-// ParseScheduling reads the name of a scheduling policy for
-// Options.Batch: "normal" or "batch".
-func ParseScheduling(name string) (batch bool, err error) {
-	switch name {
-	case "normal":
-		return false, nil
-	case "batch":
-		return true, nil
+// Scheduling is a scheduling policy of the proxy's event loops, named by
+// the label dso.proxy.scheduling and dso-init proxy --scheduling. Under
+// SCHED_BATCH a loop never preempts the task that woke it, most often the
+// client or the backend writing a message, which can go on with the next
+// ones first: more small requests a second where the proxy shares the CPUs
+// with them; but where other work keeps every CPU busy, a message may wait
+// for the scheduler's tick (BenchmarkProxy in test/bench measures both).
+type Scheduling int
+
+const (
+	// SchedulingAuto runs each loop under SCHED_BATCH while it is busy,
+	// unless its thread waits long to run, and under the normal policy
+	// otherwise.
+	SchedulingAuto Scheduling = iota
+	// SchedulingNormal keeps the normal policy: a woken loop preempts.
+	SchedulingNormal
+	// SchedulingBatch runs the loops under SCHED_BATCH all the time.
+	SchedulingBatch
+)
+
+var schedulingNames = [...]string{SchedulingAuto: "auto", SchedulingNormal: "normal", SchedulingBatch: "batch"}
+
+func (s Scheduling) String() string { return schedulingNames[s] }
+
+// ParseScheduling reads the name of a scheduling policy: auto, normal or
+// batch.
+func ParseScheduling(name string) (Scheduling, error) {
+	if i := slices.Index(schedulingNames[:], name); i >= 0 {
+		return Scheduling(i), nil
 	}
-	return false, fmt.Errorf("%q: want normal or batch", name)
+	return 0, fmt.Errorf("%q: want auto, normal or batch", name)
 }
 
 // Proxy forwards the ports of one service to its current backends.
@@ -165,7 +184,7 @@ func Listen(opts Options) (*Proxy, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	if err := startPump(opts.Batch, opts.Log); err != nil {
+	if err := startPump(opts.Scheduling, opts.Log); err != nil {
 		return nil, err
 	}
 	p := &Proxy{

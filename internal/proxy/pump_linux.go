@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -53,14 +54,14 @@ type loopSet struct {
 }
 
 // startPump makes sure the event loops run; Listen calls it so that a
-// proxy that cannot forward fails at its start. The first proxy's batch
-// (Options.Batch) chooses the loops' scheduling policy.
-func startPump(batch bool, log *slog.Logger) error {
-	pumpOnce.Do(func() { pump, pumpErr = startLoops(batch, log) })
+// proxy that cannot forward fails at its start. The first proxy's
+// Options.Scheduling chooses the loops' scheduling policy.
+func startPump(sched Scheduling, log *slog.Logger) error {
+	pumpOnce.Do(func() { pump, pumpErr = startLoops(sched, log) })
 	return pumpErr
 }
 
-func startLoops(batch bool, log *slog.Logger) (*loopSet, error) {
+func startLoops(sched Scheduling, log *slog.Logger) (*loopSet, error) {
 	s := &loopSet{}
 	procs := runtime.GOMAXPROCS(0)
 	var refused error
@@ -71,7 +72,7 @@ func startLoops(batch bool, log *slog.Logger) (*loopSet, error) {
 		}
 		s.loops = append(s.loops, l)
 		started := make(chan error)
-		go l.run(batch, started)
+		go l.run(sched, started)
 		refused = cmp.Or(refused, <-started)
 	}
 	if refused != nil {
@@ -84,7 +85,8 @@ func startLoops(batch bool, log *slog.Logger) (*loopSet, error) {
 // that wakes it for work from other goroutines.
 type loop struct {
 	epfd, wake int
-	holdP      bool // wait holding the loop's processor while it is busy
+	holdP      bool        // wait holding the loop's processor while it is busy
+	auto       *autoPolicy // under SchedulingAuto, when holdP
 
 	mu    sync.Mutex
 	queue []func() // run on the loop, in order
@@ -131,16 +133,25 @@ func (l *loop) do(f func()) {
 }
 
 // run is the loop, on a goroutine of its own; started gets the error of
-// its move to SCHED_BATCH when batch, else nil.
-func (l *loop) run(batch bool, started chan<- error) {
+// its move to SCHED_BATCH under SchedulingBatch, else nil. Under
+// SchedulingAuto a loop that waits holding its processor chooses its
+// policy as it goes (sched_linux.go); one that does not, the only loop of
+// a proxy with one processor, keeps the normal policy.
+func (l *loop) run(sched Scheduling, started chan<- error) {
 	var err error
-	if batch {
+	switch {
+	case sched == SchedulingBatch:
 		err = scheduleBatch()
+	case sched == SchedulingAuto && l.holdP:
+		l.auto = newAutoPolicy()
 	}
 	started <- err
 	events := make([]unix.EpollEvent, 256)
 	for {
-		n := l.waitEvents(events)
+		n, slept := l.waitEvents(events)
+		if l.auto != nil {
+			l.auto.observe(time.Now(), n, slept)
+		}
 		for _, ev := range events[:n] {
 			if ev.Fd == wakeID {
 				l.runQueue()
@@ -428,17 +439,28 @@ func (p *pair) end() {
 }
 
 // scheduleBatch locks the calling goroutine to its thread, for good, and
-// moves the thread to the SCHED_BATCH policy (Options.Batch): a loop then
-// never preempts the task that woke it, most often the client or the
-// backend writing a message, which can go on with the next ones first.
-// Threads the runtime starts from it keep the normal policy
-// (SCHED_RESET_ON_FORK). Any process may choose it for its own threads.
+// moves the thread to the SCHED_BATCH policy (SchedulingBatch).
 func scheduleBatch() error {
 	runtime.LockOSThread()
-	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_BATCH, Flags: unix.SCHED_FLAG_RESET_ON_FORK}
-	if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+	if err := setPolicy(true); err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("sched_setattr(SCHED_BATCH): %w", err)
+		return err
+	}
+	return nil
+}
+
+// setPolicy moves the calling thread to SCHED_BATCH, or back to the normal
+// policy. Threads the runtime starts from it keep the normal policy
+// (SCHED_RESET_ON_FORK). Any process may choose either for its own
+// threads.
+func setPolicy(batch bool) error {
+	attr := unix.SchedAttr{Size: unix.SizeofSchedAttr, Policy: unix.SCHED_NORMAL, Flags: unix.SCHED_FLAG_RESET_ON_FORK}
+	name := "SCHED_NORMAL"
+	if batch {
+		attr.Policy, name = unix.SCHED_BATCH, "SCHED_BATCH"
+	}
+	if err := unix.SchedSetAttr(0, &attr, 0); err != nil {
+		return fmt.Errorf("sched_setattr(%s): %w", name, err)
 	}
 	return nil
 }
@@ -455,7 +477,8 @@ func scheduleBatch() error {
 // (see waitEvents).
 const busyWait = 10 // milliseconds
 
-// waitEvents waits for the loop's next events. A busy loop waits as
+// waitEvents waits for the loop's next events, and tells whether it slept
+// for them (did not find them ready after yielding). A busy loop waits as
 // HAProxy's threads do, blocked in epoll_wait on its own thread, keeping
 // its processor (Go's P) through the raw system call, so that an event
 // wakes this thread alone and the loops of a proxy run on all the CPUs at
@@ -465,23 +488,26 @@ const busyWait = 10 // milliseconds
 // the loop's; a wait in a system call the scheduler sees has it hand the
 // processor over and back: both forwarded fewer small requests. A loop
 // that saw no event for busyWait waits in a system call the scheduler
-// sees, so that an idle proxy lets Go's runtime rest; so does the only
-// loop of a proxy with one processor, which the other goroutines need. A
-// signal (the scheduler preempting the loop, or stopping the world for
+// sees, so that an idle proxy lets Go's runtime rest (under the normal
+// policy, SchedulingAuto's loops too); so does the only loop of a proxy
+// with one processor, which the other goroutines need. A signal (the scheduler preempting the loop, or stopping the world for
 // the garbage collector) ends either wait: Gosched then lets the scheduler
 // have the processor it asked for.
-func (l *loop) waitEvents(events []unix.EpollEvent) int {
+func (l *loop) waitEvents(events []unix.EpollEvent) (n int, slept bool) {
 	if l.holdP {
 		if n, err := l.yieldFirst(events); n > 0 || err != nil {
-			return waited(n, err)
+			return waited(n, err), false
 		}
 		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), busyWait, 0, 0)
 		if n, err := result(r, e); n > 0 || err != nil {
-			return waited(n, err)
+			return waited(n, err), true
+		}
+		if l.auto != nil {
+			l.auto.rest()
 		}
 	}
 	r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), ^uintptr(0), 0, 0)
-	return waited(result(r, e))
+	return waited(result(r, e)), true
 }
 
 // yieldFirst lets a task the scheduler finds due run before the loop, if
@@ -494,7 +520,7 @@ func (l *loop) waitEvents(events []unix.EpollEvent) int {
 // returns at once. BenchmarkProxy measured 7% more small requests with it
 // (two runs side by side with the loops without it), and no longer tail
 // beside processes that never sleep (DSO_BENCH_PROXY_BUSY, one run each
-// way), as SCHED_BATCH has (Options.Batch): a yield gives the CPU up once,
+// way), as SCHED_BATCH has (SchedulingBatch): a yield gives the CPU up once,
 // where batch gives up preempting at all.
 func (l *loop) yieldFirst(events []unix.EpollEvent) (int, error) {
 	unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)

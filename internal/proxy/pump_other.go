@@ -14,7 +14,7 @@ import (
 // development machines) each forwarded connection is copied by two
 // goroutines.
 
-func startPump(bool, *slog.Logger) error { return nil }
+func startPump(Scheduling, *slog.Logger) error { return nil }
 
 // forward copies both ways between c's client and backend until both
 // directions ended or c was closed.

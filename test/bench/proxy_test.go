@@ -39,9 +39,12 @@ package bench
 //   - dso-bound-own: dso-bound without the host sockets: the proxy connects
 //     from its container, across the bridge (how dso-bound ran before, and
 //     runs while no agent supplies it);
+//   - dso-bound-normal: dso-bound with the label dso.proxy.scheduling:
+//     normal (`dso-init proxy --scheduling normal`): the proxy's event
+//     loops keep the normal policy, where by default (auto) a busy loop
+//     moves to SCHED_BATCH;
 //   - dso-bound-batch: dso-bound with the label dso.proxy.scheduling:
-//     batch (`dso-init proxy --scheduling batch`): the proxy's event loops
-//     under SCHED_BATCH;
+//     batch: the proxy's event loops under SCHED_BATCH all the time;
 //   - dso-hostnet: our proxy container in the host's network namespace
 //     (network_mode host), forwarding to the container's IP: the container
 //     without the extra hop over the bridge that dso-bound's leg to the
@@ -50,24 +53,30 @@ package bench
 //     docker-proxy run: our code in their position, as a process of the
 //     host rather than in a container.
 //
-// Figures: one bulk stream of 1 GiB (GET /bytes, MB/s); 64 concurrent
-// keep-alive connections doing small request/response pairs (GET /healthz)
-// for 3 s (requests/s, and the proxy's CPU time per request in that run:
-// how much work the proxy costs, which the machine's noise moves least;
-// and the backend's CPU time and sleeps per request, "app cpu" and
-// "app sleeps": the backend is the party whose share of the CPUs runs out
+// Figures: one bulk stream of 1 GiB (GET /bytes, MB/s, the best of 3 runs
+// per path, runs interleaved); 64 concurrent keep-alive connections doing
+// small request/response pairs (GET /healthz) in rrRounds rounds of
+// rrDuration, every path once a round, in turn: requests/s, the median
+// rate, and each ratio the median of the rounds' ratios (the machine's
+// speed drifts by more than the differences measured from one run of a
+// few seconds to the next); and, over all rounds, the proxy's CPU time per
+// request (how much work the proxy costs, which the machine's noise moves
+// least), the backend's CPU time and sleeps per request, "app cpu" and
+// "app sleeps" (the backend is the party whose share of the CPUs runs out
 // first, and what a request costs it depends on the proxy in front of it,
-// through how often it runs out of work and waits to be woken; the same
+// through how often it runs out of work and waits to be woken), the same
 // of the client, "client cpu" and "c. sleeps", whose work too is the same
-// on every path; the proxy's sleeps per request, "p. sleeps": each one is
-// a wake-up its client or backend pays for when it next writes; and the
-// share of the machine's CPU time left idle, "idle": the parties need more
-// than the two CPUs, so idle time is work waiting on one of them), each
-// the best of 3 runs per path, runs interleaved; and the latency of
-// one connection doing 2,000 sequential pairs (p50, p99), and of 1,000
-// sequential new connections doing one pair each (connect p50, p99: what
-// a client that connects per request sees). Each throughput is printed as
-// a ratio to direct (-x), each latency as the time added to direct's. The
+// on every path, the proxy's sleeps per request, "p. sleeps" (each one is
+// a wake-up its client or backend pays for when it next writes), and the
+// share of the machine's CPU time left idle, "idle" (the parties need more
+// than the two CPUs, so idle time is work waiting on one of them); each of
+// our paths' rate is also logged as a ratio to HAProxy's and to
+// docker-proxy's, the median of the rounds' ratios, with their range; and
+// the latency of one connection doing 2,000 sequential pairs (p50, p99),
+// and of 1,000 sequential new connections doing one pair each (connect
+// p50, p99: what a client that connects per request sees). Each
+// throughput is printed as a ratio to direct (-x), each latency as the
+// time added to direct's. The
 // client, the backend and the proxies each run in a CPU group of their own
 // (cpugroups_test.go), so that every proxy competes for the two CPUs as
 // the others do. Targets: dso >= docker-proxy, dso >= haproxy, and dso >=
@@ -106,7 +115,8 @@ const (
 	bulkBytes   = 1 << 30
 	runs        = 3
 	rrConns     = 64
-	rrDuration  = 3 * time.Second
+	rrRounds    = 12
+	rrDuration  = 1500 * time.Millisecond
 	latencyReqs = 2000
 	connectReqs = 1000
 )
@@ -114,16 +124,17 @@ const (
 // proxyPath is one way to the backend and what was measured through it.
 type proxyPath struct {
 	name, addr string
-	bulk       float64 // MB/s, best run
-	rps        float64
-	cpuPerReq  time.Duration // the proxy's CPU time per request, in rps's run
-	// The backend's and the client's (the benchmark's process) CPU time
-	// and sleeps per request, and the proxy's sleeps, in rps's run.
-	appCPUPerReq, clientCPUPerReq                          time.Duration
-	appSleepsPerReq, clientSleepsPerReq, proxySleepsPerReq float64
-	idle                                                   float64 // the share of the machine's CPU time left idle, in rps's run
-	p50, p99                                               time.Duration
-	c50, c99                                               time.Duration // a new connection per pair
+	bulk       float64   // MB/s, best run
+	rates      []float64 // requests/s, one a round
+	// What the rounds' requests cost: the proxy's, the backend's and the
+	// client's (the benchmark's process) CPU time and sleeps, and the
+	// machine's CPU time left idle, over the time it took.
+	requests                             int
+	proxyCPU, appCPU, clientCPU          time.Duration
+	proxySleeps, appSleeps, clientSleeps int
+	idleTicks, totalTicks                uint64
+	p50, p99                             time.Duration
+	c50, c99                             time.Duration // a new connection per pair
 }
 
 // pathStart starts a path and returns its address.
@@ -179,6 +190,11 @@ func BenchmarkProxy(b *testing.B) {
 			groups.container(b, "proxy", id)
 			return handOver(b, id, 8080, false)
 		}},
+		{"dso-bound-normal", func() string {
+			id := testbed.RunProxy(b, image, net, "app", []string{"80:8080"}, "--scheduling", "normal")
+			groups.container(b, "proxy", id)
+			return handOver(b, id, 8080, true)
+		}},
 		{"dso-bound-batch", func() string {
 			id := testbed.RunProxy(b, image, net, "app", []string{"80:8080"}, "--scheduling", "batch")
 			groups.container(b, "proxy", id)
@@ -214,25 +230,23 @@ func BenchmarkProxy(b *testing.B) {
 				p.bulk = max(p.bulk, bulk(b, p.addr))
 			}
 		}
-		for run := range runs {
+		for round := range rrRounds {
 			for i := range paths {
-				p := paths[(i+run)%len(paths)]
+				p := paths[(i+round)%len(paths)]
 				proxy0, psleeps0 := groups.usage(b, "proxy")
 				app0, sleeps0 := groups.usage(b, "backend")
 				client0, csleeps0 := groups.usage(b, "client")
 				idle0, total0 := machineTicks(b)
 				rps, n := requestsPerSecond(b, p.addr)
-				if rps > p.rps {
-					idle1, total1 := machineTicks(b)
-					p.idle = float64(idle1-idle0) / float64(total1-total0)
-					proxy1, psleeps1 := groups.usage(b, "proxy")
-					app1, sleeps1 := groups.usage(b, "backend")
-					client1, csleeps1 := groups.usage(b, "client")
-					p.proxySleepsPerReq, p.clientSleepsPerReq = float64(psleeps1-psleeps0)/float64(n), float64(csleeps1-csleeps0)/float64(n)
-					p.clientCPUPerReq = (client1 - client0) / time.Duration(n)
-					p.rps, p.cpuPerReq = rps, (proxy1-proxy0)/time.Duration(n)
-					p.appCPUPerReq, p.appSleepsPerReq = (app1-app0)/time.Duration(n), float64(sleeps1-sleeps0)/float64(n)
-				}
+				idle1, total1 := machineTicks(b)
+				proxy1, psleeps1 := groups.usage(b, "proxy")
+				app1, sleeps1 := groups.usage(b, "backend")
+				client1, csleeps1 := groups.usage(b, "client")
+				p.rates = append(p.rates, rps)
+				p.requests += n
+				p.proxyCPU, p.appCPU, p.clientCPU = p.proxyCPU+proxy1-proxy0, p.appCPU+app1-app0, p.clientCPU+client1-client0
+				p.proxySleeps, p.appSleeps, p.clientSleeps = p.proxySleeps+psleeps1-psleeps0, p.appSleeps+sleeps1-sleeps0, p.clientSleeps+csleeps1-csleeps0
+				p.idleTicks, p.totalTicks = p.idleTicks+idle1-idle0, p.totalTicks+total1-total0
 			}
 		}
 		for _, p := range paths {
@@ -243,33 +257,73 @@ func BenchmarkProxy(b *testing.B) {
 
 	direct := paths[0]
 	us := func(d time.Duration) time.Duration { return d.Round(time.Microsecond) }
-	perReq := func(d time.Duration) float64 { return float64(d) / float64(time.Microsecond) }
 	b.Logf("%-17s %9s %7s %9s %7s %9s %9s %10s %10s %9s %9s %5s %9s %9s %11s %11s %11s %11s", "path", "bulk MB/s", "x", "req/s", "x", "cpu/req", "app cpu", "app sleeps", "client cpu", "c. sleeps", "p. sleeps", "idle",
 		"p50", "p99", "p50 added", "p99 added", "connect p50", "c. p50 add")
 	for _, p := range paths {
-		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %7.1fµs %7.1fµs %10.2f %8.1fµs %9.2f %9.2f %4.0f%% %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, p.rps, p.rps/direct.rps,
-			perReq(p.cpuPerReq), perReq(p.appCPUPerReq), p.appSleepsPerReq, perReq(p.clientCPUPerReq), p.clientSleepsPerReq, p.proxySleepsPerReq, 100*p.idle,
+		x, _, _ := p.ratio(direct)
+		b.Logf("%-17s %9.0f %6.2fx %9.0f %6.2fx %7.1fµs %7.1fµs %10.2f %8.1fµs %9.2f %9.2f %4.0f%% %9v %9v %11v %11v %11v %11v", p.name, p.bulk, p.bulk/direct.bulk, medianRate(p.rates), x,
+			p.cpuPerReq(p.proxyCPU), p.cpuPerReq(p.appCPU), p.perReq(p.appSleeps), p.cpuPerReq(p.clientCPU), p.perReq(p.clientSleeps), p.perReq(p.proxySleeps), 100*p.idle(),
 			us(p.p50), us(p.p99), us(p.p50-direct.p50), us(p.p99-direct.p99), us(p.c50), us(p.c50-direct.c50))
 		if p == direct {
 			b.ReportMetric(p.bulk, "direct-bulk-MB/s")
-			b.ReportMetric(p.rps, "direct-req/s")
+			b.ReportMetric(medianRate(p.rates), "direct-req/s")
 			continue
 		}
 		b.ReportMetric(p.bulk/direct.bulk, p.name+"-bulk-x")
-		b.ReportMetric(p.rps/direct.rps, p.name+"-req-x")
-		b.ReportMetric(perReq(p.cpuPerReq), p.name+"-cpu-per-req-us")
-		b.ReportMetric(perReq(p.appCPUPerReq), p.name+"-backend-cpu-per-req-us")
-		b.ReportMetric(p.appSleepsPerReq, p.name+"-backend-sleeps-per-req")
-		b.ReportMetric(perReq(p.clientCPUPerReq), p.name+"-client-cpu-per-req-us")
-		b.ReportMetric(p.clientSleepsPerReq, p.name+"-client-sleeps-per-req")
-		b.ReportMetric(p.proxySleepsPerReq, p.name+"-proxy-sleeps-per-req")
-		b.ReportMetric(100*p.idle, p.name+"-idle-pct")
+		b.ReportMetric(x, p.name+"-req-x")
+		b.ReportMetric(p.cpuPerReq(p.proxyCPU), p.name+"-cpu-per-req-us")
+		b.ReportMetric(p.cpuPerReq(p.appCPU), p.name+"-backend-cpu-per-req-us")
+		b.ReportMetric(p.perReq(p.appSleeps), p.name+"-backend-sleeps-per-req")
+		b.ReportMetric(p.cpuPerReq(p.clientCPU), p.name+"-client-cpu-per-req-us")
+		b.ReportMetric(p.perReq(p.clientSleeps), p.name+"-client-sleeps-per-req")
+		b.ReportMetric(p.perReq(p.proxySleeps), p.name+"-proxy-sleeps-per-req")
+		b.ReportMetric(100*p.idle(), p.name+"-idle-pct")
 		b.ReportMetric(float64((p.p50 - direct.p50).Microseconds()), p.name+"-p50-added-us")
 		b.ReportMetric(float64((p.p99 - direct.p99).Microseconds()), p.name+"-p99-added-us")
 		b.ReportMetric(float64((p.c50 - direct.c50).Microseconds()), p.name+"-connect-p50-added-us")
 		b.ReportMetric(float64((p.c99 - direct.c99).Microseconds()), p.name+"-connect-p99-added-us")
 	}
+	for _, p := range paths {
+		for _, q := range paths {
+			if !strings.HasPrefix(p.name, "dso") || (q.name != "haproxy" && q.name != "docker-proxy") {
+				continue
+			}
+			x, lo, hi := p.ratio(q)
+			b.Logf("small requests, %s / %s: %.2fx (rounds %.2f-%.2fx)", p.name, q.name, x, lo, hi)
+			b.ReportMetric(x, p.name+"-vs-"+q.name+"-req-x")
+		}
+	}
 	b.ReportMetric(0, "ns/op")
+}
+
+// cpuPerReq returns CPU time of the rounds per request, in µs.
+func (p *proxyPath) cpuPerReq(d time.Duration) float64 {
+	return float64(d) / float64(time.Microsecond) / float64(p.requests)
+}
+
+// perReq returns a count of the rounds (sleeps) per request.
+func (p *proxyPath) perReq(n int) float64 { return float64(n) / float64(p.requests) }
+
+// idle returns the share of the machine's CPU time left idle in the
+// rounds.
+func (p *proxyPath) idle() float64 { return float64(p.idleTicks) / float64(p.totalTicks) }
+
+// ratio returns the median over the rounds of p's rate to q's in the same
+// round, and the lowest and highest.
+func (p *proxyPath) ratio(q *proxyPath) (med, lo, hi float64) {
+	xs := make([]float64, len(p.rates))
+	for i := range xs {
+		xs[i] = p.rates[i] / q.rates[i]
+	}
+	return medianRate(xs), slices.Min(xs), slices.Max(xs)
+}
+
+// medianRate returns the median of xs: the mean of the middle two of an even
+// count.
+func medianRate(xs []float64) float64 {
+	xs = slices.Sorted(slices.Values(xs))
+	n := len(xs)
+	return (xs[(n-1)/2] + xs[n/2]) / 2
 }
 
 // startHAProxy runs HAProxy in mode tcp on 127.0.0.1, forwarding to

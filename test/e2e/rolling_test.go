@@ -647,7 +647,7 @@ func TestUpRefusesBadHostPorts(t *testing.T) {
 		{`labels: {dso.host_ports: "127.0.0.1:1:9999"}`, "container port 9999 is not exposed"},
 		{`ports: ["127.0.0.1::53/udp"]`, "DSO's proxy forwards TCP only"},
 		{`ports: ["127.0.0.1:1:8080", "1:8081"]`, "host port 1/tcp is claimed twice"},
-		{"ports: [\"127.0.0.1:1:8080\"]\n    labels: {dso.proxy.scheduling: fast}", `label dso.proxy.scheduling "fast": want normal or batch`},
+		{"ports: [\"127.0.0.1:1:8080\"]\n    labels: {dso.proxy.scheduling: fast}", `label dso.proxy.scheduling "fast": want auto, normal or batch`},
 	} {
 		dir := writeProject(t, map[string]string{"compose.yaml": "services:\n  api:\n    image: " + testbed.TestappImage(t) + "\n    " + tt.ports + "\n    environment:\n      TOKEN: dso://app/token\n"})
 		project := testbed.Project(t, dir)
@@ -976,6 +976,51 @@ services:
 	}
 }
 
+// autoSchedulingFollowsLoad: the event loops of a proxy (process pid)
+// with no label dso.proxy.scheduling (auto) keep the normal policy while
+// the proxy is idle, move to SCHED_BATCH under 64 connections of small
+// requests to addr, and go back to the normal policy once those end.
+func autoSchedulingFollowsLoad(t *testing.T, addr string, pid int) {
+	t.Helper()
+	batch := func() int { return testbed.SchedPolicies(t, pid)[testbed.SchedBatch] }
+	if n := batch(); n != 0 {
+		t.Fatalf("the idle proxy runs %d threads under SCHED_BATCH, want none", n)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	var served atomic.Int64
+	for range 64 {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		wg.Go(func() {
+			r := bufio.NewReader(c)
+			for ctx.Err() == nil {
+				c.SetDeadline(time.Now().Add(clientTimeout))
+				if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: load\r\n\r\n"); err != nil {
+					return
+				}
+				resp, err := http.ReadResponse(r, nil)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				served.Add(1)
+			}
+		})
+	}
+	start := time.Now()
+	waitFor(t, "the proxy's event loops under SCHED_BATCH, busy", func() bool { return batch() > 0 })
+	cancel()
+	wg.Wait()
+	t.Logf("SCHED_BATCH after %v of load, %d requests served", time.Since(start).Round(time.Millisecond), served.Load())
+	waitFor(t, "the proxy's event loops back to the normal policy, idle", func() bool { return batch() == 0 })
+}
+
 // peer asks the testapp at addr, on a new connection, where the
 // connection came from; "" when it does not answer.
 func peer(addr string) string {
@@ -1000,7 +1045,8 @@ func peer(addr string) string {
 // sees its connections come from the project network's gateway, the host,
 // as behind Docker's own published ports. Without the agent the supply
 // runs out and the proxy connects from its own address, serving everyone;
-// a new agent supplies it again.
+// a new agent supplies it again. Its event loops, under the default
+// scheduling (auto), move to SCHED_BATCH under load and back when idle.
 func TestProxyRestartRefusesNoClient(t *testing.T) {
 	u := newUser(t)
 	port := freePort(t)
@@ -1024,9 +1070,7 @@ services:
 		t.Fatalf("Docker publishes the proxy's port: the agent was to bind it")
 	}
 	logsOnFailure(t, u, proxyID)
-	if n := testbed.SchedPolicies(t, inspect(t, proxyID).State.Pid)[testbed.SchedBatch]; n != 0 {
-		t.Errorf("the proxy runs %d threads under SCHED_BATCH, want none without the label dso.proxy.scheduling", n)
-	}
+	autoSchedulingFollowsLoad(t, addr, inspect(t, proxyID).State.Pid)
 	var gateway, own string
 	for _, ep := range inspect(t, proxyID).NetworkSettings.Networks {
 		gateway, own = ep.Gateway.String(), ep.IPAddress.String()
