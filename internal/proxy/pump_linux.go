@@ -498,8 +498,7 @@ func (l *loop) waitEvents(events []unix.EpollEvent) (n int, slept bool) {
 		if n, err := l.yieldFirst(events); n > 0 || err != nil {
 			return waited(n, err), false
 		}
-		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), busyWait, 0, 0)
-		if n, err := result(r, e); n > 0 || err != nil {
+		if n, err := l.pollRaw(events, busyWait); n > 0 || err != nil {
 			return waited(n, err), true
 		}
 		if l.auto != nil {
@@ -524,7 +523,13 @@ func (l *loop) waitEvents(events []unix.EpollEvent) (n int, slept bool) {
 // where batch gives up preempting at all.
 func (l *loop) yieldFirst(events []unix.EpollEvent) (int, error) {
 	unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
-	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+	return l.pollRaw(events, 0)
+}
+
+// pollRaw waits up to ms milliseconds for events in a raw epoll_pwait,
+// keeping the loop's processor.
+func (l *loop) pollRaw(events []unix.EpollEvent, ms int) (int, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), uintptr(ms), 0, 0)
 	return result(r, e)
 }
 
