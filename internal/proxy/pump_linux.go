@@ -502,7 +502,7 @@ func (l *loop) waitEvents(events []unix.EpollEvent) (n int, slept bool) {
 			return waited(n, err), true
 		}
 		if l.auto != nil {
-			l.auto.rest()
+			l.auto.rest(time.Now())
 		}
 	}
 	r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), ^uintptr(0), 0, 0)

@@ -86,12 +86,28 @@ func (a *autoPolicy) observe(now time.Time, n int, slept bool) {
 	if slept {
 		a.slept++
 	}
-	if now.Sub(a.start) < window {
-		return
+	if now.Sub(a.start) >= window {
+		a.choose(now, false)
 	}
+}
+
+// rest moves the thread back to the normal policy when the loop, idle,
+// waits for its next event without its processor (at now): that event is
+// then moved at once, even beside processes that never sleep. The time
+// the thread waited to run since the window began counts as a window's.
+func (a *autoPolicy) rest(now time.Time) {
+	if a.batch {
+		a.choose(now, true)
+	}
+}
+
+// choose ends a window at now, idle or not, and chooses the policy. The
+// hold starts over when a SCHED_BATCH period ends for idleness, the
+// thread's run delay within bounds.
+func (a *autoPolicy) choose(now time.Time, idle bool) {
 	delay, ran, err := a.runDelay()
 	busy := a.events >= busyEvents && a.slept*10 < a.events*3
-	idle := a.events < idleEvents || a.slept*2 > a.events
+	idle = idle || a.events < idleEvents || a.slept*2 > a.events
 	switch {
 	case err != nil:
 		a.set(false)
@@ -107,11 +123,6 @@ func (a *autoPolicy) observe(now time.Time, n int, slept bool) {
 	}
 	a.start, a.events, a.slept, a.delay, a.ran = now, 0, 0, delay, ran
 }
-
-// rest moves the thread back to the normal policy when the loop, idle,
-// waits for its next event without its processor: that event is then
-// moved at once, even beside processes that never sleep.
-func (a *autoPolicy) rest() { a.set(false) }
 
 // set moves the thread to the policy, if it is not there; a refusal leaves
 // the choice as it was.

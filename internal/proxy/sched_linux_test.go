@@ -79,7 +79,7 @@ func TestAutoPolicyFollowsLoad(t *testing.T) {
 	step("a busy window again", 3000, 400, 10, true)
 	step("a window of 400 events", 400, 100, 0, false)
 	step("a busy window again", 3000, 400, 10, true)
-	a.rest()
+	a.rest(now)
 	if th.batch || a.batch {
 		t.Fatalf("after rest: batch %v, want the normal policy", th.batch)
 	}
@@ -141,6 +141,42 @@ func TestAutoPolicyHoldsNormalWhenWaitingToRun(t *testing.T) {
 	now = windowOf(a, th, now, 100, 100, 100, 100, 0) // idle: back to normal, hold starts over
 	busy(0)
 	wantHeld(firstHold)
+}
+
+// TestAutoPolicyRestChecksRunDelay: a SCHED_BATCH period that ends with
+// the loop idle, before its window does, goes back to the normal policy;
+// if the thread waited long to run meanwhile, the hold starts as after a
+// window, else the hold starts over. Idle under the normal policy, nothing
+// changes.
+func TestAutoPolicyRestChecksRunDelay(t *testing.T) {
+	th := &fakeThread{}
+	now := time.Unix(1000, 0)
+	a := newFakePolicy(th, now)
+	now = windowOf(a, th, now, 3000, 100, 5, 100, 0)
+	if !th.batch {
+		t.Fatal("a busy window left the normal policy")
+	}
+	now = now.Add(window / 2)
+	th.ran, th.delay = th.ran+10, th.delay+uint64(10*time.Millisecond)
+	a.rest(now)
+	if th.batch || !a.until.Equal(now.Add(firstHold)) || a.hold != 2*firstHold {
+		t.Fatalf("idle after waiting 1 ms a run: batch %v, held until +%v, next hold %v; want the normal policy held for %v, next %v", th.batch, a.until.Sub(now), a.hold, firstHold, 2*firstHold)
+	}
+	now = windowOf(a, th, a.until, 3000, 100, 5, 100, 0)
+	if !th.batch {
+		t.Fatal("a busy window after the hold left the normal policy")
+	}
+	now = now.Add(window / 2)
+	th.ran, th.delay = th.ran+10, th.delay+uint64(10*time.Microsecond)
+	a.rest(now)
+	if th.batch || a.hold != firstHold {
+		t.Fatalf("idle after waiting 10 µs a run: batch %v, next hold %v; want the normal policy, next hold %v", th.batch, a.hold, firstHold)
+	}
+	sets := th.sets
+	a.rest(now.Add(time.Second))
+	if th.sets != sets || th.batch {
+		t.Fatalf("idle under the normal policy set the policy again")
+	}
 }
 
 // TestAutoPolicyStaysNormalWithoutRunDelay: a thread whose run delay
