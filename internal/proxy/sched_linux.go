@@ -21,7 +21,7 @@ import (
 // preempts the writer for each message, and both pay a switch and a
 // wake-up more for it. Under SCHED_BATCH it never preempts the task that
 // woke it: it runs when that one sleeps, or at the scheduler's tick, and
-// takes what was written in one batch. In four runs of BenchmarkProxy,
+// takes what was written in one batch. In five runs of BenchmarkProxy,
 // 64 connections of small requests made 1.03-1.18x HAProxy's rate with
 // it, 0.96-1.11x with the normal policy alone. A loop that is not busy
 // keeps the normal policy, so that a lone message moves at once. Beside

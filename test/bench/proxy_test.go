@@ -76,10 +76,9 @@ package bench
 // and of 1,000 sequential new connections doing one pair each (connect
 // p50, p99: what a client that connects per request sees). Each
 // throughput is printed as a ratio to direct (-x), each latency as the
-// time added to direct's. The
-// client, the backend and the proxies each run in a CPU group of their own
-// (cpugroups_test.go), so that every proxy competes for the two CPUs as
-// the others do. Targets: dso >= docker-proxy, dso >= haproxy, and dso >=
+// time added to direct's. The client, the backend and the proxies each
+// run in a CPU group of their own (cpugroups_test.go), so that every proxy
+// competes for the two CPUs as the others do. Targets: dso >= docker-proxy, dso >= haproxy, and dso >=
 // 0.5x direct. The machine is shared: compare figures of one run only.
 
 import (
