@@ -490,9 +490,10 @@ const busyWait = 10 // milliseconds
 // that saw no event for busyWait waits in a system call the scheduler
 // sees, so that an idle proxy lets Go's runtime rest (under the normal
 // policy, SchedulingAuto's loops too); so does the only loop of a proxy
-// with one processor, which the other goroutines need. A signal (the scheduler preempting the loop, or stopping the world for
-// the garbage collector) ends either wait: Gosched then lets the scheduler
-// have the processor it asked for.
+// with one processor, which the other goroutines need. A signal (the
+// scheduler preempting the loop, or stopping the world for the garbage
+// collector) ends either wait: Gosched then lets the scheduler have the
+// processor it asked for.
 func (l *loop) waitEvents(events []unix.EpollEvent) (n int, slept bool) {
 	if l.holdP {
 		if n, err := l.yieldFirst(events); n > 0 || err != nil {
